@@ -5,7 +5,7 @@ thin module holding only its settings and a ``precision`` attribute (1 = binary)
 
 BNext (Guo et al., arXiv 2211.12933, §5 of ``paper_notes.md``) binarizes
 
-* activations with ``sign(x)`` forward and the straight-through gradient ``1{|x| <= 1.5}`` (:class:`SignSTE`),
+* activations with ``sign(x)`` forward and the straight-through gradient ``1{|x| < 1.5}`` (:class:`SignSTE`),
 * weights progressively: forward ``clip(w / tau, -1, 1)``, exactly ``sign(w)`` once ``tau`` is below its floor
   (1e-7), identity gradient to the latent weights, which are kept in ``[-1.5, 1.5]`` (:class:`ProgressiveSign`).
 
@@ -46,8 +46,8 @@ class _SignSTE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (x,) = ctx.saved_tensors
-        # Inclusive window, as the gradient of the official clamp(-1.5, 1.5).
-        return grad * (x.abs() <= ctx.clip_value).to(grad.dtype), None
+        # Open window: the gradient of the official clamp(-1.5, 1.5) is 0 at the ends too.
+        return grad * (x.abs() < ctx.clip_value).to(grad.dtype), None
 
 
 class _ApproxSign(torch.autograd.Function):
@@ -86,14 +86,14 @@ class _MagnitudeAwareSign(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         (w,) = ctx.saved_tensors
         # The scale is treated as a constant, as in Bi-Real's and ReActNet's code.
-        return grad * (w.abs() <= ctx.clip_value).to(grad.dtype), None
+        return grad * (w.abs() < ctx.clip_value).to(grad.dtype), None
 
 
 def sign_ste(x: torch.Tensor, clip_value: float = 1.0) -> torch.Tensor:
     r"""Sign with a straight-through gradient.
 
     Forward :math:`\operatorname{sign}(x)`; gradient :math:`\partial L/\partial x = \partial L/\partial y \cdot
-    1\{|x| \le c\}` (BNN, Courbariaux et al. 2016; BNext uses :math:`c = 1.5`).
+    1\{|x| < c\}` (BNN, Courbariaux et al. 2016; BNext uses :math:`c = 1.5`).
     """
     return _SignSTE.apply(x, float(clip_value))
 
@@ -114,13 +114,13 @@ def progressive_sign(w: torch.Tensor, temperature: torch.Tensor, floor: float = 
 
 def magnitude_aware_sign(w: torch.Tensor, clip_value: float = 1.0) -> torch.Tensor:
     r"""XNOR-Net style weight binarizer: :math:`\alpha_o \operatorname{sign}(w)` with
-    :math:`\alpha_o = \operatorname{mean}|w_o|` per output channel; gradient :math:`1\{|w| \le c\}`."""
+    :math:`\alpha_o = \operatorname{mean}|w_o|` per output channel; gradient :math:`1\{|w| < c\}`."""
     return _MagnitudeAwareSign.apply(w, float(clip_value))
 
 
 # --------------------------------------------------------------------------------------------- quantizer modules
 class SignSTE(nn.Module):
-    """Activation (or weight) binarizer ``sign`` with the straight-through window ``|x| <= clip_value``.
+    """Activation (or weight) binarizer ``sign`` with the straight-through window ``|x| < clip_value``.
 
     Args:
         clip_value: half-width of the window where the gradient passes (BNext: 1.5, BNN: 1.0).

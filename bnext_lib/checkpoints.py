@@ -140,10 +140,11 @@ def load_official(model: nn.Module, source: str | os.PathLike | Mapping, trusted
     Raises:
         CheckpointError: unreadable file, or any missing, unexpected or mis-shaped tensor (all named).
     """
+    key_map = _key_map(model)
     where = str(source) if isinstance(source, (str, os.PathLike)) else "checkpoint dict"
     raw = read_checkpoint(source, trusted) if isinstance(source, (str, os.PathLike)) else source
     state = _unwrap(raw, where)
-    to_ours = {official: ours for ours, official in _key_map(model).items()}
+    to_ours = {official: ours for ours, official in key_map.items()}
     own = model.state_dict()
     missing = sorted(k for k in to_ours if k not in state)
     unexpected = sorted(k for k in state if k not in to_ours)

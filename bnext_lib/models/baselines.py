@@ -208,6 +208,6 @@ def birealnet18_nano(num_classes: int = 1000, stem_stride: int = 1, in_chans: in
 
 
 @register_model(ModelInfo("baseline", "this project (ReActNet-A in bnext_nano's layout)", imagenet=False))
-def reactnet_nano(num_classes: int = 1000, stem_stride: int = 1, in_chans: int = 3) -> ReActNet:
+def reactnet_nano(num_classes: int = 1000, stem_stride: int = 2, in_chans: int = 3) -> ReActNet:
     """ReActNet blocks in ``bnext_nano``'s layout, for a like-for-like block comparison on small images."""
     return ReActNet(BNEXT_CHANNELS["nano"], num_classes, in_chans, stem_stride)

@@ -1,0 +1,130 @@
+"""Quantizers, binary convolution and temperature: forwards and pseudo-gradients against NumPy formulas."""
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from bnext_lib.binary import (ApproxSign, BinaryConv2d, MagnitudeAwareSign, ProgressiveSign, SignSTE,
+                              TemperatureSchedule, approx_sign, get_quantizer, get_temperature, magnitude_aware_sign,
+                              progressive_sign, set_temperature, sign_ste)
+
+
+def _grad(fn, x):
+    x = x.clone().requires_grad_(True)
+    y = fn(x)
+    g = torch.linspace(-1, 1, x.numel()).reshape(x.shape)
+    (y * g).sum().backward()
+    return y.detach(), x.grad, g
+
+
+def test_sign_ste_matches_formula_and_official_clamp_gradient():
+    x = torch.tensor([-2.0, -1.5, -1.49, -0.3, 0.0, 0.4, 1.5, 1.51, 3.0])
+    y, gx, g = _grad(lambda t: sign_ste(t, 1.5), x)
+    np.testing.assert_array_equal(y.numpy(), np.sign(x.numpy()))
+    np.testing.assert_allclose(gx.numpy(), g.numpy() * (np.abs(x.numpy()) < 1.5))
+    # the official STE is the gradient of clamp(x, -1.5, 1.5), which is 0 at the ends as well
+    x2 = x.clone().requires_grad_(True)
+    (x2.clamp(-1.5, 1.5) * g).sum().backward()
+    np.testing.assert_allclose(gx.numpy(), x2.grad.numpy())
+
+
+def test_approx_sign_gradient():
+    x = torch.tensor([-1.2, -1.0, -0.5, 0.0, 0.25, 0.99, 2.0])
+    y, gx, g = _grad(approx_sign, x)
+    np.testing.assert_array_equal(y.numpy(), np.sign(x.numpy()))
+    np.testing.assert_allclose(gx.numpy(), g.numpy() * np.maximum(0, 2 - 2 * np.abs(x.numpy())), rtol=1e-6)
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.3, 1e-3])
+def test_progressive_sign_soft_phase(tau):
+    w = torch.randn(4, 3, 3, 3)
+    y, gw, g = _grad(lambda t: progressive_sign(t, torch.tensor([tau])), w)
+    np.testing.assert_allclose(y.numpy(), np.clip(w.numpy() / tau, -1, 1), rtol=1e-6)
+    np.testing.assert_allclose(gw.numpy(), g.numpy())  # identity STE
+
+
+def test_progressive_sign_is_exact_sign_below_floor():
+    w = torch.randn(64, 8, 3, 3) * 1e-9  # tiny weights would stay fractional under clip(w / tau)
+    for tau in (9.9e-8, 0.0):
+        y = progressive_sign(w, torch.tensor([tau]))
+        assert torch.equal(y, torch.sign(w))
+    y = progressive_sign(w, torch.tensor([1e-7]))  # at the floor itself the soft form still applies
+    assert not torch.equal(y, torch.sign(w))
+
+
+def test_magnitude_aware_sign():
+    w = torch.randn(5, 2, 3, 3)
+    y, gw, g = _grad(magnitude_aware_sign, w)
+    alpha = np.abs(w.numpy()).mean(axis=(1, 2, 3), keepdims=True)
+    np.testing.assert_allclose(y.numpy(), alpha * np.sign(w.numpy()), rtol=1e-6)
+    np.testing.assert_allclose(gw.numpy(), g.numpy() * (np.abs(w.numpy()) < 1.0))
+
+
+def test_binary_conv_without_quantizers_is_conv2d():
+    conv = nn.Conv2d(6, 4, 3, stride=2, padding=1, bias=False)
+    bconv = BinaryConv2d(6, 4, 3, stride=2)
+    bconv.load_state_dict(conv.state_dict())
+    x = torch.randn(2, 6, 9, 9)
+    torch.testing.assert_close(bconv(x), conv(x), rtol=0, atol=0)
+
+
+def test_binary_conv_is_binary_at_floor_and_clips_latent_weights_in_training():
+    conv = BinaryConv2d(4, 8, 3, input_quantizer=SignSTE(1.5), weight_quantizer=ProgressiveSign())
+    with torch.no_grad():
+        conv.weight.normal_(0, 2.0)
+    set_temperature(conv, 0.0)
+    assert conv.weight_quantizer.is_binary
+    x = torch.randn(2, 4, 7, 7)
+    conv.eval()
+    ref = nn.functional.conv2d(torch.sign(x), torch.sign(conv.weight), padding=1)
+    torch.testing.assert_close(conv(x), ref, rtol=0, atol=0)
+    assert conv.weight.abs().max() > 1.5  # eval leaves latent weights alone
+    conv.train()
+    conv(x)
+    assert conv.weight.abs().max() <= 1.5
+    assert torch.equal(conv.quantized_weight().abs(), torch.ones_like(conv.weight))
+
+
+def test_precision_attributes_and_lookup():
+    for q in (SignSTE(), ApproxSign(), ProgressiveSign(), MagnitudeAwareSign()):
+        assert q.precision == 1
+    assert isinstance(get_quantizer("approx_sign"), ApproxSign)
+    assert get_quantizer(None) is None
+    with pytest.raises(ValueError, match="unknown quantizer 'nope'"):
+        get_quantizer("nope")
+    with pytest.raises(ValueError, match="init"):
+        BinaryConv2d(2, 2, init="zeros")
+
+
+def test_temperature_schedule_reaches_floor_at_the_chosen_fraction():
+    s = TemperatureSchedule(epochs=20, reach=0.3)
+    taus = [s(e) for e in range(20)]
+    assert taus[0] == 1.0
+    assert all(a > b for a, b in zip(taus[:6], taus[1:7]))
+    assert taus[5] > 1e-7 and taus[6] == 0.0  # 0.3 * 20 = 6 epochs
+    assert s(5.5) == pytest.approx(1e-7 ** (5.5 / 6))  # per-step values for fractional epochs
+
+
+def test_official_schedule_is_0_9_per_epoch():
+    s = TemperatureSchedule.official(512)
+    assert s(10) == pytest.approx(0.9 ** 10)
+    assert s(152) == pytest.approx(0.9 ** 152) and s(152) > 1e-7
+    assert s(153) == 0.0  # official: 0.9**153 < 1e-7 -> exact sign from epoch 153 (30 % of 512)
+
+
+@pytest.mark.parametrize("kwargs", [dict(epochs=0), dict(epochs=10, reach=0), dict(epochs=10, reach=1.5),
+                                    dict(epochs=10, factor=1.2), dict(epochs=10, floor=2.0)])
+def test_temperature_schedule_rejects_bad_arguments(kwargs):
+    with pytest.raises(ValueError):
+        TemperatureSchedule(**kwargs)
+
+
+def test_schedule_apply_sets_every_temperature():
+    from bnext_lib.models import create_model
+    m = create_model("bnext_pico", num_classes=10)
+    assert get_temperature(m) == 1.0
+    s = TemperatureSchedule(10)
+    value = s.apply(m, 2)
+    temps = {float(b.item()) for n, b in m.named_buffers() if n.endswith("temperature")}
+    assert len(temps) == 1 and temps.pop() == pytest.approx(value, rel=1e-6)
+    assert get_temperature(m) == pytest.approx(value, rel=1e-6)
