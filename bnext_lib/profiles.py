@@ -1,0 +1,59 @@
+"""Named run profiles shared by the notebooks and the training CLI: ``smoke``, ``cpu``, ``gpu``.
+
+* ``smoke``: seconds per run, for tests and for pressing Run All; a small Fashion-MNIST subset, ``bnext_pico``.
+* ``cpu``: the committed report on a 2-core machine; Fashion-MNIST, ``bnext_nano`` at 28x28.
+* ``gpu``: paper-scale settings: CIFAR-100, BNext-T, the official 512-epoch recipe with per-epoch schedules.
+
+A profile fills the training defaults; anything given explicitly (CLI flag, notebook parameter) wins.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["Profile", "PROFILES", "get_profile"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One profile.
+
+    Attributes:
+        name: profile name.
+        train: defaults for :class:`bnext_lib.train.TrainConfig` fields.
+        teachers: teacher names (timm architectures) from weak to strong, for the studies that need several.
+        teacher_epochs: epochs to train each teacher.
+        seeds: seeds for comparisons that a verdict rests on.
+    """
+
+    name: str
+    train: dict = field(default_factory=dict)
+    teachers: tuple[str, ...] = ()
+    teacher_epochs: int = 1
+    seeds: tuple[int, ...] = (0,)
+
+
+PROFILES = {
+    "smoke": Profile(
+        "smoke",
+        train=dict(model="bnext_pico", dataset="fashion_mnist", epochs=1, batch_size=64, train_subset=512,
+                   test_subset=256, augment="basic"),
+        teachers=("timm:mobilenetv3_small_050", "timm:resnet10t"), teacher_epochs=1, seeds=(0,)),
+    "cpu": Profile(
+        "cpu",
+        train=dict(model="bnext_nano", dataset="fashion_mnist", epochs=8, batch_size=128, train_subset=12000,
+                   test_subset=None, augment="basic"),
+        teachers=("timm:mobilenetv3_small_050", "timm:resnet10t", "timm:resnet18"), teacher_epochs=4,
+        seeds=(0, 1)),
+    "gpu": Profile(
+        "gpu",
+        train=dict(model="bnext_tiny", dataset="cifar100", epochs=512, batch_size=512, augment="released",
+                   schedule_per_step=False, warmup_epochs=5, stem_stride=1),
+        teachers=("timm:resnet18", "timm:resnet50"), teacher_epochs=200, seeds=(0, 1, 2)),
+}
+
+
+def get_profile(name: str) -> Profile:
+    """The named profile; an unknown name raises ``ValueError`` listing the known ones."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+    return PROFILES[name]

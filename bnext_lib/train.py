@@ -1,0 +1,584 @@
+"""The training engine and its CLI: ``python -m bnext_lib.train`` (unchanged under ``torchrun``).
+
+The official recipe (``paper_notes.md`` §5, §8, §11) is the default:
+
+* AdamW, lr 1e-3, two parameter groups: 4-D kernels (and anything named ``binary_conv``) weight decay 1e-8,
+  everything else 1e-3;
+* timm's cosine schedule to 1e-7 with a warm-up from 1e-5 (official: 5 of 512 epochs; by default the same
+  proportion of any run, updated every step; ``schedule_per_step=False`` steps per epoch as the official code);
+* gradient clipping at global norm 5;
+* progressive binarization: every temperature follows :class:`~bnext_lib.binary.TemperatureSchedule`, reaching
+  exact ``sign`` at 30 % of the run;
+* distillation from timm teachers (:mod:`bnext_lib.distill`), the soft-target loss only (no hard-label term);
+* fp32 on CPU; on CUDA the teachers run under autocast (official) and ``amp=True`` also runs the student in bf16.
+
+Every epoch writes ``metrics.csv``/``metrics.json`` (train/test loss and top-1, lr, temperature, teacher weights,
+time) and an atomic checkpoint ``last.pt``; ``resume=True`` continues from it and, on the CPU, ends with the same
+weights as an uninterrupted run (every random choice of an epoch is drawn from ``(seed, epoch, rank)``). A
+non-finite loss stops the run with :class:`TrainingDiverged`, keeping the last good checkpoint.
+
+Under ``torchrun`` each process takes its share of every global batch (gloo on CPU, NCCL on CUDA), gradients are
+averaged by DDP, and metrics are summed over processes. BatchNorm statistics stay per process, as in the official
+DDP training, so a multi-process run matches a single-process one up to those statistics.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .augment import Augmenter, parse_augment
+from .binary import TemperatureSchedule, get_temperature, set_temperature
+from .checkpoints import CheckpointError, atomic_save, read_checkpoint
+from .data import DATASETS, BatchLoader, ImageData, epoch_seed, load_dataset
+from .distill import ConsecutiveKD, MultiTeacherLoss
+from .models import create_model, list_models
+from .profiles import get_profile
+
+__all__ = ["TrainConfig", "TrainingDiverged", "train", "build_model", "main", "config_hash"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Defaults are the official recipe on the default data; a profile can fill them.
+
+    Attributes:
+        model: a registered name (``bnext_nano``...) or ``timm:<name>`` for a full-precision timm model.
+        dataset: ``fashion_mnist``, ``cifar10``, ``cifar100``, ``synthetic`` or ``imagefolder``.
+        data_root: data folder (default ``data/``); for ``imagefolder`` the folder holding ``train/`` and
+            ``val/``.
+        download: let torchvision download missing data (needs internet).
+        train_subset, test_subset: class-stratified subsets (``None``: all).
+        image_size: input side for ``imagefolder`` (in-memory datasets keep their size).
+        epochs, batch_size: run length; *global* batch size over all processes.
+        lr, min_lr, warmup_lr, warmup_epochs: AdamW and timm cosine schedule (``warmup_epochs`` ``None``: 5/512
+            of the run, the official proportion).
+        wd_conv, wd_other: weight decay of 4-D kernels / everything else.
+        clip_grad: global gradient-norm clip (0: off).
+        temperature_reach: fraction of the run at which the binarization temperature reaches its floor.
+        schedule_per_step: update lr and temperature every step (``False``: every epoch, as the official code).
+        augment: augmentation preset(s), see :mod:`bnext_lib.augment`.
+        teachers: teacher names, main teacher last; earlier ones are assistants used in consecutive rounds.
+        teacher_epochs, teacher_subset: how teachers missing from the cache are trained.
+        kd_weighting, kd_granularity: see :class:`~bnext_lib.distill.MultiTeacherLoss`.
+        elm_attention, info_recoupling, stem_stride: model options (``None``: the builder's default).
+        seed: base seed of everything random.
+        device: ``auto``, ``cpu``, ``cuda``.
+        amp: also run the student under bf16 autocast on CUDA.
+        threads: torch CPU threads (``None``: torch's default).
+        out: run folder (metrics, checkpoint); ``None``: nothing is written.
+        resume: continue from ``out/last.pt``.
+        progress: show tqdm bars (rank 0 only).
+    """
+
+    model: str = "bnext_nano"
+    dataset: str = "fashion_mnist"
+    data_root: str | None = None
+    download: bool = False
+    train_subset: int | None = None
+    test_subset: int | None = None
+    image_size: int = 224
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    min_lr: float = 1e-7
+    warmup_lr: float = 1e-5
+    warmup_epochs: float | None = None
+    wd_conv: float = 1e-8
+    wd_other: float = 1e-3
+    clip_grad: float = 5.0
+    temperature_reach: float = 0.3
+    schedule_per_step: bool = True
+    augment: str = "released"
+    teachers: tuple[str, ...] = ()
+    teacher_epochs: int = 4
+    teacher_subset: int | None = None
+    kd_weighting: str = "adaptive"
+    kd_granularity: str = "batch"
+    elm_attention: bool | None = None
+    info_recoupling: bool | None = None
+    stem_stride: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False
+    threads: int | None = None
+    out: str | None = None
+    resume: bool = False
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Check every option before any data is read; raises ``ValueError`` saying what is allowed."""
+        errors = []
+        if self.model.startswith("timm:"):
+            import timm
+            if not timm.is_model(self.model[5:]):
+                errors.append(f"model {self.model!r}: timm has no model {self.model[5:]!r}")
+        elif self.model not in list_models():
+            errors.append(f"model {self.model!r} is unknown; choose one of {list_models()} or 'timm:<name>'")
+        if self.dataset not in DATASETS:
+            errors.append(f"dataset {self.dataset!r} is unknown; choose one of {list(DATASETS)}")
+        for name in ("epochs", "batch_size", "teacher_epochs", "image_size"):
+            if int(getattr(self, name)) < 1:
+                errors.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("train_subset", "test_subset", "teacher_subset"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                errors.append(f"{name} must be >= 1 or None, got {v}")
+        for name in ("lr", "min_lr", "warmup_lr", "wd_conv", "wd_other", "clip_grad"):
+            if getattr(self, name) < 0 or not math.isfinite(getattr(self, name)):
+                errors.append(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
+        if self.warmup_epochs is not None and not 0 <= self.warmup_epochs < self.epochs:
+            errors.append(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}")
+        if not 0 < self.temperature_reach <= 1:
+            errors.append(f"temperature_reach must be in (0, 1], got {self.temperature_reach}")
+        try:
+            parse_augment(self.augment)
+        except ValueError as e:
+            errors.append(str(e))
+        if self.kd_weighting not in ("adaptive", "fixed"):
+            errors.append(f"kd_weighting must be 'adaptive' or 'fixed', got {self.kd_weighting!r}")
+        if self.kd_granularity not in ("batch", "instance"):
+            errors.append(f"kd_granularity must be 'batch' or 'instance', got {self.kd_granularity!r}")
+        for t in self.teachers:
+            if not t.startswith("timm:") and t not in list_models():
+                errors.append(f"teacher {t!r} must be 'timm:<name>' or a registered model")
+            elif t.startswith("timm:"):
+                import timm
+                if not timm.is_model(t[5:]):
+                    errors.append(f"teacher {t!r}: timm has no model {t[5:]!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            errors.append(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            errors.append("device 'cuda' asked for but CUDA is not available")
+        if self.stem_stride not in (None, 1, 2):
+            errors.append(f"stem_stride must be 1 or 2, got {self.stem_stride}")
+        if self.resume and not self.out:
+            errors.append("resume needs an out folder")
+        if errors:
+            raise ValueError("invalid training configuration:\n  " + "\n  ".join(errors))
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["teachers"] = list(self.teachers)
+        return d
+
+
+def config_hash(cfg: TrainConfig, ignore: Sequence[str] = ("out", "resume", "progress", "threads", "device")
+                ) -> str:
+    """A short digest of everything that changes a run's numbers."""
+    d = {k: v for k, v in cfg.to_dict().items() if k not in ignore}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def build_model(name: str, num_classes: int, in_chans: int, **options) -> nn.Module:
+    """A registered model, or ``timm:<name>`` built by timm (full precision)."""
+    if name.startswith("timm:"):
+        import timm
+        return timm.create_model(name[5:], num_classes=num_classes, in_chans=in_chans)
+    return create_model(name, num_classes=num_classes, in_chans=in_chans, **options)
+
+
+def _param_groups(model: nn.Module, wd_conv: float, wd_other: float) -> list[dict]:
+    kernels, other = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (kernels if p.ndim == 4 or "binary_conv" in name else other).append(p)
+    return [{"params": other, "weight_decay": wd_other}, {"params": kernels, "weight_decay": wd_conv}]
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device_kind: str) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _all_sum(t: torch.Tensor, d: _Dist) -> torch.Tensor:
+    if d.world > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def _write_metrics(out: Path, rows: list[dict]) -> None:
+    tmp = out / ".metrics.json.tmp"
+    tmp.write_text(json.dumps(rows, indent=1))
+    os.replace(tmp, out / "metrics.json")
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    tmp = out / ".metrics.csv.tmp"
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, out / "metrics.csv")
+
+
+class _FolderData:
+    """An ImageNet-style folder split (``train/``, ``val/``) read lazily with torchvision's ImageFolder."""
+
+    def __init__(self, root: Path, split: str, image_size: int, augment: str):
+        from timm.data import create_transform
+        from torchvision.datasets import ImageFolder
+
+        folder = root / ("train" if split == "train" else "val")
+        if not folder.is_dir():
+            raise FileNotFoundError(f"image folder {folder} does not exist (expected {root}/train and {root}/val)")
+        cfg = parse_augment(augment)
+        transform = create_transform(image_size, is_training=split == "train", auto_augment=cfg.randaugment,
+                                     re_prob=cfg.random_erasing, interpolation="bicubic",
+                                     crop_pct=0.95, hflip=0.5 if cfg.flip else 0.0)
+        self.dataset = ImageFolder(str(folder), transform=transform)
+        self.num_classes, self.in_chans = len(self.dataset.classes), 3
+
+    def loader(self, batch: int, shuffle: bool, seed: int, d: _Dist, workers: int):
+        from torch.utils.data import DataLoader, DistributedSampler
+
+        sampler = DistributedSampler(self.dataset, d.world, d.rank, shuffle=shuffle, seed=seed, drop_last=shuffle)
+        return DataLoader(self.dataset, batch_size=batch // d.world, sampler=sampler, num_workers=workers,
+                          drop_last=shuffle, pin_memory=torch.cuda.is_available())
+
+
+# --------------------------------------------------------------------------------------------- the engine
+def train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]] = (), single_process: bool = False
+          ) -> dict:
+    """Run one training run.
+
+    Args:
+        cfg: the configuration (validated first).
+        callbacks: called as ``callback(epoch, metrics_row)`` after each epoch's checkpoint is written.
+        single_process: ignore ``torchrun``'s environment (used to train a teacher inside a multi-process run).
+
+    Returns:
+        A summary: ``final`` (the last epoch's metrics), ``history`` (every epoch), ``wall_s``, ``out``,
+        ``config``, ``teachers`` (their test top-1), ``model`` (the trained module), ``num_classes``,
+        ``in_chans``.
+
+    Raises:
+        ValueError: invalid configuration (before any data is read).
+        TrainingDiverged: a non-finite loss (the last good checkpoint is kept).
+    """
+    cfg.validate()
+    device_kind = "cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available()) \
+        else "cpu"
+    d = _Dist() if single_process else _init_distributed(device_kind)
+    device = torch.device(f"cuda:{d.local_rank}" if device_kind == "cuda" else "cpu")
+    if device_kind == "cuda":
+        torch.cuda.set_device(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if device_kind == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    out = Path(cfg.out) if cfg.out else None
+    start_epoch, history = 0, []
+    resume_state = None
+    if out is not None:
+        ckpt = out / "last.pt"
+        if cfg.resume and ckpt.exists():
+            resume_state = read_checkpoint(ckpt)
+            if resume_state.get("config_hash") != config_hash(cfg):
+                raise CheckpointError(f"{ckpt} was written by a different configuration; use another --out")
+        elif ckpt.exists() and not cfg.resume:
+            raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+
+    # data
+    t_start = time.perf_counter()
+    _seed_everything(cfg.seed)
+    folder = None
+    if cfg.dataset == "imagefolder":
+        root = Path(cfg.data_root or "data/imagenet")
+        folder = {s: _FolderData(root, s, cfg.image_size, cfg.augment if s == "train" else "none")
+                  for s in ("train", "test")}
+        num_classes, in_chans = folder["train"].num_classes, 3
+        augmenter = None
+    else:
+        train_data = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.download).subset(cfg.train_subset,
+                                                                                             cfg.seed)
+        test_data = load_dataset(cfg.dataset, "test", cfg.data_root, cfg.download).subset(cfg.test_subset, cfg.seed)
+        num_classes, in_chans = train_data.num_classes, train_data.in_chans
+        augmenter = Augmenter(cfg.augment, train_data.mean, train_data.std, num_classes)
+        train_loader = BatchLoader(train_data, cfg.batch_size, True, True, cfg.seed, d.rank, d.world,
+                                   augmenter.sample_transform())
+        test_loader = BatchLoader(test_data, max(cfg.batch_size, 256 * d.world), False, False, cfg.seed, d.rank,
+                                  d.world)
+
+    # model, teachers
+    options = {k: getattr(cfg, k) for k in ("elm_attention", "info_recoupling", "stem_stride")
+               if getattr(cfg, k) is not None}
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, num_classes, in_chans, **options).to(device)
+    schedule_kd = ConsecutiveKD.from_list(list(cfg.teachers), cfg.epochs) if cfg.teachers else None
+    teachers, teacher_acc = {}, {}
+    if schedule_kd is not None:
+        from .models.teachers import get_teacher
+        for name in schedule_kd.all_teachers:
+            teachers[name], teacher_acc[name] = get_teacher(
+                name, cfg.dataset, cfg.data_root, epochs=cfg.teacher_epochs, subset=cfg.teacher_subset,
+                seed=cfg.seed, device=device, is_main=d.main, world=d.world)
+    kd_loss = MultiTeacherLoss(cfg.kd_weighting, cfg.kd_granularity)
+
+    ddp_model = model
+    if d.world > 1:
+        ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device_kind == "cuda" else None)
+
+    # optimiser and schedules
+    from timm.scheduler import CosineLRScheduler
+
+    steps_per_epoch = len(train_loader) if folder is None else len(folder["train"].loader(
+        cfg.batch_size, True, cfg.seed, d, 0))
+    if steps_per_epoch == 0:
+        raise ValueError(f"the training split has fewer samples than one batch ({cfg.batch_size})")
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.wd_conv, cfg.wd_other), lr=cfg.lr)
+    warmup = cfg.warmup_epochs if cfg.warmup_epochs is not None else 5 * cfg.epochs / 512
+    unit = steps_per_epoch if cfg.schedule_per_step else 1
+    scheduler = CosineLRScheduler(optimizer, t_initial=max(1, round(cfg.epochs * unit)), lr_min=cfg.min_lr,
+                                  warmup_t=round(warmup * unit), warmup_lr_init=cfg.warmup_lr, warmup_prefix=True,
+                                  t_in_epochs=not cfg.schedule_per_step)
+    temperature = TemperatureSchedule(cfg.epochs, reach=cfg.temperature_reach)
+    has_temperature = get_temperature(model) is not None
+
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        start_epoch, history = resume_state["epoch"] + 1, resume_state["history"]
+
+    amp_dtype = torch.bfloat16 if device_kind == "cuda" else None
+    wall_offset = history[-1]["wall_s"] if history else 0.0
+    from tqdm.auto import tqdm
+
+    for epoch in range(start_epoch, cfg.epochs):
+        t_epoch = time.perf_counter()
+        _seed_everything(epoch_seed(cfg.seed, epoch) + d.rank)
+        active = schedule_kd.teachers_for(epoch) if schedule_kd is not None else []
+        model.train()
+        if folder is None:
+            train_loader.set_epoch(epoch)
+            batches = train_loader
+        else:
+            batches = folder["train"].loader(cfg.batch_size, True, cfg.seed, d, 4)
+            batches.sampler.set_epoch(epoch)
+        sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, n
+        alpha_sum = torch.zeros(max(1, len(active)), dtype=torch.float64)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=not (cfg.progress and d.main), total=steps_per_epoch)
+        for step, (images, labels) in enumerate(bar):
+            progress = epoch + (step / steps_per_epoch if cfg.schedule_per_step else 0.0)
+            if has_temperature:
+                set_temperature(model, temperature(progress))
+            if cfg.schedule_per_step:
+                scheduler.step_update(epoch * steps_per_epoch + step)
+            elif step == 0:
+                scheduler.step(epoch)
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            if augmenter is not None:
+                x, target = augmenter.train_batch(images, labels)
+            else:
+                x, target = images, labels
+            with torch.autocast(device_kind, dtype=amp_dtype, enabled=cfg.amp and amp_dtype is not None):
+                logits = ddp_model(x)
+            logits = logits.float()
+            if active:
+                with torch.no_grad(), torch.autocast(device_kind, enabled=device_kind == "cuda"):
+                    t_logits = [teachers[t](x).float() for t in active]
+                loss, alpha = kd_loss(logits, t_logits)
+                alpha_sum += alpha.detach().double().cpu() * len(labels)
+            elif target.ndim == 2:
+                loss = torch.sum(-target * F.log_softmax(logits, dim=1), dim=1).mean()
+            else:
+                smoothing = augmenter.config.label_smoothing if augmenter is not None else 0.0
+                loss = F.cross_entropy(logits, target, label_smoothing=smoothing)
+            if not torch.isfinite(loss):
+                where = f" (last good checkpoint kept: {out / 'last.pt'})" if out is not None and epoch else ""
+                raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}{where}; "
+                                       "lower the learning rate or check the data")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            optimizer.step()
+            n = len(labels)
+            sums += torch.tensor([loss.item() * n, (logits.argmax(1) == labels).sum().item(), n], dtype=torch.float64)
+            bar.set_postfix(loss=f"{sums[0].item() / sums[2].item():.3f}", refresh=False)
+        if not cfg.schedule_per_step:
+            scheduler.step(epoch + 1)
+        train_time = time.perf_counter() - t_epoch
+        sums = _all_sum(sums, d)
+        alpha_sum = _all_sum(alpha_sum, d)
+
+        # evaluation
+        model.eval()
+        ev = torch.zeros(3, dtype=torch.float64)
+        test_batches = test_loader if folder is None else folder["test"].loader(max(cfg.batch_size, 256), False,
+                                                                                 cfg.seed, d, 4)
+        with torch.no_grad():
+            for images, labels in test_batches:
+                images, labels = images.to(device), labels.to(device)
+                x = augmenter.eval_batch(images) if augmenter is not None else images
+                logits = model(x).float()
+                ev += torch.tensor([F.cross_entropy(logits, labels, reduction="sum").item(),
+                                    (logits.argmax(1) == labels).sum().item(), len(labels)], dtype=torch.float64)
+        ev = _all_sum(ev, d)
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": sums[0].item() / sums[2].item(),
+            "train_top1": 100 * sums[1].item() / sums[2].item(),
+            "test_loss": ev[0].item() / max(1.0, ev[2].item()),
+            "test_top1": 100 * ev[1].item() / max(1.0, ev[2].item()),
+            "lr": optimizer.param_groups[0]["lr"],
+            "temperature": get_temperature(model) if has_temperature else None,
+            "teachers": "+".join(active),
+            "train_images_s": sums[2].item() / train_time,
+            "epoch_s": time.perf_counter() - t_epoch,
+        }
+        for k, name in enumerate(active):
+            row[f"alpha_{k}"] = alpha_sum[k].item() / sums[2].item()
+        row["wall_s"] = wall_offset + (time.perf_counter() - t_start)
+        history.append(row)
+        if out is not None and d.main:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "history": history, "config": cfg.to_dict(), "config_hash": config_hash(cfg)},
+                        out / "last.pt")
+            _write_metrics(out, history)
+        if d.main:
+            msg = (f"{cfg.model} epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} top-1 {row['train_top1']:.2f}"
+                   f" | test loss {row['test_loss']:.4f} top-1 {row['test_top1']:.2f} | lr {row['lr']:.2e}")
+            if has_temperature:
+                msg += f" tau {row['temperature']:.2e}"
+            msg += f" | {row['train_images_s']:.0f} img/s"
+            print(msg, file=sys.stderr, flush=True)
+        for cb in callbacks:
+            cb(epoch, row)
+    if d.world > 1:
+        dist.barrier()
+    summary = {"final": history[-1] if history else None, "history": history,
+               "wall_s": history[-1]["wall_s"] if history else 0.0, "out": str(out) if out else None,
+               "config": cfg.to_dict(), "teachers": teacher_acc, "num_classes": num_classes, "in_chans": in_chans}
+    if out is not None and d.main:
+        (out / "result.json").write_text(json.dumps(summary, indent=1))
+    summary["model"] = model
+    return summary
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m bnext_lib.train",
+                                 description="Train one model (official BNext recipe by default). Unset options "
+                                             "take the profile's value, then TrainConfig's default.")
+    ap.add_argument("--profile", help="smoke, cpu or gpu: fills the defaults below")
+    ap.add_argument("--model", help="registered model or timm:<name> (default bnext_nano)")
+    ap.add_argument("--dataset", help=f"one of {', '.join(DATASETS)}")
+    ap.add_argument("--data-root", dest="data_root", help="data folder (default data/)")
+    ap.add_argument("--download", action="store_true", default=None, help="allow torchvision downloads")
+    ap.add_argument("--train-subset", dest="train_subset", type=int)
+    ap.add_argument("--test-subset", dest="test_subset", type=int)
+    ap.add_argument("--image-size", dest="image_size", type=int, help="imagefolder input size")
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--batch-size", dest="batch_size", type=int, help="global batch size")
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--warmup-epochs", dest="warmup_epochs", type=float)
+    ap.add_argument("--clip-grad", dest="clip_grad", type=float)
+    ap.add_argument("--temperature-reach", dest="temperature_reach", type=float)
+    ap.add_argument("--per-epoch-schedules", dest="schedule_per_step", action="store_false", default=None,
+                    help="update lr and temperature once per epoch, as the official code")
+    ap.add_argument("--augment", help="preset(s) joined by '+': none, basic, randaugment, mixup, cutmix, "
+                                      "random_erasing, label_smoothing, released")
+    ap.add_argument("--teachers", help="comma-separated, main teacher last, e.g. "
+                                       "timm:mobilenetv3_small_050,timm:resnet18")
+    ap.add_argument("--teacher-epochs", dest="teacher_epochs", type=int)
+    ap.add_argument("--kd-weighting", dest="kd_weighting", choices=["adaptive", "fixed"])
+    ap.add_argument("--kd-granularity", dest="kd_granularity", choices=["batch", "instance"])
+    ap.add_argument("--no-elm-attention", dest="elm_attention", action="store_false", default=None)
+    ap.add_argument("--no-info-recoupling", dest="info_recoupling", action="store_false", default=None)
+    ap.add_argument("--stem-stride", dest="stem_stride", type=int)
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--device", help="auto, cpu, cuda")
+    ap.add_argument("--amp", action="store_true", default=None, help="bf16 autocast for the student on CUDA")
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--out", help="run folder for metrics and checkpoints")
+    ap.add_argument("--resume", action="store_true", default=None, help="continue from OUT/last.pt")
+    ap.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    return ap
+
+
+def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
+    """Parse CLI arguments into a validated :class:`TrainConfig` (profile defaults, then explicit flags)."""
+    ap = _parser()
+    args = vars(ap.parse_args(argv))
+    values: dict[str, Any] = {}
+    profile = args.pop("profile")
+    if profile is not None:
+        try:
+            values.update(get_profile(profile).train)
+        except ValueError as e:
+            ap.error(str(e))
+    if args.get("teachers") is not None:
+        args["teachers"] = tuple(t.strip() for t in args["teachers"].split(",") if t.strip())
+    values.update({k: v for k, v in args.items() if v is not None})
+    cfg = TrainConfig(**values)
+    try:
+        cfg.validate()
+    except ValueError as e:
+        ap.error(str(e))
+    return cfg
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg = config_from_args(argv)
+    try:
+        result = train(cfg)
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    final = result["final"]
+    if final is not None and int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({"test_top1": round(final["test_top1"], 3), "train_top1": round(final["train_top1"], 3),
+                          "epochs": final["epoch"], "wall_s": round(result["wall_s"], 1),
+                          "teachers": result["teachers"], "out": result["out"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
