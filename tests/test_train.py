@@ -1,5 +1,6 @@
 """The training engine: exact resume, divergence handling, CLI validation, distillation, torchrun."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -130,29 +131,45 @@ def test_consecutive_rounds_switch_assistants(tmp_path):
                                                           "timm:resnet10t+timm:resnet18"]
 
 
-def _cli(tmp_path, out, extra=()):
-    return ["-m", "bnext_lib.train", "--model", "bnext_pico", "--dataset", "synthetic", "--epochs", "2",
-            "--batch-size", "32", "--augment", "none", "--threads", "1", "--no-progress", "--seed", "3",
-            "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / out), *extra]
+def _cli(tmp_path, out):
+    return ["-m", "bnext_lib.train", "--model", "bnext_pico", "--dataset", "synthetic", "--epochs", "3",
+            "--batch-size", "128", "--augment", "none", "--threads", "1", "--no-progress", "--seed", "3",
+            "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / out)]
 
 
 def test_torchrun_two_ranks_matches_one_rank(tmp_path):
+    """Both runs see the same global batches of 128 and DDP averages the gradients; BatchNorm's batch statistics
+    are per process (64 samples instead of 128), as in the official DDP training, so the runs are not bit-identical.
+    Stated tolerance, on the final epoch: test top-1 within 4 points, train loss within 15 %."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, *_cli(tmp_path, "one")], env=env, capture_output=True, text=True,
-                         timeout=300)
-    assert one.returncode == 0, one.stderr
+                         timeout=300, cwd=ROOT)
+    assert one.returncode == 0, one.stderr[-3000:]
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           *_cli(tmp_path, "two")], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert two.returncode == 0, two.stderr[-3000:]
     h1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
     h2 = json.loads((tmp_path / "two" / "metrics.json").read_text())
-    # Same global batches and averaged gradients; only BatchNorm's batch statistics are per process
-    # (16 instead of 32 samples), so the curves agree closely but not bit for bit.
-    for r1, r2 in zip(h1, h2):
-        assert r2["train_loss"] == pytest.approx(r1["train_loss"], rel=0.15, abs=0.05)
-        assert r2["test_top1"] == pytest.approx(r1["test_top1"], abs=5.0)
-    a = torch.load(tmp_path / "one" / "last.pt", weights_only=True)["model"]
-    b = torch.load(tmp_path / "two" / "last.pt", weights_only=True)["model"]
-    rel = [((a[k] - b[k]).norm() / (a[k].norm() + 1e-12)).item() for k in a if a[k].is_floating_point()
-           and "running" not in k and "temperature" not in k]
-    assert max(rel) < 0.5 and sorted(rel)[len(rel) // 2] < 0.1
+    assert len(h1) == len(h2) == 3
+    assert h2[-1]["test_top1"] == pytest.approx(h1[-1]["test_top1"], abs=4.0)
+    assert h2[-1]["train_loss"] == pytest.approx(h1[-1]["train_loss"], rel=0.15)
+    assert h1[-1]["test_top1"] > 60  # both learned (chance is 10 %)
+
+
+def test_imagefolder_dataset_trains(tmp_path):
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", 16), ("val", 8)):
+        for c, colour in enumerate(((255, 0, 0), (0, 0, 255))):
+            folder = tmp_path / "imgs" / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                noise = torch.randint(0, 40, (40, 40, 3), generator=g).numpy().astype("uint8")
+                Image.fromarray((noise + torch.tensor(colour).clamp(max=215).numpy().astype("uint8"))).save(
+                    folder / f"{i}.png")
+    result = train(TrainConfig(model="bnext_pico", dataset="imagefolder", data_root=str(tmp_path / "imgs"),
+                               image_size=32, epochs=1, batch_size=8, augment="released", threads=2, progress=False))
+    row = result["final"]
+    assert result["num_classes"] == 2 and result["in_chans"] == 3
+    assert 0 <= row["test_top1"] <= 100 and math.isfinite(row["train_loss"])
