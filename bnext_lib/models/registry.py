@@ -112,4 +112,7 @@ def create_model(name: str, num_classes: int = 1000, **kwargs) -> nn.Module:
         unknown = sorted(set(kwargs) - set(accepted))
         if unknown:
             raise TypeError(f"{name} does not take {unknown}; it takes {sorted(set(accepted) - {'num_classes'})}")
-    return fn(num_classes=num_classes, **kwargs)
+    model = fn(num_classes=num_classes, **kwargs)
+    # how to rebuild it (used by bnext_lib.export)
+    model.model_name, model.model_kwargs = name, {"num_classes": num_classes, **kwargs}
+    return model
