@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/train_speed.py                       # bnext_nano and bnext_pico on 28x28 grey
     .venv/bin/python benchmarks/train_speed.py bnext_tiny --size 32 --in-chans 3 --batch 128
     .venv/bin/python benchmarks/train_speed.py --compile             # also torch.compile'd
+    .venv/bin/python benchmarks/train_speed.py bnext_tiny --size 32 --in-chans 3 --official-src /tmp/BNext
+        # also the official implementation (a clone of hpi-xnor/BNext; needs `pip install einops torchinfo`)
 
 A train step is forward, cross-entropy, backward and an AdamW step. Prints figures; asserts nothing.
 """
@@ -30,10 +32,25 @@ def _median_rate(step, batch: int, warmup: int, steps: int) -> float:
     return batch / statistics.median(times)
 
 
+def _official_model(src: str, name: str, num_classes: int):
+    import contextlib
+    import io
+    import sys
+
+    sys.path.insert(0, f"{src}/src")
+    import bnext as official  # noqa: E402  (the official code, not part of this repository)
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return official.BNext(num_classes=num_classes, size=name.split("_")[1])
+
+
 def measure(name: str, size: int, in_chans: int, batch: int, num_classes: int, steps: int, compile: bool,
-            **kwargs) -> dict:
+            official_src: str | None = None, **kwargs) -> dict:
     torch.manual_seed(0)
-    model = create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    if official_src:
+        model = _official_model(official_src, name, num_classes)
+    else:
+        model = create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
     fwd = torch.compile(model) if compile else model
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
     x = torch.randn(batch, in_chans, size, size)
@@ -53,7 +70,7 @@ def measure(name: str, size: int, in_chans: int, batch: int, num_classes: int, s
     train = _median_rate(train_step, batch, 3 if compile else 2, steps)
     model.eval()
     evals = _median_rate(eval_step, batch, 3 if compile else 2, steps)
-    return {"model": name, "compiled": compile, "input": f"{in_chans}x{size}x{size}", "batch": batch,
+    return {"model": ("official " if official_src else "") + name, "compiled": compile, "input": f"{in_chans}x{size}x{size}", "batch": batch,
             "params_M": sum(p.numel() for p in model.parameters()) / 1e6, "train_img_s": train,
             "eval_img_s": evals, "epoch_60k_s": 60000 / train}
 
@@ -68,16 +85,22 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile'd models")
+    ap.add_argument("--official-src", help="a clone of hpi-xnor/BNext: also measure the official BNext (same shapes; "
+                                           "it takes 3 channels and picks stem stride 1 for num_classes != 1000)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    for name in args.models:
-        for compiled in ([False, True] if args.compile else [False]):
-            r = measure(name, args.size, args.in_chans, args.batch, args.num_classes, args.steps, compiled)
-            print(f"{r['model']:>16s} {'compiled' if compiled else 'eager':>8s} {r['input']:>9s} batch {r['batch']}"
-                  f"  {r['params_M']:.2f}M params  train {r['train_img_s']:7.0f} img/s"
-                  f"  eval {r['eval_img_s']:7.0f} img/s  (60k-image epoch {r['epoch_60k_s']:.0f} s)", flush=True)
+    runs = [(name, compiled, None) for name in args.models for compiled in ([False, True] if args.compile else [False])]
+    if args.official_src:
+        runs = [(name, False, args.official_src) for name in args.models] + runs
+    for name, compiled, official in runs:
+        kwargs = {"stem_stride": 1} if args.official_src else {}  # the official model uses stride 1 here
+        r = measure(name, args.size, args.in_chans, args.batch, args.num_classes, args.steps, compiled, official,
+                    **kwargs)
+        print(f"{r['model']:>25s} {'compiled' if compiled else 'eager':>8s} {r['input']:>9s} batch {r['batch']}"
+              f"  {r['params_M']:.2f}M params  train {r['train_img_s']:7.0f} img/s"
+              f"  eval {r['eval_img_s']:7.0f} img/s  (60k-image epoch {r['epoch_60k_s']:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":

@@ -86,6 +86,8 @@ class TrainConfig:
         seed: base seed of everything random.
         device: ``auto``, ``cpu``, ``cuda``.
         amp: also run the student under bf16 autocast on CUDA.
+        compile: ``torch.compile`` the student's training forward (about 1.7x the eager step on 2 CPU cores for
+            bnext_nano, after a compilation of a minute or so; numbers equal up to float rounding).
         threads: torch CPU threads (``None``: torch's default).
         out: run folder (metrics, checkpoint); ``None``: nothing is written.
         resume: continue from ``out/last.pt``.
@@ -122,6 +124,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = False
+    compile: bool = False
     threads: int | None = None
     out: str | None = None
     resume: bool = False
@@ -184,8 +187,8 @@ class TrainConfig:
         return d
 
 
-def config_hash(cfg: TrainConfig, ignore: Sequence[str] = ("out", "resume", "progress", "threads", "device")
-                ) -> str:
+def config_hash(cfg: TrainConfig,
+                ignore: Sequence[str] = ("out", "resume", "progress", "threads", "device", "compile")) -> str:
     """A short digest of everything that changes a run's numbers."""
     d = {k: v for k, v in cfg.to_dict().items() if k not in ignore}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
@@ -376,6 +379,8 @@ def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], s
     ddp_model = model
     if d.world > 1:
         ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device_kind == "cuda" else None)
+    if cfg.compile:
+        ddp_model = torch.compile(ddp_model)
 
     # optimiser and schedules
     from timm.scheduler import CosineLRScheduler
@@ -551,6 +556,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int)
     ap.add_argument("--device", help="auto, cpu, cuda")
     ap.add_argument("--amp", action="store_true", default=None, help="bf16 autocast for the student on CUDA")
+    ap.add_argument("--compile", action="store_true", default=None, help="torch.compile the student")
     ap.add_argument("--threads", type=int)
     ap.add_argument("--out", help="run folder for metrics and checkpoints")
     ap.add_argument("--resume", action="store_true", default=None, help="continue from OUT/last.pt")

@@ -173,3 +173,22 @@ def test_imagefolder_dataset_trains(tmp_path):
     row = result["final"]
     assert result["num_classes"] == 2 and result["in_chans"] == 3
     assert 0 <= row["test_top1"] <= 100 and math.isfinite(row["train_loss"])
+
+
+def test_compiled_training_matches_eager(tmp_path):
+    eager = train(_cfg(tmp_path / "e", epochs=1, train_subset=256, augment="none"))
+    compiled = train(_cfg(tmp_path / "c", epochs=1, train_subset=256, augment="none", compile=True))
+    e, c = eager["final"], compiled["final"]
+    assert c["train_loss"] == pytest.approx(e["train_loss"], rel=0.05)
+    assert c["test_top1"] == pytest.approx(e["test_top1"], abs=5.0)
+
+
+def test_in_place_clips_survive_compilation():
+    from bnext_lib.models import create_model
+    m = create_model("bnext_pico", num_classes=10, in_chans=1).train()
+    unit = m.blocks[0].ffn[0]
+    with torch.no_grad():
+        unit.binary_conv.weight.fill_(3.0)
+        unit.recoupling.scale.fill_(2.0)
+    torch.compile(m)(torch.randn(4, 1, 28, 28))
+    assert unit.binary_conv.weight.max().item() == 1.5 and unit.recoupling.scale.max().item() == 1.0
