@@ -25,7 +25,6 @@ from typing import Iterator
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 __all__ = [
     "sign_ste", "approx_sign", "progressive_sign", "magnitude_aware_sign",

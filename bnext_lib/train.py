@@ -33,7 +33,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from .augment import Augmenter, parse_augment
 from .binary import TemperatureSchedule, get_temperature, set_temperature
 from .checkpoints import CheckpointError, atomic_save, read_checkpoint
-from .data import DATASETS, BatchLoader, ImageData, epoch_seed, load_dataset
+from .data import DATASETS, BatchLoader, epoch_seed, load_dataset
 from .distill import ConsecutiveKD, MultiTeacherLoss
 from .models import create_model, list_models
 from .profiles import get_profile
