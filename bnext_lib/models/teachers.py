@@ -47,11 +47,12 @@ def read_manifest(data_root: str | None = None) -> dict:
 
 
 def _write_manifest(root: Path, digest: str, entry: dict) -> None:
-    manifest = read_manifest(str(root.parent)) if (root / "manifest.json").exists() else {}
+    path = root / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.exists() else {}
     manifest[digest] = entry
     tmp = root / ".manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    os.replace(tmp, root / "manifest.json")
+    os.replace(tmp, path)
 
 
 def get_teacher(name: str, dataset: str, data_root: str | None = None, epochs: int = 4, subset: int | None = None,
