@@ -4,12 +4,15 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test report data lab clean-venv
+NBVAL  := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg --nbval-cell-timeout 900
+
+.PHONY: test report data lab kernel clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[report,dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name bnext --display-name "Python (bnext)" >/dev/null
 	touch $@
 
 # Fashion-MNIST from Debian's package when we are root on a Debian-like system; the loader
@@ -22,16 +25,24 @@ data:
 		echo "warning: could not install dataset-fashion-mnist; see data/README.md"; \
 	else echo "note: not root, skipping Debian's dataset-fashion-mnist; see data/README.md"; fi
 
+# unit tests, then the four notebooks at their smoke defaults under nbval (outputs go to reports/.scratch/)
 test: $(STAMP) data
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest $(NBVAL) notebooks
 
+# the four notebooks at the cpu profile (PROFILE=smoke|cpu|gpu) -> reports/ (REPORT.md, figures, tables, executed/)
+PROFILE ?= cpu
 report: $(STAMP) data
-	@if ls notebooks/*.ipynb >/dev/null 2>&1; then $(BIN)/python -m bnext_lib.report; \
-	else echo "no notebooks yet: the report lands with the research-report issue"; fi
+	$(BIN)/python -m bnext_lib.report --profile $(PROFILE)
 
-lab: $(STAMP)
+# JupyterLab in the project's environment (the "Python (bnext)" kernel is registered in .venv by set-up)
+lab: $(STAMP) data
 	$(BIN)/python -m pip install --quiet jupyterlab
 	$(BIN)/jupyter lab notebooks/
+
+# register the kernel for a Jupyter installed elsewhere (per user)
+kernel: $(STAMP)
+	$(BIN)/python -m ipykernel install --user --name bnext --display-name "Python (bnext)"
 
 clean-venv:
 	rm -rf $(VENV)

@@ -29,7 +29,7 @@ import torch.nn as nn
 __all__ = [
     "sign_ste", "approx_sign", "progressive_sign", "magnitude_aware_sign",
     "SignSTE", "ApproxSign", "ProgressiveSign", "MagnitudeAwareSign", "BinaryConv2d",
-    "temperature_buffers", "set_temperature", "get_temperature", "TemperatureSchedule",
+    "temperature_buffers", "set_temperature", "get_temperature", "saturated_fraction", "TemperatureSchedule",
     "get_quantizer",
 ]
 
@@ -295,6 +295,23 @@ def get_temperature(model: nn.Module) -> float | None:
         if isinstance(m, ProgressiveSign):
             return float(m.temperature.item())
     return None
+
+
+@torch.no_grad()
+def saturated_fraction(model: nn.Module) -> float | None:
+    r"""Fraction of the progressively binarized latent weights whose forward value is already :math:`\pm 1`,
+    i.e. :math:`|w| \ge \tau` (all of them once :math:`\tau` is below the floor, exact zeros aside).
+
+    ``None`` if the model has no :class:`ProgressiveSign`.
+    """
+    hit = total = 0
+    for m in model.modules():
+        if isinstance(m, BinaryConv2d) and isinstance(m.weight_quantizer, ProgressiveSign):
+            q = m.weight_quantizer
+            w = m.weight.detach()
+            hit += int(((w != 0) if q.is_binary else (w.abs() >= q.temperature)).sum())
+            total += w.numel()
+    return hit / total if total else None
 
 
 class TemperatureSchedule:

@@ -155,7 +155,8 @@ def cost_table(models: Iterable[str] | Mapping[str, nn.Module], input_size: Sequ
         models: registered model names, or ``{label: module}``.
         input_size: input shape at batch 1.
         num_classes: classifier size for models built from names.
-        **model_kwargs: passed to :func:`~bnext_lib.models.create_model` for models built from names.
+        **model_kwargs: passed to :func:`~bnext_lib.models.create_model` for models built from names
+            (``in_chans`` defaults to ``input_size[1]``).
 
     Returns:
         ``pandas.DataFrame`` indexed by model, with params (M), binary/real params (M), BOPs (G), FLOPs (M),
@@ -166,6 +167,7 @@ def cost_table(models: Iterable[str] | Mapping[str, nn.Module], input_size: Sequ
 
     from .models import create_model, model_info
 
+    model_kwargs.setdefault("in_chans", input_size[1])
     rows = []
     items = models.items() if isinstance(models, Mapping) else ((n, None) for n in models)
     for label, module in items:

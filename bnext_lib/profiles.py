@@ -1,7 +1,8 @@
 """Named run profiles shared by the notebooks and the training CLI: ``smoke``, ``cpu``, ``gpu``.
 
 * ``smoke``: seconds per run, for tests and for pressing Run All; a small Fashion-MNIST subset, ``bnext_pico``.
-* ``cpu``: the committed report on a 2-core machine; Fashion-MNIST, ``bnext_nano`` at 28x28.
+* ``cpu``: the committed report on a 2-core machine in under an hour; Fashion-MNIST (8k training images, 5k
+  test images), ``bnext_nano`` at 28x28, 5 epochs, compiled, two single-thread runs side by side.
 * ``gpu``: paper-scale settings: CIFAR-100, BNext-T, the official 512-epoch recipe with per-epoch schedules.
 
 A profile fills the training defaults; anything given explicitly (CLI flag, notebook parameter) wins.
@@ -23,6 +24,9 @@ class Profile:
         teachers: teacher names (timm architectures) from weak to strong, for the studies that need several.
         teacher_epochs: epochs to train each teacher.
         seeds: seeds for comparisons that a verdict rests on.
+        workers, threads: runs trained side by side, and torch threads per run (see :mod:`bnext_lib.runs`).
+        landscape: loss-landscape grid (``steps`` per axis, ``span``, ``images`` evaluated per point).
+        sizes: two student sizes for the augmentation study.
     """
 
     name: str
@@ -30,25 +34,31 @@ class Profile:
     teachers: tuple[str, ...] = ()
     teacher_epochs: int = 1
     seeds: tuple[int, ...] = (0,)
+    workers: int = 1
+    threads: int | None = None
+    landscape: dict = field(default_factory=lambda: dict(steps=9, span=1.0, images=1000))
+    sizes: tuple[str, ...] = ("bnext_pico", "bnext_nano")
 
 
 PROFILES = {
     "smoke": Profile(
         "smoke",
         train=dict(model="bnext_pico", dataset="fashion_mnist", epochs=1, batch_size=64, train_subset=512,
-                   test_subset=256, augment="basic"),
-        teachers=("timm:mobilenetv3_small_050", "timm:resnet10t"), teacher_epochs=1, seeds=(0,)),
+                   test_subset=256, augment="basic", teacher_epochs=1, teacher_subset=512),
+        teachers=("timm:mobilenetv3_small_050", "timm:resnet10t", "timm:resnet18"), teacher_epochs=1, seeds=(0,),
+        workers=2, threads=1, landscape=dict(steps=3, span=1.0, images=128)),
     "cpu": Profile(
         "cpu",
-        train=dict(model="bnext_nano", dataset="fashion_mnist", epochs=8, batch_size=128, train_subset=12000,
-                   test_subset=None, augment="basic"),
-        teachers=("timm:mobilenetv3_small_050", "timm:resnet10t", "timm:resnet18"), teacher_epochs=4,
-        seeds=(0, 1)),
+        train=dict(model="bnext_nano", dataset="fashion_mnist", epochs=5, batch_size=128, train_subset=8000,
+                   test_subset=5000, augment="basic", teacher_epochs=6, teacher_subset=10000, compile=True),
+        teachers=("timm:mobilenetv3_small_050", "timm:resnet10t", "timm:resnet18"), teacher_epochs=6,
+        seeds=(0, 1), workers=2, threads=1, landscape=dict(steps=9, span=1.0, images=1000)),
     "gpu": Profile(
         "gpu",
         train=dict(model="bnext_tiny", dataset="cifar100", epochs=512, batch_size=512, augment="released",
-                   schedule_per_step=False, warmup_epochs=5, stem_stride=1),
-        teachers=("timm:resnet18", "timm:resnet50"), teacher_epochs=200, seeds=(0, 1, 2)),
+                   schedule_per_step=False, warmup_epochs=5, stem_stride=1, teacher_epochs=200),
+        teachers=("timm:resnet18", "timm:resnet34", "timm:resnet50"), teacher_epochs=200, seeds=(0, 1, 2),
+        landscape=dict(steps=21, span=1.0, images=5000), sizes=("bnext_tiny", "bnext_small")),
 }
 
 

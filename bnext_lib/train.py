@@ -13,7 +13,8 @@ The official recipe (``paper_notes.md`` §5, §8, §11) is the default:
 * fp32 on CPU; on CUDA the teachers run under autocast (official) and ``amp=True`` also runs the student in bf16.
 
 Every epoch writes ``metrics.csv``/``metrics.json`` (train/test loss and top-1, lr, temperature, teacher weights,
-time) and an atomic checkpoint ``last.pt``; ``resume=True`` continues from it and, on the CPU, ends with the same
+time), ``trace.csv`` (16 points per epoch: loss, lr, temperature and the fraction of latent weights already
+binary) and an atomic checkpoint ``last.pt``; ``resume=True`` continues from it and, on the CPU, ends with the same
 weights as an uninterrupted run (every random choice of an epoch is drawn from ``(seed, epoch, rank)``). A
 non-finite loss stops the run with :class:`TrainingDiverged`, keeping the last good checkpoint.
 
@@ -44,7 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .augment import Augmenter, parse_augment
-from .binary import TemperatureSchedule, get_temperature, set_temperature
+from .binary import TemperatureSchedule, get_temperature, saturated_fraction, set_temperature
 from .checkpoints import CheckpointError, atomic_save, read_checkpoint
 from .data import DATASETS, BatchLoader, epoch_seed, load_dataset
 from .distill import ConsecutiveKD, MultiTeacherLoss
@@ -249,17 +250,22 @@ def _all_sum(t: torch.Tensor, d: _Dist, device: torch.device) -> torch.Tensor:
     return t.cpu()
 
 
-def _write_metrics(out: Path, rows: list[dict]) -> None:
-    tmp = out / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(rows, indent=1))
-    os.replace(tmp, out / "metrics.json")
+def _write_csv(path: Path, rows: list[dict]) -> None:
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    tmp = out / ".metrics.csv.tmp"
+    tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, out / "metrics.csv")
+    os.replace(tmp, path)
+
+
+def _write_metrics(out: Path, rows: list[dict], trace: list[dict]) -> None:
+    tmp = out / ".metrics.json.tmp"
+    tmp.write_text(json.dumps(rows, indent=1))
+    os.replace(tmp, out / "metrics.json")
+    _write_csv(out / "metrics.csv", rows)
+    _write_csv(out / "trace.csv", trace)
 
 
 class _FolderData:
@@ -327,7 +333,7 @@ def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], s
     if device_kind == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     out = Path(cfg.out) if cfg.out else None
-    start_epoch, history = 0, []
+    start_epoch, history, trace = 0, [], []
     resume_state = None
     if out is not None:
         ckpt = out / "last.pt"
@@ -400,11 +406,13 @@ def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], s
                                   t_in_epochs=not cfg.schedule_per_step)
     temperature = TemperatureSchedule(cfg.epochs, reach=cfg.temperature_reach)
     has_temperature = get_temperature(model) is not None
+    trace_every = max(1, steps_per_epoch // 16)
 
     if resume_state is not None:
         model.load_state_dict(resume_state["model"])
         optimizer.load_state_dict(resume_state["optimizer"])
         start_epoch, history = resume_state["epoch"] + 1, resume_state["history"]
+        trace = resume_state.get("trace", [])
 
     amp_dtype = torch.bfloat16 if device_kind == "cuda" else None
     wall_offset = history[-1]["wall_s"] if history else 0.0
@@ -463,6 +471,11 @@ def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], s
             n = len(labels)
             sums += torch.tensor([loss.item() * n, (logits.argmax(1) == labels).sum().item(), n], dtype=torch.float64)
             bar.set_postfix(loss=f"{sums[0].item() / sums[2].item():.3f}", refresh=False)
+            if step % trace_every == 0 or step == steps_per_epoch - 1:
+                trace.append({"progress": epoch + step / steps_per_epoch, "loss": loss.item(),
+                              "lr": optimizer.param_groups[0]["lr"],
+                              "temperature": get_temperature(model) if has_temperature else None,
+                              "saturated": saturated_fraction(model) if has_temperature else None})
         train_time = time.perf_counter() - t_epoch
         sums = _all_sum(sums, d, device)
         alpha_sum = _all_sum(alpha_sum, d, device)
@@ -488,6 +501,7 @@ def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], s
             "test_top1": 100 * ev[1].item() / max(1.0, ev[2].item()),
             "lr": optimizer.param_groups[0]["lr"],
             "temperature": get_temperature(model) if has_temperature else None,
+            "saturated": saturated_fraction(model) if has_temperature else None,
             "teachers": "+".join(active),
             "train_images_s": sums[2].item() / train_time,
             "epoch_s": time.perf_counter() - t_epoch,
@@ -499,9 +513,9 @@ def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], s
         if out is not None and d.main:
             out.mkdir(parents=True, exist_ok=True)
             atomic_save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "history": history, "config": cfg.to_dict(), "config_hash": config_hash(cfg)},
-                        out / "last.pt")
-            _write_metrics(out, history)
+                         "history": history, "trace": trace, "config": cfg.to_dict(),
+                         "config_hash": config_hash(cfg)}, out / "last.pt")
+            _write_metrics(out, history, trace)
         if d.main:
             msg = (f"{cfg.model} epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} top-1 {row['train_top1']:.2f}"
                    f" | test loss {row['test_loss']:.4f} top-1 {row['test_top1']:.2f} | lr {row['lr']:.2e}")
@@ -513,7 +527,7 @@ def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], s
             cb(epoch, row)
     if d.world > 1:
         dist.barrier()
-    summary = {"final": history[-1] if history else None, "history": history,
+    summary = {"final": history[-1] if history else None, "history": history, "trace": trace,
                "wall_s": history[-1]["wall_s"] if history else 0.0, "out": str(out) if out else None,
                "config": cfg.to_dict(), "teachers": teacher_acc, "num_classes": num_classes, "in_chans": in_chans}
     if out is not None and d.main:

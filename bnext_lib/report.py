@@ -1,0 +1,568 @@
+"""The research report: what the notebooks call, and ``python -m bnext_lib.report`` (``make report``).
+
+A notebook opens a :class:`Study` from its ``parameters`` cell (bad parameters fail there, before any work), asks
+it for runs (:meth:`Study.run`, cached under ``data/runs/`` and shared between notebooks), saves tables and figures
+through it and records claims with a verdict. Each study writes ``results/<study>.json``; :func:`assemble` turns
+those into ``REPORT.md``.
+
+Verdict rule (:func:`verdict`): a claim "A beats B" is *reproduced* when every seed of A beats every seed of B,
+*not reproduced* when every seed of B beats every seed of A, and *inconclusive* when the seeds overlap or there is
+one seed only. With two seeds this is strict on purpose: a 60-minute CPU run cannot resolve small differences.
+
+CLI::
+
+    python -m bnext_lib.report                    # all four notebooks at the cpu profile into reports/
+    python -m bnext_lib.report --profile smoke    # into reports/.scratch/
+    python -m bnext_lib.report --assemble-only    # rebuild REPORT.md from reports/results/
+    python -m bnext_lib.report --refresh-notebooks  # re-store the checked (NBVAL_CHECK_OUTPUT) outputs
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from .data import DATASETS
+from .models import list_models
+from .profiles import get_profile
+
+__all__ = ["REPO_ROOT", "NOTEBOOKS", "Study", "RunSet", "verdict", "combine", "distillation_recipes", "machine_info",
+           "assemble", "main"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ("01_architecture_study", "02_overfitting_analysis", "03_distillation", "04_augmentation_ablation")
+VERDICTS = ("reproduced", "not reproduced", "inconclusive")
+
+
+# --------------------------------------------------------------------------------------------- verdicts
+def verdict(a: Sequence[float], b: Sequence[float], label_a: str = "A", label_b: str = "B", unit: str = "%",
+            lower: bool = False) -> dict:
+    """Verdict on "A is higher than B" (``lower=True``: "A is lower than B") from per-seed values (see the module
+    docstring for the rule)."""
+    import numpy as np
+
+    a, b = np.asarray(list(a), float), np.asarray(list(b), float)
+    if len(a) == 0 or len(b) == 0:
+        raise ValueError("verdict needs at least one value on each side")
+    diff = a.mean() - b.mean()
+    sa, sb = (-a, -b) if lower else (a, b)
+    if min(len(a), len(b)) < 2:
+        v = "inconclusive"
+    elif sa.min() > sb.max():
+        v = "reproduced"
+    elif sa.max() < sb.min():
+        v = "not reproduced"
+    else:
+        v = "inconclusive"
+    def fmt(x):
+        return f"{x.mean():.2f} ± {x.std(ddof=1):.2f}{unit}" if len(x) > 1 else f"{x.mean():.2f}{unit}"
+    text = f"{label_a} {fmt(a)} vs {label_b} {fmt(b)} (Δ {diff:+.2f}, n={len(a)}/{len(b)})"
+    return {"verdict": v, "diff": float(diff), "text": text}
+
+
+def combine(parts: Iterable[dict]) -> dict:
+    """All parts reproduced -> reproduced; any part not reproduced -> not reproduced; else inconclusive."""
+    parts = list(parts)
+    vs = {p["verdict"] for p in parts}
+    v = "reproduced" if vs == {"reproduced"} else "not reproduced" if "not reproduced" in vs else "inconclusive"
+    return {"verdict": v, "text": "; ".join(f"{p['text']} [{p['verdict']}]" for p in parts)}
+
+
+# --------------------------------------------------------------------------------------------- run sets
+@dataclass
+class RunSet:
+    """Runs of several labelled variants over seeds.
+
+    Attributes:
+        runs: ``{(label, seed): Run}``.
+        df: one row per run: label, seed, model, test/train top-1 and loss, gap (train - test top-1), minutes,
+            digest.
+    """
+
+    runs: dict
+    df: Any
+
+    def values(self, label: str, metric: str = "test_top1") -> list[float]:
+        rows = self.df[self.df.label == label]
+        if rows.empty:
+            raise KeyError(f"no runs labelled {label!r}; labels: {list(self.labels)}")
+        return rows[metric].tolist()
+
+    @property
+    def labels(self) -> list[str]:
+        return list(dict.fromkeys(self.df.label))
+
+    def compare(self, better: str, worse: str, metric: str = "test_top1", lower: bool = False) -> dict:
+        """:func:`verdict` on "``better`` has a higher (``lower=True``: lower) ``metric`` than ``worse``"."""
+        unit = "%" if metric.endswith("top1") else " pts" if metric == "gap" else ""
+        return verdict(self.values(better, metric), self.values(worse, metric), better, worse, unit, lower)
+
+    def summary(self, metrics: Sequence[str] = ("test_top1", "train_top1", "gap")):
+        """Mean, sample std, min and max per label (columns ``<metric>_mean`` ...), in label order."""
+        import pandas as pd
+
+        g = self.df.groupby("label", sort=False)
+        out = pd.DataFrame({"seeds": g.size()})
+        for m in metrics:
+            out[f"{m}_mean"] = g[m].mean()
+            out[f"{m}_std"] = g[m].std(ddof=1)
+            out[f"{m}_min"] = g[m].min()
+            out[f"{m}_max"] = g[m].max()
+        out["minutes"] = g["minutes"].mean()
+        return out
+
+    def table(self, metrics: Sequence[str] = ("test_top1", "train_top1", "gap")):
+        """A readable table: ``mean ± std [min, max]`` per metric and label."""
+        import pandas as pd
+
+        s = self.summary(metrics)
+        out = pd.DataFrame(index=s.index)
+        out["seeds"] = s["seeds"]
+        for m in metrics:
+            out[m] = [_fmt(r[f"{m}_mean"], r[f"{m}_std"], r[f"{m}_min"], r[f"{m}_max"]) for _, r in s.iterrows()]
+        out["min/run"] = s["minutes"].round(2)
+        return out
+
+    def histories(self):
+        """Every run's per-epoch metrics, long format with ``label`` and ``seed``."""
+        import pandas as pd
+
+        frames = []
+        for (label, seed), run in self.runs.items():
+            h = run.history()
+            h.insert(0, "label", label)
+            h.insert(1, "seed", seed)
+            frames.append(h)
+        return pd.concat(frames, ignore_index=True)
+
+
+def distillation_recipes(ladder: Sequence[str]) -> dict:
+    """The distillation study's recipes from a teacher ladder ``[weak, middle, strong]`` (measured order).
+
+    The two-teacher recipes pair the weak teacher as assistant with the strong one as main teacher (official
+    BNext-T: EfficientNet-B0 + B2); consecutive KD runs two rounds with the weak, then the middle teacher as
+    assistant and the strong one as main teacher throughout (official BNext-M: B0 -> B2 with B4).
+    """
+    if len(ladder) < 3:
+        raise ValueError(f"the distillation study needs three teachers (weak, middle, strong), got {list(ladder)}")
+    weak, mid, strong = ladder[0], ladder[len(ladder) // 2], ladder[-1]
+    return {
+        "CE only": {},
+        "single weak": {"teachers": [weak]},
+        "single strong": {"teachers": [strong]},
+        "two, fixed 0.5/0.5": {"teachers": [weak, strong], "kd_weighting": "fixed"},
+        "two, adaptive (batch)": {"teachers": [weak, strong]},
+        "two, adaptive (instance)": {"teachers": [weak, strong], "kd_granularity": "instance"},
+        "consecutive (weak→mid, strong)": {"teachers": [weak, mid, strong]},
+    }
+
+
+def _fmt(mean: float, std: float, lo: float, hi: float) -> str:
+    if math.isnan(std):
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ± {std:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+# --------------------------------------------------------------------------------------------- the study
+class Study:
+    """One notebook's study: validated parameters, cached runs, and the files it writes.
+
+    Args:
+        name: the notebook's name (``01_architecture_study``...).
+        profile: ``smoke`` (seconds, the notebooks' default and the tests'), ``cpu`` (the committed report) or
+            ``gpu`` (paper scale).
+        seeds: seeds of every compared variant (``None``: the profile's).
+        epochs, dataset, model, device: override the profile's training settings.
+        workers: runs trained side by side (``None``: the profile's).
+        out_dir: where figures, tables and results go (``None``: ``reports/`` for ``cpu``/``gpu``,
+            ``reports/.scratch/`` for ``smoke``, so tests never overwrite the committed report).
+
+    Raises:
+        ValueError: on an unknown profile, model or dataset, or on non-positive epochs, seeds or workers,
+            before anything is trained.
+    """
+
+    def __init__(self, name: str, profile: str = "smoke", seeds: Sequence[int] | None = None,
+                 epochs: int | None = None, dataset: str | None = None, model: str | None = None,
+                 device: str = "auto", workers: int | None = None, out_dir: str | os.PathLike | None = None):
+        errors = []
+        try:
+            self.profile = get_profile(profile)
+        except ValueError as e:
+            raise ValueError(str(e)) from None
+        if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
+            errors.append(f"epochs must be a positive integer or None, got {epochs!r}")
+        if seeds is not None and (isinstance(seeds, (str, int)) or len(seeds) == 0
+                                  or not all(isinstance(s, int) and s >= 0 for s in seeds)):
+            errors.append(f"seeds must be a non-empty list of non-negative integers or None, got {seeds!r}")
+        if model is not None and model not in list_models():
+            errors.append(f"model {model!r} is unknown; choose one of {list_models()}")
+        if dataset is not None and dataset not in DATASETS:
+            errors.append(f"dataset {dataset!r} is unknown; choose one of {list(DATASETS)}")
+        if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
+            errors.append(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+        if workers is not None and (not isinstance(workers, int) or workers < 1):
+            errors.append(f"workers must be a positive integer or None, got {workers!r}")
+        if errors:
+            raise ValueError(f"invalid parameters for {name}:\n  " + "\n  ".join(errors))
+        self.name = name
+        self.key = name.split("_")[0]
+        self.seeds = tuple(seeds) if seeds is not None else self.profile.seeds
+        self.workers = workers or self.profile.workers
+        self.threads = self.profile.threads if self.workers > 1 else None
+        self.overrides = {k: v for k, v in dict(epochs=epochs, dataset=dataset, model=model).items() if v is not None}
+        self.overrides["device"] = device
+        default_out = REPO_ROOT / "reports" / (".scratch" if profile == "smoke" else "")
+        self.out = Path(out_dir) if out_dir else default_out
+        for sub in ("figures", "tables", "results"):
+            (self.out / sub).mkdir(parents=True, exist_ok=True)
+        self.tables: list[dict] = []
+        self.figures: list[dict] = []
+        self.claims: list[dict] = []
+        self.notes: list[str] = []
+        self.trained = self.cached = 0
+        self.t0 = time.perf_counter()
+
+    def __repr__(self) -> str:
+        return (f"Study({self.name!r}, profile={self.profile.name!r}, seeds={list(self.seeds)}, "
+                f"workers={self.workers}, settings={self.settings})")
+
+    @property
+    def settings(self) -> dict:
+        """The profile's training settings with this study's overrides."""
+        return {**self.profile.train, **self.overrides}
+
+    @property
+    def teachers(self) -> tuple[str, ...]:
+        """The profile's teacher ladder, weak to strong."""
+        return self.profile.teachers
+
+    def config(self, **overrides):
+        """A validated :class:`~bnext_lib.train.TrainConfig`: profile, study overrides, then ``overrides``."""
+        from .train import TrainConfig
+
+        values = {**self.settings, "progress": False, **overrides}
+        if "teachers" in values:
+            values["teachers"] = tuple(values["teachers"])
+        cfg = TrainConfig(**values)
+        cfg.validate()
+        return cfg
+
+    def run(self, variants: Mapping[str, Mapping[str, Any]], seeds: Sequence[int] | None = None) -> RunSet:
+        """Train (or read from the cache) every variant at every seed.
+
+        Args:
+            variants: ``{label: TrainConfig overrides}``.
+            seeds: default: the study's seeds.
+        """
+        import pandas as pd
+
+        from .runs import is_done, run_many
+
+        seeds = tuple(seeds) if seeds is not None else self.seeds
+        keys = [(label, seed) for label in variants for seed in seeds]
+        configs = [self.config(**{**variants[label], "seed": seed}) for label, seed in keys]
+        done = sum(is_done(c) for c in configs)
+        runs = run_many(configs, workers=self.workers, threads=self.threads)
+        self.cached += done
+        self.trained += len(configs) - done
+        rows = []
+        for (label, seed), run in zip(keys, runs):
+            f = run.final
+            t_acc = run.result.get("teachers") or {}
+            rows.append({"label": label, "seed": seed, "model": run.config.model, "augment": run.config.augment,
+                         "teachers": "+".join(t.removeprefix("timm:") for t in run.config.teachers) or "none",
+                         "teacher_top1": max(t_acc.values()) if t_acc else float("nan"),
+                         "test_top1": f["test_top1"],
+                         "train_top1": f["train_top1"], "gap": f["train_top1"] - f["test_top1"],
+                         "test_loss": f["test_loss"], "train_loss": f["train_loss"],
+                         "minutes": run.result["wall_s"] / 60, "digest": run.digest})
+        return RunSet(dict(zip(keys, runs)), pd.DataFrame(rows))
+
+    def teacher_table(self, names: Sequence[str] | None = None):
+        """Train (or find) the profile's teachers; their test/train top-1 and size, weak to strong."""
+        import pandas as pd
+
+        from .models.teachers import read_manifest, teacher_config
+        from .runs import ensure_teachers
+        from .train import config_hash
+
+        names = list(names or self.teachers)
+        base = self.config(teachers=tuple(names))
+        ensure_teachers([base], self.workers, self.threads)
+        manifest = read_manifest(base.data_root)
+        rows = []
+        for n in names:
+            digest = config_hash(teacher_config(n, base.dataset, base.data_root, base.teacher_epochs,
+                                                base.teacher_subset, 0))
+            e = manifest[digest]
+            rows.append({"teacher": n, "test_top1": e["test_top1"], "train_top1": e["train_top1"],
+                         "params_M": e["params"] / 1e6, "epochs": e["epochs"], "train_images": e["subset"] or "all"})
+        return pd.DataFrame(rows).set_index("teacher")
+
+    def landscapes(self, runset: RunSet, labels: Sequence[str]) -> dict:
+        """Loss-landscape slices (the profile's grid, the same direction seed) of every seed's run of each label,
+        computed side by side and cached in the runs' folders; ``{(label, seed): Landscape}``."""
+        from .landscape import run_landscape
+        from .runs import parallel_map
+
+        g = self.profile.landscape
+        keys = [(label, seed) for label in labels for (lab, seed) in runset.runs if lab == label]
+        jobs = [(runset.runs[k].config, g["steps"], g["span"], g["images"], 0) for k in keys]
+        return dict(zip(keys, parallel_map(run_landscape, jobs, self.workers, self.threads)))
+
+    def ladder(self):
+        """The teacher table sorted by measured test top-1 (weak to strong): the ladder the studies use."""
+        return self.teacher_table().sort_values("test_top1")
+
+    @property
+    def sizes(self) -> tuple[str, ...]:
+        """Two student sizes for the augmentation study (the profile's)."""
+        return self.profile.sizes
+
+    # ----------------------------------------------------------------------------------------- outputs
+    def table(self, df, name: str, caption: str, floatfmt: str = ".2f"):
+        """Write ``tables/<key>_<name>.csv`` and ``.md``; returns ``df`` for display."""
+        stem = f"{self.key}_{name}"
+        df.to_csv(self.out / "tables" / f"{stem}.csv")
+        (self.out / "tables" / f"{stem}.md").write_text(df.to_markdown(floatfmt=floatfmt) + "\n")
+        self.tables = [t for t in self.tables if t["name"] != stem]
+        self.tables.append({"name": stem, "caption": caption, "csv": f"tables/{stem}.csv", "md": f"tables/{stem}.md"})
+        return df
+
+    def figure(self, fig, name: str, caption: str) -> None:
+        """Write ``figures/<key>_<name>.png`` and ``.svg``."""
+        stem = f"{self.key}_{name}"
+        fig.savefig(self.out / "figures" / f"{stem}.png", dpi=130, bbox_inches="tight")
+        fig.savefig(self.out / "figures" / f"{stem}.svg", bbox_inches="tight", metadata={"Date": None})
+        self.figures = [f for f in self.figures if f["name"] != stem]
+        self.figures.append({"name": stem, "caption": caption, "png": f"figures/{stem}.png",
+                             "svg": f"figures/{stem}.svg"})
+
+    def claim(self, key: str, claim: str, result: Mapping[str, Any], where: str) -> dict:
+        """Record a paper claim with our verdict (``result`` from :func:`verdict`/:func:`combine` or a dict with
+        ``verdict`` and ``text``) and where the evidence is."""
+        if result["verdict"] not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {result['verdict']!r}")
+        entry = {"key": key, "claim": claim, "verdict": result["verdict"], "evidence": result["text"],
+                 "where": f"{self.name}: {where}"}
+        self.claims = [c for c in self.claims if c["key"] != key]
+        self.claims.append(entry)
+        return entry
+
+    def note(self, text: str) -> None:
+        """A sentence for the report's section on this study (what was cut, a caveat)."""
+        self.notes.append(text)
+
+    def finish(self) -> dict:
+        """Write ``results/<name>.json`` (parameters, tables, figures, claims, run counts, wall time)."""
+        result = {"study": self.name, "profile": self.profile.name, "seeds": list(self.seeds),
+                  "settings": self.settings, "teachers": list(self.teachers), "workers": self.workers,
+                  "threads": self.threads, "runs_trained": self.trained, "runs_cached": self.cached,
+                  "wall_s": round(time.perf_counter() - self.t0, 1), "tables": self.tables,
+                  "figures": self.figures, "claims": self.claims, "notes": self.notes}
+        path = self.out / "results" / f"{self.name}.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result, indent=1, default=str))
+        os.replace(tmp, path)
+        return {"claims": len(self.claims), "tables": len(self.tables), "figures": len(self.figures),
+                "runs_trained": self.trained, "runs_cached": self.cached, "wall_s": result["wall_s"]}
+
+
+# --------------------------------------------------------------------------------------------- REPORT.md
+def machine_info() -> dict:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
+    except (ValueError, OSError, AttributeError):
+        mem = float("nan")
+    info = {"cpu": cpu, "cores": os.cpu_count(), "memory_GiB": round(mem, 1), "python": platform.python_version(),
+            "torch": torch.__version__, "platform": platform.platform()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def git_commit() -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return commit + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def assemble(out: str | os.PathLike = REPO_ROOT / "reports") -> Path:
+    """Write ``REPORT.md`` from ``results/*.json`` and ``run.json`` (if ``make report`` wrote one)."""
+    out = Path(out)
+    studies = []
+    for name in NOTEBOOKS:
+        path = out / "results" / f"{name}.json"
+        if path.exists():
+            studies.append(json.loads(path.read_text()))
+    if not studies:
+        raise FileNotFoundError(f"no study results in {out / 'results'}; run the notebooks first")
+    run = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
+    lines = ["# BNext reproduction: report", ""]
+    lines += ["Generated by `make report` (`python -m bnext_lib.report`) from the four notebooks in `notebooks/`; "
+              "every number below comes from running the committed code. Executed notebooks (with all outputs) "
+              "are in [`executed/`](executed/).", ""]
+    lines += ["## What was run", ""]
+    prof = studies[0]["profile"]
+    settings = studies[0]["settings"]
+    lines.append(f"- Profile **{prof}**: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
+    lines.append(f"- Seeds per compared variant: {studies[0]['seeds']}; teachers (weak to strong): "
+                 f"{', '.join(studies[0]['teachers']) or 'none'}; {studies[0]['workers']} run(s) side by side"
+                 + (f", {studies[0]['threads']} torch thread(s) each" if studies[0]["threads"] else ""))
+    if run:
+        m = run.get("machine", {})
+        lines.append(f"- Machine: {m.get('cpu')} ({m.get('cores')} cores, {m.get('memory_GiB')} GiB), "
+                     f"{m.get('platform')}; Python {m.get('python')}, torch {m.get('torch')}"
+                     + (f", GPU {m['gpu']}" if m.get("gpu") else ""))
+        lines.append(f"- Code: git commit `{run.get('commit')}`; started {run.get('started')}, "
+                     f"total wall time {run.get('wall_s', 0) / 60:.1f} min")
+    lines += ["", "| notebook | wall time (min) | runs trained | runs from cache | claims |", "|---|---|---|---|---|"]
+    for s in studies:
+        wall = run.get("notebooks", {}).get(s["study"], {}).get("wall_s", s["wall_s"])
+        lines.append(f"| [{s['study']}](executed/{s['study']}.html) | {wall / 60:.1f} | {s['runs_trained']} | "
+                     f"{s['runs_cached']} | {len(s['claims'])} |")
+    lines += ["", "## Claims", "",
+              "Verdict rule: *reproduced* when every seed of the claimed-better variant beats every seed of the "
+              "other, *not reproduced* when the reverse holds, *inconclusive* otherwise (overlapping seeds). "
+              "Numbers are test top-1 mean ± sample std over seeds unless stated.", "",
+              "| claim | verdict | our numbers | evidence |", "|---|---|---|---|"]
+    for s in studies:
+        for c in s["claims"]:
+            lines.append(f"| {c['claim']} | **{c['verdict']}** | {c['evidence']} | {c['where']} |")
+    for s in studies:
+        lines += ["", f"## {s['study']}", ""]
+        for n in s.get("notes", []):
+            lines += [f"> {n}", ""]
+        for t in s["tables"]:
+            lines += [f"**{t['caption']}** ([csv]({t['csv']}))", "", (out / t["md"]).read_text().rstrip(), ""]
+        for f in s["figures"]:
+            lines += [f"![{f['caption']}]({f['png']})", "", f"*{f['caption']}* ([svg]({f['svg']}))", ""]
+    path = out / "REPORT.md"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+# --------------------------------------------------------------------------------------------- runner
+def execute(notebooks: Sequence[str], profile: str, out: Path, html: bool = True, log: bool = True) -> dict:
+    """Run notebooks with papermill into ``out/executed`` (and HTML), returning wall seconds per notebook."""
+    import papermill as pm
+
+    (out / "executed").mkdir(parents=True, exist_ok=True)
+    times = {}
+    for name in notebooks:
+        src = REPO_ROOT / "notebooks" / f"{name}.ipynb"
+        dst = out / "executed" / f"{name}.ipynb"
+        print(f"== {name} ({profile})", file=sys.stderr, flush=True)
+        t = time.perf_counter()
+        pm.execute_notebook(str(src), str(dst), parameters={"profile": profile, "out_dir": str(out)},
+                            cwd=str(src.parent), kernel_name="python3", progress_bar=False, log_output=log)
+        times[name] = {"wall_s": round(time.perf_counter() - t, 1)}
+        print(f"== {name}: {times[name]['wall_s'] / 60:.1f} min", file=sys.stderr, flush=True)
+        if html:
+            from nbconvert import HTMLExporter
+            body, _ = HTMLExporter().from_filename(str(dst))
+            dst.with_suffix(".html").write_text(body)
+    return times
+
+
+CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
+
+
+def refresh_notebooks(notebooks: Sequence[str] = NOTEBOOKS) -> None:
+    """Execute each notebook at its defaults and store only the outputs nbval checks; clear the rest."""
+    import tempfile
+
+    import nbformat
+    import papermill as pm
+
+    for name in notebooks:
+        src = REPO_ROOT / "notebooks" / f"{name}.ipynb"
+        with tempfile.TemporaryDirectory() as tmp:
+            dst = Path(tmp) / src.name
+            pm.execute_notebook(str(src), str(dst), cwd=str(src.parent), kernel_name="python3", progress_bar=False)
+            ran = nbformat.read(str(dst), as_version=4)
+        nb = nbformat.read(str(src), as_version=4)
+        executed = [c for c in ran.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+        for cell, done in zip(nb.cells, executed):
+            if cell.cell_type != "code":
+                continue
+            cell.execution_count = None
+            cell.outputs = []
+            if CHECK_MARK in cell.source:  # nbval compares only cells that have run (an execution count)
+                cell.execution_count = done.execution_count
+                cell.outputs = [o for o in done.outputs if o.get("output_type") != "stream" or o.get("name") != "stderr"]
+        nbformat.write(nb, str(src))
+        print(f"refreshed {src}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bnext_lib.report", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="cpu", help="smoke, cpu or gpu (default cpu)")
+    ap.add_argument("--only", nargs="+", metavar="NOTEBOOK", help=f"a subset of {', '.join(NOTEBOOKS)}")
+    ap.add_argument("--out", help="output folder (default reports/, reports/.scratch/ for smoke)")
+    ap.add_argument("--no-html", dest="html", action="store_false")
+    ap.add_argument("--assemble-only", action="store_true", help="only rebuild REPORT.md")
+    ap.add_argument("--refresh-notebooks", action="store_true",
+                    help="store the smoke outputs of the NBVAL_CHECK_OUTPUT cells in notebooks/")
+    args = ap.parse_args(argv)
+    try:
+        get_profile(args.profile)
+    except ValueError as e:
+        ap.error(str(e))
+    chosen = list(NOTEBOOKS)
+    if args.only:
+        unknown = [n for n in args.only if n not in NOTEBOOKS]
+        if unknown:
+            ap.error(f"unknown notebook(s) {unknown}; choose from {list(NOTEBOOKS)}")
+        chosen = [n for n in NOTEBOOKS if n in args.only]
+    if args.refresh_notebooks:
+        refresh_notebooks(chosen)
+        return 0
+    out = Path(args.out) if args.out else REPO_ROOT / "reports" / (".scratch" if args.profile == "smoke" else "")
+    if not args.assemble_only:
+        started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        t = time.perf_counter()
+        times = execute(chosen, args.profile, out, html=args.html)
+        run_path = out / "run.json"
+        previous = json.loads(run_path.read_text()) if run_path.exists() and args.only else {}
+        notebooks = {**previous.get("notebooks", {}), **times}
+        run = {"profile": args.profile, "started": started, "commit": git_commit(), "machine": machine_info(),
+               "notebooks": notebooks, "wall_s": round(sum(v["wall_s"] for v in notebooks.values()), 1)}
+        if args.only and previous:
+            run["note"] = "notebooks were run in more than one invocation"
+        run_path.write_text(json.dumps(run, indent=1))
+        print(f"report: {(time.perf_counter() - t) / 60:.1f} min", file=sys.stderr)
+    path = assemble(out)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""The report's library side: verdicts, parameter checks, the run cache, loss landscapes, REPORT.md assembly and
+the notebooks' shape. (The notebooks themselves run under ``pytest --nbval-lax`` in ``make test``.)"""
+import json
+
+import nbformat
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from bnext_lib.binary import BinaryConv2d, saturated_fraction, set_temperature
+from bnext_lib.landscape import filter_normalized_direction, loss_landscape, roughness
+from bnext_lib.report import NOTEBOOKS, REPO_ROOT, Study, assemble, combine, distillation_recipes, verdict
+from bnext_lib.runs import Run, is_done, run_folder, run_many, run_one
+from bnext_lib.train import TrainConfig
+
+NB_DIR = REPO_ROOT / "notebooks"
+
+
+# --------------------------------------------------------------------------------------------- verdicts
+def test_verdict_rule():
+    assert verdict([80, 81], [78, 79])["verdict"] == "reproduced"
+    assert verdict([78, 79], [80, 81])["verdict"] == "not reproduced"
+    assert verdict([78, 81], [79, 80])["verdict"] == "inconclusive"
+    one = verdict([90], [10])
+    assert one["verdict"] == "inconclusive" and "n=1/1" in one["text"] and "nan" not in one["text"]
+    assert verdict([0.1, 0.2], [0.5, 0.6], lower=True)["verdict"] == "reproduced"
+    assert verdict([80, 81], [78, 79])["diff"] == pytest.approx(2.0)
+    with pytest.raises(ValueError):
+        verdict([], [1.0])
+
+
+def test_combine():
+    r, n, i = ({"verdict": v, "text": v} for v in ("reproduced", "not reproduced", "inconclusive"))
+    assert combine([r, r])["verdict"] == "reproduced"
+    assert combine([r, i])["verdict"] == "inconclusive"
+    assert combine([r, i, n])["verdict"] == "not reproduced"
+
+
+def test_distillation_recipes():
+    rec = distillation_recipes(["w", "m", "s"])
+    assert rec["CE only"] == {}
+    assert rec["single strong"]["teachers"] == ["s"]
+    assert rec["two, fixed 0.5/0.5"] == {"teachers": ["w", "s"], "kd_weighting": "fixed"}
+    assert rec["consecutive (weak→mid, strong)"]["teachers"] == ["w", "m", "s"]
+    with pytest.raises(ValueError, match="three teachers"):
+        distillation_recipes(["w", "s"])
+
+
+# --------------------------------------------------------------------------------------------- parameters
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(profile="laptop"), "unknown profile"),
+    (dict(epochs=-1), "epochs must be a positive integer"),
+    (dict(epochs=0), "epochs must be a positive integer"),
+    (dict(model="bnext_huge"), "model 'bnext_huge' is unknown"),
+    (dict(dataset="imagenet22k"), "dataset 'imagenet22k' is unknown"),
+    (dict(seeds=[]), "seeds must be"),
+    (dict(seeds=[0, -1]), "seeds must be"),
+    (dict(workers=0), "workers must be"),
+    (dict(device="tpu"), "device must be"),
+])
+def test_study_rejects_bad_parameters(kwargs, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        Study("01_architecture_study", out_dir=tmp_path, **kwargs)
+    assert not any(tmp_path.iterdir())  # nothing written before the check
+
+
+def test_study_config_layers(tmp_path):
+    s = Study("03_distillation", profile="smoke", epochs=2, seeds=[3], out_dir=tmp_path)
+    cfg = s.config(augment="none")
+    assert (cfg.model, cfg.epochs, cfg.augment, cfg.train_subset) == ("bnext_pico", 2, "none", 512)
+    assert s.seeds == (3,) and s.key == "03"
+    assert Study("01_architecture_study", profile="cpu", out_dir=tmp_path).config().compile
+
+
+def test_study_outputs(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    s = Study("02_overfitting_analysis", out_dir=tmp_path)
+    s.table(pd.DataFrame({"a": [1.0]}), "t", "a table")
+    fig, ax = plt.subplots()
+    s.figure(fig, "f", "a figure")
+    s.claim("k", "a claim", {"verdict": "inconclusive", "text": "1 vs 2"}, "table 02_t")
+    with pytest.raises(ValueError, match="verdict must be"):
+        s.claim("k", "a claim", {"verdict": "maybe", "text": ""}, "x")
+    s.finish()
+    for f in ("tables/02_t.csv", "tables/02_t.md", "figures/02_f.png", "figures/02_f.svg",
+              "results/02_overfitting_analysis.json"):
+        assert (tmp_path / f).stat().st_size > 0, f
+    report = assemble(tmp_path).read_text()
+    assert "| a claim | **inconclusive** | 1 vs 2 | 02_overfitting_analysis: table 02_t |" in report
+    assert "![a figure](figures/02_f.png)" in report and "**a table**" in report
+
+
+def test_assemble_without_results(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run the notebooks"):
+        assemble(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------- run cache
+def _tiny_cfg(**kw):
+    base = dict(model="bnext_pico", dataset="synthetic", epochs=1, batch_size=32, train_subset=64, test_subset=32,
+                augment="none", progress=False, threads=1)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_run_cache_trains_once_and_resumes(tmp_path, monkeypatch):
+    cfg = _tiny_cfg()
+    run = run_one(cfg, tmp_path)
+    assert is_done(cfg, tmp_path) and run.folder == run_folder(cfg, tmp_path)
+    assert not (run.folder / "last.pt").exists() and (run.folder / "trace.csv").exists()
+    assert {"temperature", "saturated"} <= set(run.trace().columns)
+    model = run.load_model()
+    assert not model.training
+
+    import bnext_lib.runs as runs_mod
+    monkeypatch.setattr(runs_mod, "train", lambda *a, **k: pytest.fail("a cached run was retrained"))
+    again = run_one(cfg, tmp_path)
+    assert again.final == run.final
+
+    # an interrupted run (checkpoint, no model.pt) resumes instead of starting over
+    monkeypatch.undo()
+    cfg2 = _tiny_cfg(epochs=2, seed=5)
+    from bnext_lib.train import train
+    folder = run_folder(cfg2, tmp_path)
+
+    class Stop(Exception):
+        pass
+
+    def stop(epoch, row):
+        raise Stop
+
+    with pytest.raises(Stop):
+        train(TrainConfig(**{**cfg2.to_dict(), "teachers": (), "out": str(folder)}), callbacks=[stop])
+    assert (folder / "last.pt").exists() and not is_done(cfg2, tmp_path)
+    resumed = run_one(cfg2, tmp_path)
+    assert [r["epoch"] for r in resumed.result["history"]] == [1, 2]
+    fresh = run_one(_tiny_cfg(epochs=2, seed=5, lr=1e-3), tmp_path / "other")
+    assert resumed.final["test_top1"] == fresh.final["test_top1"]
+
+
+def test_run_many_in_two_processes(tmp_path):
+    cfgs = [_tiny_cfg(seed=s) for s in (0, 1, 0)]  # a duplicate is trained once
+    runs = run_many(cfgs, tmp_path, workers=2, threads=1, verbose=False)
+    assert [r.config.seed for r in runs] == [0, 1, 0] and runs[0].digest == runs[2].digest
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
+    with pytest.raises(FileNotFoundError, match="has not been trained"):
+        Run.load(_tiny_cfg(seed=9), tmp_path)
+
+
+# --------------------------------------------------------------------------------------------- landscape
+def test_roughness():
+    x = np.linspace(-1, 1, 7)
+    plane = 2 * x[:, None] + 3 * x[None, :]
+    assert roughness(plane) == pytest.approx(0.0, abs=1e-12)
+    bowl = x[:, None] ** 2 + x[None, :] ** 2
+    step = x[1] - x[0]
+    assert roughness(bowl) == pytest.approx(4 * step ** 2)
+    with pytest.raises(ValueError):
+        roughness(np.zeros((2, 5)))
+
+
+def test_filter_normalized_direction():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2))
+    model(torch.randn(1, 3, 5, 5))
+    dirs = filter_normalized_direction(model, torch.Generator().manual_seed(1))
+    for p, d in zip(model.parameters(), dirs):
+        if p.ndim < 2:
+            assert torch.count_nonzero(d) == 0
+        else:
+            dims = tuple(range(1, p.ndim))
+            torch.testing.assert_close(torch.linalg.vector_norm(d, dim=dims), torch.linalg.vector_norm(p, dim=dims))
+
+
+def test_loss_landscape_centre_and_restore():
+    from bnext_lib.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("bnext_pico", num_classes=10, in_chans=1).eval()
+    set_temperature(model, 0.0)
+    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        centre = nn.functional.cross_entropy(model(x), y).item()
+    ls = loss_landscape(model, x, y, steps=3, span=0.5)
+    assert ls.loss.shape == (3, 3) and ls.centre_loss == pytest.approx(centre, rel=1e-5)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    with pytest.raises(ValueError, match="odd"):
+        loss_landscape(model, x, y, steps=4)
+
+
+def test_saturated_fraction():
+    conv = BinaryConv2d(4, 4, 3, input_quantizer="sign_ste", weight_quantizer="progressive_sign")
+    model = nn.Sequential(conv)
+    with torch.no_grad():
+        conv.weight.copy_(torch.linspace(-1, 1, conv.weight.numel()).view_as(conv.weight))
+    set_temperature(model, 0.5)
+    expected = (conv.weight.abs() >= 0.5).float().mean().item()
+    assert saturated_fraction(model) == pytest.approx(expected)
+    set_temperature(model, 0.0)
+    assert saturated_fraction(model) == pytest.approx(1.0)
+    assert saturated_fraction(nn.Linear(2, 2)) is None
+
+
+# --------------------------------------------------------------------------------------------- notebooks
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_shape(name):
+    nb = nbformat.read(str(NB_DIR / f"{name}.ipynb"), as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and 'profile = "smoke"' in tagged[0].source
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    assert any(f"Study({name!r}" in src for src in code)
+    assert code[-1].strip() == "study.finish()"
+    for src in code:  # narrative, parameters and calls only
+        for forbidden in ("def ", "class ", "nn.Module", ".backward(", "optimizer", "import torch"):
+            assert forbidden not in src, (name, forbidden)
+    assert nb.cells[0].cell_type == "markdown"
