@@ -55,8 +55,8 @@ PROFILES = {
         seeds=(0, 1), workers=2, threads=1, landscape=dict(steps=9, span=1.0, images=1000)),
     "gpu": Profile(
         "gpu",
-        train=dict(model="bnext_tiny", dataset="cifar100", epochs=512, batch_size=512, augment="released",
-                   schedule_per_step=False, warmup_epochs=5, stem_stride=1, teacher_epochs=200),
+        train=dict(model="bnext_tiny", dataset="cifar100", download=True, epochs=512, batch_size=512,
+                   augment="released", schedule_per_step=False, warmup_epochs=5, stem_stride=1, teacher_epochs=200),
         teachers=("timm:resnet18", "timm:resnet34", "timm:resnet50"), teacher_epochs=200, seeds=(0, 1, 2),
         landscape=dict(steps=21, span=1.0, images=5000), sizes=("bnext_tiny", "bnext_small")),
 }

@@ -440,6 +440,11 @@ def assemble(out: str | os.PathLike = REPO_ROOT / "reports") -> Path:
                      + (f", GPU {m['gpu']}" if m.get("gpu") else ""))
         lines.append(f"- Code: git commit `{run.get('commit')}`; started {run.get('started')}, "
                      f"total wall time {run.get('wall_s', 0) / 60:.1f} min")
+    seen = _images_per_run(settings)
+    if seen:
+        lines.append(f"- Scale: each student run sees {seen:,} training images ({settings.get('train_subset') or 'all'}"
+                     f" x {settings.get('epochs')} epochs); the paper's ImageNet runs see 1,281,167 x 512 "
+                     f"(~{1281167 * 512 / seen:,.0f}x more). Verdicts are about this scale.")
     lines += ["", "| notebook | wall time (min) | runs trained | runs from cache | claims |", "|---|---|---|---|---|"]
     for s in studies:
         wall = run.get("notebooks", {}).get(s["study"], {}).get("wall_s", s["wall_s"])
@@ -465,7 +470,53 @@ def assemble(out: str | os.PathLike = REPO_ROOT / "reports") -> Path:
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, path)
+    if out.resolve() == (REPO_ROOT / "reports").resolve():
+        _update_readme(studies, run)
     return path
+
+
+def _images_per_run(settings: Mapping[str, Any]) -> int | None:
+    from .data import DATASETS
+
+    n = settings.get("train_subset")
+    if n is None:
+        n = {"fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000}.get(settings.get("dataset", ""))
+    return n * settings["epochs"] if n and settings.get("epochs") and settings.get("dataset") in DATASETS else None
+
+
+README_START, README_END = "<!-- report-headline:start -->", "<!-- report-headline:end -->"
+
+
+def _update_readme(studies: list[dict], run: dict) -> None:
+    """Rewrite the README's headline (between the markers) from the committed report's claims."""
+    readme = REPO_ROOT / "README.md"
+    if not readme.exists() or README_START not in readme.read_text():
+        return
+    s0 = studies[0]
+    counts = {v: sum(c["verdict"] == v for s in studies for c in s["claims"]) for v in VERDICTS}
+    lines = [README_START, "", f"### Headline: the paper's claims at laptop scale ([full report](reports/REPORT.md))", "",
+             f"`make report` ({s0['profile']} profile: {s0['settings'].get('model')} on {s0['settings'].get('dataset')}, "
+             f"{s0['settings'].get('train_subset') or 'all'} training images x {s0['settings'].get('epochs')} epochs, "
+             f"seeds {s0['seeds']}, {run.get('wall_s', 0) / 60:.0f} min on {run.get('machine', {}).get('cores', '?')} "
+             f"CPU cores) gives {counts['reproduced']} reproduced, {counts['not reproduced']} not reproduced and "
+             f"{counts['inconclusive']} inconclusive claims:", "",
+             "| claim | verdict |", "|---|---|"]
+    for s in studies:
+        for c in s["claims"]:
+            lines.append(f"| {c['claim']} | **{c['verdict']}** |")
+    for name in ("01_ablation", "01_blocks"):
+        table = next((t for s in studies for t in s["tables"] if t["name"] == name), None)
+        md = REPO_ROOT / "reports" / table["md"] if table else None
+        if md is not None and md.exists():
+            lines += ["", f"**{table['caption']}**", "", md.read_text().rstrip()]
+    figure = next((f for s in studies for f in s["figures"] if f["name"] == "01_ablation_curves"), None)
+    if figure:
+        lines += ["", f"![{figure['caption']}](reports/{figure['png']})", "", f"*{figure['caption']}*"]
+    lines += ["", README_END]
+    text = readme.read_text()
+    head, rest = text.split(README_START, 1)
+    tail = rest.split(README_END, 1)[1] if README_END in rest else rest
+    readme.write_text(head + "\n".join(lines) + tail)
 
 
 # --------------------------------------------------------------------------------------------- runner

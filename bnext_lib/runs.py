@@ -165,13 +165,13 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int = 
 
 def _teacher_job(args: tuple) -> float:
     from .models.teachers import get_teacher
-    name, dataset, data_root, epochs, subset = args
-    return get_teacher(name, dataset, data_root, epochs=epochs, subset=subset)[1]
+    name, dataset, data_root, epochs, subset, download = args
+    return get_teacher(name, dataset, data_root, epochs=epochs, subset=subset, download=download)[1]
 
 
 def ensure_teachers(configs: Sequence[TrainConfig], workers: int = 1, threads: int | None = None) -> dict:
     """Train (or find in the cache) every teacher the configurations need; ``{(name, dataset): test top-1}``."""
-    jobs = sorted({(t, c.dataset, c.data_root, c.teacher_epochs, c.teacher_subset)
+    jobs = sorted({(t, c.dataset, c.data_root, c.teacher_epochs, c.teacher_subset, c.download)
                    for c in configs for t in c.teachers}, key=str)
     accs = parallel_map(_teacher_job, jobs, workers, threads)
     return {(j[0], j[1]): a for j, a in zip(jobs, accs)}

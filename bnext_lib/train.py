@@ -189,7 +189,8 @@ class TrainConfig:
 
 
 def config_hash(cfg: TrainConfig,
-                ignore: Sequence[str] = ("out", "resume", "progress", "threads", "device", "compile")) -> str:
+                ignore: Sequence[str] = ("out", "resume", "progress", "threads", "device", "compile", "download")
+                ) -> str:
     """A short digest of everything that changes a run's numbers."""
     d = {k: v for k, v in cfg.to_dict().items() if k not in ignore}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
@@ -377,7 +378,7 @@ def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], s
         for name in schedule_kd.all_teachers:
             teachers[name], teacher_acc[name] = get_teacher(
                 name, cfg.dataset, cfg.data_root, epochs=cfg.teacher_epochs, subset=cfg.teacher_subset,
-                device=device, is_main=d.main, world=d.world)
+                device=device, is_main=d.main, world=d.world, download=cfg.download)
     kd_loss = MultiTeacherLoss(cfg.kd_weighting, cfg.kd_granularity)
     from timm.loss import SoftTargetCrossEntropy
     soft_ce = SoftTargetCrossEntropy()

@@ -26,12 +26,14 @@ from ..data import default_data_root
 __all__ = ["teacher_config", "get_teacher", "read_manifest"]
 
 
-def teacher_config(name: str, dataset: str, data_root: str | None, epochs: int, subset: int | None, seed: int):
+def teacher_config(name: str, dataset: str, data_root: str | None, epochs: int, subset: int | None, seed: int,
+                   download: bool = False):
     """The training configuration of a teacher: AdamW 1e-3 with weight decay 0.05 on every parameter, cosine
     schedule, crop-and-flip augmentation, cross-entropy."""
     from ..train import TrainConfig
 
-    return TrainConfig(model=name, dataset=dataset, data_root=data_root, epochs=epochs, train_subset=subset,
+    return TrainConfig(model=name, dataset=dataset, data_root=data_root, download=download, epochs=epochs,
+                       train_subset=subset,
                        batch_size=128, lr=1e-3, wd_conv=0.05, wd_other=0.05, augment="basic", seed=seed,
                        progress=False)
 
@@ -56,8 +58,8 @@ def _write_manifest(root: Path, digest: str, entry: dict) -> None:
 
 
 def get_teacher(name: str, dataset: str, data_root: str | None = None, epochs: int = 4, subset: int | None = None,
-                seed: int = 0, device: torch.device | str = "cpu", is_main: bool = True, world: int = 1
-                ) -> tuple[nn.Module, float]:
+                seed: int = 0, device: torch.device | str = "cpu", is_main: bool = True, world: int = 1,
+                download: bool = False) -> tuple[nn.Module, float]:
     """A frozen, eval-mode teacher and its test top-1, trained and cached on first use.
 
     Under several processes only rank 0 trains a missing teacher while the others wait; train teachers before
@@ -65,7 +67,7 @@ def get_teacher(name: str, dataset: str, data_root: str | None = None, epochs: i
     """
     from ..train import build_model, config_hash, train
 
-    cfg = teacher_config(name, dataset, data_root, epochs, subset, seed)
+    cfg = teacher_config(name, dataset, data_root, epochs, subset, seed, download)
     digest = config_hash(cfg)
     root = _cache_root(data_root)
     folder = root / digest
