@@ -1,8 +1,9 @@
 """Inference on packed bits: binary convolutions as XNOR + popcount over 64-bit words, exactly.
 
 A binary convolution multiplies activations in {-1, 0, +1} (``sign``; 0 only for zero padding and exact zeros)
-with kernels in {-1, 0, +1}. Both are packed one bit per value (``1`` for +1, ``0`` for -1 and for 0) along the
-im2col axis ``(channel, ky, kx)``, 64 per word, and for an output position and channel
+with kernels in {-1, 0, +1}. Both are packed one bit per value (``1`` for +1, ``0`` for -1 and for 0): the
+activations' channels once per pixel (64 per word), then im2col gathers whole words per tap, in the order
+``(ky, kx, channel)`` that the kernels are packed in; for an output position and channel
 
     dot_packed = K - 2 * popcount(a XOR w)          (K = in_channels/groups * kh * kw)
 
@@ -38,7 +39,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .binary import BinaryConv2d, MagnitudeAwareSign, ProgressiveSign
+from .binary import ApproxSign, BinaryConv2d, MagnitudeAwareSign, ProgressiveSign, SignSTE
 
 __all__ = ["PackedBinaryConv2d", "packed_model", "load_packed_inference", "pack_bits", "xnor_popcount",
            "kernel_backend"]
@@ -47,34 +48,107 @@ _SOURCE = r"""
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <cstdint>
+#include <algorithm>
+#include <vector>
 
-// out[m, o] = sum_w popcount(a[m, w] ^ b[o, w])
-torch::Tensor xnor_popcount(torch::Tensor a, torch::Tensor b) {
+// out[m, o] = sum_w popcount(a[m, w] ^ b[o, w]); with k >= 0, out = k - 2 * that as float32 (the +-1 dot
+// product), stored transposed as out[o, m] (for one image that is already NCHW).
+torch::Tensor xnor_kernel(torch::Tensor a, torch::Tensor b, int64_t k) {
   TORCH_CHECK(a.dtype() == torch::kInt64 && b.dtype() == torch::kInt64, "int64 words expected");
   TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(1), "shapes (M, W) and (O, W) expected");
   a = a.contiguous(); b = b.contiguous();
   const int64_t M = a.size(0), O = b.size(0), W = a.size(1);
-  auto out = torch::empty({M, O}, torch::dtype(torch::kInt32));
+  auto out = k >= 0 ? torch::empty({O, M}, torch::dtype(torch::kFloat32))
+                    : torch::empty({M, O}, torch::dtype(torch::kInt32));
   const uint64_t* pa = reinterpret_cast<const uint64_t*>(a.data_ptr<int64_t>());
   const uint64_t* pb = reinterpret_cast<const uint64_t*>(b.data_ptr<int64_t>());
-  int32_t* po = out.data_ptr<int32_t>();
-  at::parallel_for(0, M, 16, [&](int64_t begin, int64_t end) {
+  if (k >= 0) {  // float dot products, out[o, m]: kernels outside (4 at a time), positions inside
+    float* pf = out.data_ptr<float>();
+    at::parallel_for(0, (O + 3) / 4, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t ob = begin; ob < end; ++ob) {
+        const int64_t o = ob * 4, nb = std::min<int64_t>(4, O - o);
+        const uint64_t* b0 = pb + o * W;
+        const uint64_t* b1 = pb + (o + std::min<int64_t>(1, nb - 1)) * W;
+        const uint64_t* b2 = pb + (o + std::min<int64_t>(2, nb - 1)) * W;
+        const uint64_t* b3 = pb + (o + std::min<int64_t>(3, nb - 1)) * W;
+        for (int64_t m = 0; m < M; ++m) {
+          const uint64_t* ra = pa + m * W;
+          int64_t c0 = 0, c1 = 0, c2 = 0, c3 = 0;
+          for (int64_t w = 0; w < W; ++w) {
+            const uint64_t x = ra[w];
+            c0 += __builtin_popcountll(x ^ b0[w]);
+            c1 += __builtin_popcountll(x ^ b1[w]);
+            c2 += __builtin_popcountll(x ^ b2[w]);
+            c3 += __builtin_popcountll(x ^ b3[w]);
+          }
+          const int64_t c[4] = {c0, c1, c2, c3};
+          for (int64_t j = 0; j < nb; ++j) pf[(o + j) * M + m] = static_cast<float>(k - 2 * c[j]);
+        }
+      }
+    });
+    return out;
+  }
+  int32_t* pi = out.data_ptr<int32_t>();
+  at::parallel_for(0, M, 8, [&](int64_t begin, int64_t end) {
     for (int64_t m = begin; m < end; ++m) {
       const uint64_t* ra = pa + m * W;
       for (int64_t o = 0; o < O; ++o) {
         const uint64_t* rb = pb + o * W;
         int64_t acc = 0;
         for (int64_t w = 0; w < W; ++w) acc += __builtin_popcountll(ra[w] ^ rb[w]);
-        po[m * O + o] = static_cast<int32_t>(acc);
+        pi[m * O + o] = static_cast<int32_t>(acc);
       }
     }
   });
   return out;
 }
+
+// Sign bits of a float NCHW tensor packed per pixel: out[n, ph + y, pw + x, g, c / 64] bit (c % 64) is
+// x[n, g * Cg + c, y, x] > 0, in a zero-initialised (N, H + 2ph, W + 2pw, G, Wc) buffer (zero words are the
+// padding). Returns (words, number of exact zeros).
+std::vector<torch::Tensor> pack_signs(torch::Tensor x, int64_t groups, int64_t ph, int64_t pw) {
+  TORCH_CHECK(x.dtype() == torch::kFloat32 && x.dim() == 4, "float32 NCHW expected");
+  x = x.contiguous();
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), Wd = x.size(3), G = groups, Cg = C / G;
+  const int64_t Wc = (Cg + 63) / 64, Hp = H + 2 * ph, Wp = Wd + 2 * pw, HW = H * Wd;
+  auto out = torch::zeros({N, Hp, Wp, G, Wc}, torch::dtype(torch::kInt64));
+  uint64_t* po = reinterpret_cast<uint64_t*>(out.data_ptr<int64_t>());
+  const float* px = x.data_ptr<float>();
+  std::vector<int64_t> zeros(N * G * Wc, 0);
+  at::parallel_for(0, N * G * Wc, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / (G * Wc), g = (t / Wc) % G, wc = t % Wc;
+      const int64_t c0 = wc * 64, c1 = std::min<int64_t>(Cg, c0 + 64);
+      int64_t nz = 0;
+      for (int64_t p0 = 0; p0 < HW; p0 += 256) {
+        const int64_t p1 = std::min<int64_t>(HW, p0 + 256);
+        uint64_t acc[256] = {0};
+        for (int64_t c = c0; c < c1; ++c) {
+          const float* row = px + ((n * C + g * Cg + c) * HW);
+          const uint64_t bit = 1ull << (c - c0);
+          for (int64_t p = p0; p < p1; ++p) {
+            const float v = row[p];
+            acc[p - p0] |= (v > 0.f) ? bit : 0ull;
+            nz += (v == 0.f);
+          }
+        }
+        for (int64_t p = p0; p < p1; ++p) {
+          const int64_t y = p / Wd, xx = p % Wd;
+          po[(((n * Hp + y + ph) * Wp + xx + pw) * G + g) * Wc + wc] = acc[p - p0];
+        }
+      }
+      zeros[t] = nz;
+    }
+  });
+  int64_t total = 0;
+  for (auto z : zeros) total += z;
+  return {out, torch::tensor(total)};
+}
 """
 
 _EXT = None
 _EXT_ERROR: str | None = None
+_SIGN_FORWARD = (SignSTE, ApproxSign)  # input quantizers whose forward is exactly torch.sign
 
 
 def _cpu_tag() -> str:
@@ -105,7 +179,7 @@ def _extension():
         flags = ["-O3"] + (["-march=native"] if platform.machine() in ("x86_64", "AMD64") else [])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            _EXT = load_inline(name=f"bnext_xnor_{tag}", cpp_sources=_SOURCE, functions=["xnor_popcount"],
+            _EXT = load_inline(name=f"bnext_xnor_{tag}", cpp_sources=_SOURCE, functions=["xnor_kernel", "pack_signs"],
                                extra_cflags=flags, build_directory=str(folder), verbose=False)
     except Exception as e:  # no compiler, no ninja, ...: stay correct with numpy
         _EXT_ERROR = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
@@ -131,13 +205,21 @@ def xnor_popcount(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``out[m, o] = sum_w popcount(a[m, w] XOR b[o, w])`` for int64 word tensors ``(M, W)`` and ``(O, W)``."""
     ext = _extension()
     if ext is not None:
-        return ext.xnor_popcount(a, b)
+        return ext.xnor_kernel(a, b, -1)
     an, bn = a.numpy().view(np.uint64), b.numpy().view(np.uint64)
     out = np.empty((an.shape[0], bn.shape[0]), dtype=np.int32)
     step = max(1, (1 << 22) // max(1, bn.size))
     for i in range(0, an.shape[0], step):
         out[i:i + step] = _popcount_numpy(an[i:i + step, None, :] ^ bn[None, :, :]).sum(-1, dtype=np.int64)
     return torch.from_numpy(out)
+
+
+def _xnor_dot(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
+    """``k - 2 * xnor_popcount(a, b)`` as float32, transposed to ``(O, M)``: the +-1 dot products."""
+    ext = _extension()
+    if ext is not None:
+        return ext.xnor_kernel(a, b, k)
+    return (k - 2 * xnor_popcount(a, b)).to(torch.float32).t()
 
 
 def pack_bits(bits: torch.Tensor) -> torch.Tensor:
@@ -182,7 +264,9 @@ class PackedBinaryConv2d(nn.Module):
         o, cg, kh, kw = signs.shape
         self.k = cg * kh * kw
         self.register_buffer("signs", signs)                    # for the correction terms (small convolutions)
-        self.register_buffer("w_words", pack_bits((signs > 0).reshape(self.groups, o // self.groups, self.k)))
+        # im2col order (ky, kx, channel): channels are packed per pixel once, taps gather whole words
+        taps = signs.permute(0, 2, 3, 1).reshape(self.groups, o // self.groups, kh * kw, cg) > 0
+        self.register_buffer("w_words", pack_bits(taps).reshape(self.groups, o // self.groups, -1))
         zeros = (signs == 0).float()
         self.register_buffer("w_zeros", zeros if bool(zeros.any()) else None)
         self.register_buffer("scale", scale)
@@ -209,31 +293,48 @@ class PackedBinaryConv2d(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
-        q = self.input_quantizer(x) if self.input_quantizer is not None else x
-        cols = F.unfold(q, self.kernel_size, self.dilation, self.padding, self.stride)   # (N, C*kh*kw, L)
-        ho = (h + 2 * self.padding[0] - self.dilation[0] * (self.kernel_size[0] - 1) - 1) // self.stride[0] + 1
-        wo = (w + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1) // self.stride[1] + 1
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
+        ho, wo = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
         g, og = self.groups, self.out_channels // self.groups
-        bits = (cols > 0).view(n, g, self.k, -1).permute(0, 3, 1, 2)                     # (N, L, G, K)
-        a_words = pack_bits(bits.contiguous())                                          # (N, L, G, W)
-        outs = []
-        for gi in range(g):
-            a = a_words[:, :, gi, :].reshape(n * ho * wo, -1)
-            outs.append(xnor_popcount(a, self.w_words[gi]))                             # (N*L, Og)
-        pop = torch.cat(outs, dim=1) if g > 1 else outs[0]
-        y = (self.k - 2 * pop).to(torch.float32).view(n, ho, wo, g * og).permute(0, 3, 1, 2)
-        if any(self.padding):
+        ext = _extension()
+        if type(self.input_quantizer) in _SIGN_FORWARD and ext is not None and x.dtype == torch.float32:
+            # sign, bit packing, zero padding and the exact-zero count in one pass over x
+            words, n_zero = ext.pack_signs(x, g, ph, pw)                                # (N, H+2ph, W+2pw, G, Wc)
+            q = x if int(n_zero) == 0 else torch.sign(x)
+            has_zero = int(n_zero) > 0
+        else:
+            q = self.input_quantizer(x) if self.input_quantizer is not None else x
+            bits = (q > 0).permute(0, 2, 3, 1).reshape(n, h, w, g, c // g)
+            words = pack_bits(bits.contiguous())                                        # (N, H, W, G, Wc)
+            if ph or pw:  # zero words: padding reads as -1, put back by the padding term
+                padded = words.new_zeros(n, h + 2 * ph, w + 2 * pw, g, words.shape[-1])
+                padded[:, ph:ph + h, pw:pw + w] = words
+                words = padded
+            has_zero = bool((q == 0).any())
+        if kh == kw == 1:
+            cols = words[:, ::sh, ::sw][:, :ho, :wo].unsqueeze(4)
+        else:
+            cols = torch.stack([words[:, ky * dh:ky * dh + sh * (ho - 1) + 1:sh, kx * dw:kx * dw + sw * (wo - 1) + 1:sw]
+                                for ky in range(kh) for kx in range(kw)], dim=4)        # (N, Ho, Wo, G, T, Wc)
+        cols = cols.reshape(n * ho * wo, g, -1)
+        if g == 1:
+            dot = _xnor_dot(cols[:, 0].contiguous(), self.w_words[0], self.k)
+        else:
+            dot = torch.cat([_xnor_dot(cols[:, gi].contiguous(), self.w_words[gi], self.k) for gi in range(g)], 0)
+        # (O, N*Ho*Wo) -> NCHW; a copy only for N > 1 (NCHW keeps the float ops downstream bit-identical)
+        y = dot.view(g * og, n, ho, wo).permute(1, 0, 2, 3).contiguous()
+        if ph or pw:
             y = y + self._padding_term(c, h, w)
-        zero = q == 0
-        if bool(zero.any()):                                                            # exact zeros of sign(x)
-            y = y + self._conv(zero.float(), torch.where(self.signs > 0, 1.0, -1.0))
+        if has_zero:                                                                    # exact zeros of sign(x)
+            q = torch.sign(q)
+            y = y + self._conv((q == 0).float(), torch.where(self.signs > 0, 1.0, -1.0))
         if self.w_zeros is not None:
-            y = y + self._conv(q, self.w_zeros)
+            y = y + self._conv(torch.sign(q), self.w_zeros)
         if self.scale is not None:
             y = y * self.scale.view(1, -1, 1, 1)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)
-        return y.contiguous()
+        return y
 
 
 def packed_model(model: nn.Module) -> nn.Module:

@@ -84,9 +84,14 @@ def test_packed_model_equals_float_model(name, tmp_path):
     x = torch.randn(3, 1, 28, 28)
     with torch.no_grad():
         ref = model(x)
-        assert torch.equal(packed_model(model)(x), ref)
+        out = packed_model(model)(x)
         path = save_packed(model, tmp_path / "m.safetensors", format="exact")
-        assert torch.equal(load_packed_inference(path)(x), ref)
+        loaded = load_packed_inference(path)(x)
+    if name.startswith("bnext"):  # +-1 kernels: integer arithmetic, bit-identical logits
+        assert torch.equal(out, ref) and torch.equal(loaded, ref)
+    else:  # magnitude-aware kernels: the per-channel scale is applied after the sum, a different rounding
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(loaded, ref, rtol=1e-4, atol=1e-4)
 
 
 def test_numpy_fallback_equals_kernel(monkeypatch):
