@@ -440,6 +440,8 @@ def assemble(out: str | os.PathLike = REPO_ROOT / "reports") -> Path:
                      + (f", GPU {m['gpu']}" if m.get("gpu") else ""))
         lines.append(f"- Code: git commit `{run.get('commit')}`; started {run.get('started')}, "
                      f"total wall time {run.get('wall_s', 0) / 60:.1f} min")
+        if run.get("note"):
+            lines.append(f"- Note: {run['note']}")
     seen = _images_per_run(settings)
     if seen:
         lines.append(f"- Scale: each student run sees {seen:,} training images ({settings.get('train_subset') or 'all'}"
@@ -447,9 +449,12 @@ def assemble(out: str | os.PathLike = REPO_ROOT / "reports") -> Path:
                      f"(~{1281167 * 512 / seen:,.0f}x more). Verdicts are about this scale.")
     lines += ["", "| notebook | wall time (min) | runs trained | runs from cache | claims |", "|---|---|---|---|---|"]
     for s in studies:
-        wall = run.get("notebooks", {}).get(s["study"], {}).get("wall_s", s["wall_s"])
-        lines.append(f"| [{s['study']}](executed/{s['study']}.html) | {wall / 60:.1f} | {s['runs_trained']} | "
-                     f"{s['runs_cached']} | {len(s['claims'])} |")
+        entry = run.get("notebooks", {}).get(s["study"], {})
+        wall = entry.get("first_wall_s", entry.get("wall_s", s["wall_s"]))
+        trained = entry.get("first_runs_trained", entry.get("runs_trained", s["runs_trained"]))
+        cached = entry.get("first_runs_cached", entry.get("runs_cached", s["runs_cached"]))
+        lines.append(f"| [{s['study']}](executed/{s['study']}.html) | {wall / 60:.1f} | {trained} | "
+                     f"{cached} | {len(s['claims'])} |")
     lines += ["", "## Claims", "",
               "Verdict rule: *reproduced* when every seed of the claimed-better variant beats every seed of the "
               "other, *not reproduced* when the reverse holds, *inconclusive* otherwise (overlapping seeds). "
@@ -603,11 +608,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         times = execute(chosen, args.profile, out, html=args.html)
         run_path = out / "run.json"
         previous = json.loads(run_path.read_text()) if run_path.exists() and args.only else {}
-        notebooks = {**previous.get("notebooks", {}), **times}
-        run = {"profile": args.profile, "started": started, "commit": git_commit(), "machine": machine_info(),
-               "notebooks": notebooks, "wall_s": round(sum(v["wall_s"] for v in notebooks.values()), 1)}
+        notebooks = dict(previous.get("notebooks", {}))
+        for name, t in times.items():  # a re-run from cached runs keeps the first run's wall time and counts
+            res = json.loads((out / "results" / f"{name}.json").read_text())
+            t = {**t, "runs_trained": res["runs_trained"], "runs_cached": res["runs_cached"]}
+            old = notebooks.get(name, {})
+            if old:
+                t.update({f"first_{k}": old.get(f"first_{k}", old.get(k))
+                          for k in ("wall_s", "runs_trained", "runs_cached") if k in old})
+            notebooks[name] = t
+        run = {"profile": args.profile, "started": previous.get("started", started), "commit": git_commit(),
+               "machine": machine_info(), "notebooks": notebooks,
+               "wall_s": round(sum(v.get("first_wall_s", v["wall_s"]) for v in notebooks.values()), 1)}
         if args.only and previous:
-            run["note"] = "notebooks were run in more than one invocation"
+            run["note"] = (f"{', '.join(chosen)} re-executed on {started} (commit {run['commit'][:7]}) from the "
+                           f"cached runs of the first invocation (commit {previous.get('commit', '?')[:7]}, started "
+                           f"{previous.get('started')}); wall times are the first invocation's")
         run_path.write_text(json.dumps(run, indent=1))
         print(f"report: {(time.perf_counter() - t) / 60:.1f} min", file=sys.stderr)
     path = assemble(out)
