@@ -189,8 +189,7 @@ class TrainConfig:
 
 
 def config_hash(cfg: TrainConfig,
-                ignore: Sequence[str] = ("out", "resume", "progress", "threads", "device", "compile", "download")
-                ) -> str:
+                ignore: Sequence[str] = ("out", "resume", "progress", "threads", "device", "compile")) -> str:
     """A short digest of everything that changes a run's numbers."""
     d = {k: v for k, v in cfg.to_dict().items() if k not in ignore}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
