@@ -609,14 +609,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_path = out / "run.json"
         previous = json.loads(run_path.read_text()) if run_path.exists() and args.only else {}
         notebooks = dict(previous.get("notebooks", {}))
-        for name, t in times.items():  # a re-run from cached runs keeps the first run's wall time and counts
+        for name, entry in times.items():  # a re-run from cached runs keeps the first run's wall time and counts
             res = json.loads((out / "results" / f"{name}.json").read_text())
-            t = {**t, "runs_trained": res["runs_trained"], "runs_cached": res["runs_cached"]}
+            entry = {**entry, "runs_trained": res["runs_trained"], "runs_cached": res["runs_cached"]}
             old = notebooks.get(name, {})
             if old:
-                t.update({f"first_{k}": old.get(f"first_{k}", old.get(k))
-                          for k in ("wall_s", "runs_trained", "runs_cached") if k in old})
-            notebooks[name] = t
+                entry.update({f"first_{k}": old.get(f"first_{k}", old.get(k))
+                              for k in ("wall_s", "runs_trained", "runs_cached") if k in old})
+            notebooks[name] = entry
         run = {"profile": args.profile, "started": previous.get("started", started), "commit": git_commit(),
                "machine": machine_info(), "notebooks": notebooks,
                "wall_s": round(sum(v.get("first_wall_s", v["wall_s"]) for v in notebooks.values()), 1)}
