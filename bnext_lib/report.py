@@ -617,11 +617,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 entry.update({f"first_{k}": old.get(f"first_{k}", old.get(k))
                               for k in ("wall_s", "runs_trained", "runs_cached") if k in old})
             notebooks[name] = entry
-        run = {"profile": args.profile, "started": previous.get("started", started), "commit": git_commit(),
+        commit = git_commit()
+        run = {"profile": args.profile, "started": previous.get("started", started),
+               "commit": previous.get("commit", commit),
                "machine": machine_info(), "notebooks": notebooks,
                "wall_s": round(sum(v.get("first_wall_s", v["wall_s"]) for v in notebooks.values()), 1)}
         if args.only and previous:
-            run["note"] = (f"{', '.join(chosen)} re-executed on {started} (commit {run['commit'][:7]}) from the "
+            run["note"] = (f"{', '.join(chosen)} re-executed on {started} (commit {commit[:7]}) from the "
                            f"cached runs of the first invocation (commit {previous.get('commit', '?')[:7]}, started "
                            f"{previous.get('started')}); wall times are the first invocation's")
         run_path.write_text(json.dumps(run, indent=1))
