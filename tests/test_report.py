@@ -220,3 +220,17 @@ def test_notebook_shape(name):
         for forbidden in ("def ", "class ", "nn.Module", ".backward(", "optimizer", "import torch"):
             assert forbidden not in src, (name, forbidden)
     assert nb.cells[0].cell_type == "markdown"
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
+def test_every_profile_defines_valid_studies(profile, tmp_path):
+    """The gpu profile cannot run here, but every configuration its notebooks would train must validate."""
+    s = Study("04_augmentation_ablation", profile=profile, device="cpu", out_dir=tmp_path)
+    assert len(s.teachers) >= 3 and len(s.sizes) == 2 and len(s.seeds) >= 1
+    for recipe in distillation_recipes(list(s.teachers)).values():
+        for size in s.sizes:
+            for preset in ("none", "basic", "randaugment", "mixup", "cutmix", "random_erasing", "released"):
+                s.config(**{**recipe, "model": size, "augment": preset}).validate()
+    for variant in ({"elm_attention": False}, {"info_recoupling": False}, {"temperature_reach": 1e-3},
+                    {"model": "birealnet18_nano"}, {"model": "reactnet_nano"}, {"model": "binary_resnet18_nano"}):
+        s.config(**variant).validate()
