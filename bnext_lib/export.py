@@ -9,9 +9,10 @@ builder arguments, the precision, and a SHA-256 over every tensor; :func:`load_p
   list of indices, and, for magnitude-aware binarizers, the per-channel scale.
 * ``exact``: every other tensor in float32, so the reloaded model gives bit-identical logits.
 * ``compact``: large real-valued matrices (>= 4096 entries: Info-Recoupling 1x1 convolutions, classifier) in
-  float16, per-channel vectors (BN statistics, PReLU slopes, shifts) and small kernels (the stem) in float32, and
-  parameters the forward never reads (the official model's unused ones, frozen here) are
-  left out.
+  float16, per-channel vectors (PReLU slopes, shifts) and small kernels (the stem) in float32, every BatchNorm
+  folded into one scale and one shift per channel (float32, computed in float64; reloaded as a BatchNorm with
+  mean 0 and variance 1 - eps), and parameters the forward never reads (the official model's unused ones, frozen
+  here) left out. Format version 2 (version 1 files, without folding, still load).
 
 A model whose progressive binarization has not reached its floor has no 1-bit form and is refused.
 """
@@ -32,7 +33,7 @@ from .binary import BinaryConv2d, MagnitudeAwareSign, ProgressiveSign
 __all__ = ["save_packed", "load_packed", "PackedFileError", "NotBinaryError", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "bnext-packed"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class PackedFileError(RuntimeError):
@@ -46,6 +47,23 @@ class NotBinaryError(ValueError):
 def _binary_layers(model: nn.Module) -> dict[str, BinaryConv2d]:
     return {name: m for name, m in model.named_modules()
             if isinstance(m, BinaryConv2d) and getattr(m, "weight_precision", 32) <= 1}
+
+
+def _batchnorms(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
+    return {name: m for name, m in model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine and m.track_running_stats}
+
+
+def _unit_variance(eps: float) -> float:
+    """A float32 ``v`` with ``v + eps == 1`` in float32, so a folded BatchNorm divides by exactly 1."""
+    v = torch.tensor(1.0 - eps, dtype=torch.float32)
+    one = torch.tensor(1.0, dtype=torch.float32)
+    for _ in range(8):
+        total = v + torch.tensor(eps, dtype=torch.float32)
+        if total == one:
+            break
+        v = torch.nextafter(v, one if total < one else -one)
+    return float(v)
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -100,8 +118,18 @@ def save_packed(model: nn.Module, path: str | os.PathLike, format: str = "exact"
             scale = w.abs().mean(dim=tuple(range(1, w.dim())))
             tensors[f"{name}.weight.scale"] = scale if format == "exact" else scale.half()
     binary_weights = {f"{n}.weight" for n in layers}
+    folded: set[str] = set()
+    if format == "compact":
+        for name, bn in _batchnorms(model).items():
+            folded |= {f"{name}.{k}" for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
+            if not bn.weight.requires_grad:  # a norm the forward never runs (frozen): nothing to keep
+                continue
+            std = torch.sqrt(bn.running_var.double() + bn.eps)
+            scale = bn.weight.detach().double() / std
+            tensors[f"{name}.bn_scale"] = scale.float()
+            tensors[f"{name}.bn_shift"] = (bn.bias.detach().double() - bn.running_mean.double() * scale).float()
     for key, value in model.state_dict().items():
-        if key in binary_weights or (format == "compact" and key in frozen):
+        if key in binary_weights or key in folded or (format == "compact" and key in frozen):
             continue
         value = value.detach().cpu()
         # Only large matrices (Info-Recoupling 1x1 convs, classifier) go to fp16. Per-channel vectors and small
@@ -169,6 +197,14 @@ def load_packed(path: str | os.PathLike) -> nn.Module:
         state[f"{name}.weight"] = weight
         if isinstance(m.weight_quantizer, ProgressiveSign):
             state[f"{name}.weight_quantizer.temperature"] = torch.zeros(1)
+    for name, bn in _batchnorms(model).items():
+        scale, shift = tensors.pop(f"{name}.bn_scale", None), tensors.pop(f"{name}.bn_shift", None)
+        if scale is None:
+            continue
+        state[f"{name}.weight"], state[f"{name}.bias"] = scale.float(), shift.float()
+        state[f"{name}.running_mean"] = torch.zeros_like(scale, dtype=torch.float32)
+        state[f"{name}.running_var"] = torch.full_like(scale, _unit_variance(bn.eps), dtype=torch.float32)
+        state[f"{name}.num_batches_tracked"] = torch.zeros((), dtype=torch.int64)
     for key, value in tensors.items():
         if key not in state:
             raise PackedFileError(f"{path} holds {key!r}, which {metadata['model']} does not have")
