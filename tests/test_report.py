@@ -234,3 +234,18 @@ def test_every_profile_defines_valid_studies(profile, tmp_path):
     for variant in ({"elm_attention": False}, {"info_recoupling": False}, {"temperature_reach": 1e-3},
                     {"model": "birealnet18_nano"}, {"model": "reactnet_nano"}, {"model": "binary_resnet18_nano"}):
         s.config(**variant).validate()
+
+
+@pytest.mark.parametrize("params, message", [({"profile": "laptop"}, "unknown profile"),
+                                              ({"epochs": -2}, "epochs must be a positive integer"),
+                                              ({"model": "bnext_xl"}, "is unknown")])
+def test_notebook_rejects_bad_parameters_before_work(params, message, tmp_path):
+    import papermill as pm
+
+    out = tmp_path / "out"
+    with pytest.raises(pm.PapermillExecutionError, match=message) as err:
+        pm.execute_notebook(str(NB_DIR / "03_distillation.ipynb"), str(tmp_path / "run.ipynb"),
+                            parameters={**params, "out_dir": str(out)}, kernel_name="python3",
+                            progress_bar=False, cwd=str(NB_DIR))
+    assert err.value.exec_count <= 3  # the cell right after the parameters (papermill's injected cell counts)
+    assert not out.exists()
