@@ -291,9 +291,8 @@ class Study:
         """Train (or find) the profile's teachers; their test/train top-1 and size, weak to strong."""
         import pandas as pd
 
-        from .models.teachers import read_manifest, teacher_config
+        from .models.teachers import read_manifest, teacher_digest
         from .runs import ensure_teachers
-        from .train import config_hash
 
         names = list(names or self.teachers)
         base = self.config(teachers=tuple(names))
@@ -301,9 +300,8 @@ class Study:
         manifest = read_manifest(base.data_root)
         rows = []
         for n in names:
-            digest = config_hash(teacher_config(n, base.dataset, base.data_root, base.teacher_epochs,
-                                                base.teacher_subset, 0))
-            e = manifest[digest]
+            e = manifest[teacher_digest(n, base.dataset, base.data_root, base.teacher_epochs, base.teacher_subset,
+                                        download=base.download)]
             rows.append({"teacher": n, "test_top1": e["test_top1"], "train_top1": e["train_top1"],
                          "params_M": e["params"] / 1e6, "epochs": e["epochs"], "train_images": e["subset"] or "all"})
         return pd.DataFrame(rows).set_index("teacher")
@@ -499,7 +497,7 @@ def _update_readme(studies: list[dict], run: dict) -> None:
         return
     s0 = studies[0]
     counts = {v: sum(c["verdict"] == v for s in studies for c in s["claims"]) for v in VERDICTS}
-    lines = [README_START, "", f"### Headline: the paper's claims at laptop scale ([full report](reports/REPORT.md))", "",
+    lines = [README_START, "", "### Headline: the paper's claims at laptop scale ([full report](reports/REPORT.md))", "",
              f"`make report` ({s0['profile']} profile: {s0['settings'].get('model')} on {s0['settings'].get('dataset')}, "
              f"{s0['settings'].get('train_subset') or 'all'} training images x {s0['settings'].get('epochs')} epochs, "
              f"seeds {s0['seeds']}, {run.get('wall_s', 0) / 60:.0f} min on {run.get('machine', {}).get('cores', '?')} "

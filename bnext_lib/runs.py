@@ -85,9 +85,7 @@ class Run:
         """The trained model in eval mode."""
         state = read_checkpoint(self.folder / "model.pt")
         cfg = self.config
-        options = {k: getattr(cfg, k) for k in ("elm_attention", "info_recoupling", "stem_stride")
-                   if getattr(cfg, k) is not None}
-        model = build_model(cfg.model, state["num_classes"], state["in_chans"], **options)
+        model = build_model(cfg.model, state["num_classes"], state["in_chans"], **cfg.model_options())
         model.load_state_dict(state["model"])
         return model.eval().to(device)
 

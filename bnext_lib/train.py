@@ -182,6 +182,11 @@ class TrainConfig:
         if errors:
             raise ValueError("invalid training configuration:\n  " + "\n  ".join(errors))
 
+    def model_options(self) -> dict:
+        """The builder options this configuration sets (``None`` ones are left to the builder)."""
+        return {k: getattr(self, k) for k in ("elm_attention", "info_recoupling", "stem_stride")
+                if getattr(self, k) is not None}
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["teachers"] = list(self.teachers)
@@ -366,10 +371,8 @@ def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], s
                                   d.world)
 
     # model, teachers
-    options = {k: getattr(cfg, k) for k in ("elm_attention", "info_recoupling", "stem_stride")
-               if getattr(cfg, k) is not None}
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, num_classes, in_chans, **options).to(device)
+    model = build_model(cfg.model, num_classes, in_chans, **cfg.model_options()).to(device)
     schedule_kd = ConsecutiveKD.from_list(list(cfg.teachers), cfg.epochs) if cfg.teachers else None
     teachers, teacher_acc = {}, {}
     if schedule_kd is not None:

@@ -23,7 +23,7 @@ import torch.nn as nn
 from ..checkpoints import atomic_save, read_checkpoint
 from ..data import default_data_root
 
-__all__ = ["teacher_config", "get_teacher", "read_manifest"]
+__all__ = ["teacher_config", "teacher_digest", "get_teacher", "read_manifest"]
 
 
 def teacher_config(name: str, dataset: str, data_root: str | None, epochs: int, subset: int | None, seed: int,
@@ -36,6 +36,13 @@ def teacher_config(name: str, dataset: str, data_root: str | None, epochs: int, 
                        train_subset=subset,
                        batch_size=128, lr=1e-3, wd_conv=0.05, wd_other=0.05, augment="basic", seed=seed,
                        progress=False)
+
+
+def teacher_digest(name: str, dataset: str, data_root: str | None, epochs: int, subset: int | None, seed: int = 0,
+                   download: bool = False) -> str:
+    """The cache key of a teacher (its folder under ``data/teachers/`` and its manifest entry)."""
+    from ..train import config_hash
+    return config_hash(teacher_config(name, dataset, data_root, epochs, subset, seed, download))
 
 
 def _cache_root(data_root: str | None) -> Path:
@@ -65,10 +72,10 @@ def get_teacher(name: str, dataset: str, data_root: str | None = None, epochs: i
     Under several processes only rank 0 trains a missing teacher while the others wait; train teachers before
     launching ``torchrun`` to avoid the wait.
     """
-    from ..train import build_model, config_hash, train
+    from ..train import build_model, train
 
     cfg = teacher_config(name, dataset, data_root, epochs, subset, seed, download)
-    digest = config_hash(cfg)
+    digest = teacher_digest(name, dataset, data_root, epochs, subset, seed, download)
     root = _cache_root(data_root)
     folder = root / digest
     weights = folder / "teacher.pt"
