@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/export_size.py                 # BNext-T, ImageNet head
     .venv/bin/python benchmarks/export_size.py bnext_small bnext_nano
 
-Also checks that the exact export reloads with identical logits and the compact one with the same top-1 on a
-random batch. Prints figures; asserts nothing.
+Also checks that the exact export reloads with identical logits. The compact export's agreement is only
+meaningful on a trained model (an untrained binary network flips its argmax under any rounding): that is checked
+on Fashion-MNIST in tests/test_export.py. Prints figures; asserts nothing.
 """
 from __future__ import annotations
 
@@ -38,10 +39,10 @@ def main() -> None:
             with torch.no_grad():
                 ref = model(x)
                 same = torch.equal(load_packed(exact)(x), ref)
-                agree = (load_packed(compact)(x).argmax(1) == ref.argmax(1)).float().mean().item()
             mb = lambda p: p.stat().st_size / 1e6  # noqa: E731
+            header = int.from_bytes(compact.read_bytes()[:8], "little")
             print(f"{name} ({args.num_classes} classes): float32 state dict {mb(fp):.1f} MB | exact {mb(exact):.2f} MB "
-                  f"(logits identical: {same}) | compact {mb(compact):.2f} MB (top-1 agreement {100 * agree:.0f} %) "
+                  f"(logits identical: {same}) | compact {mb(compact):.2f} MB (header {header} bytes) "
                   f"| ratio float32/compact {mb(fp) / mb(compact):.1f}x")
 
 

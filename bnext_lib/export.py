@@ -12,7 +12,13 @@ builder arguments, the precision, and a SHA-256 over every tensor; :func:`load_p
   float16, per-channel vectors (PReLU slopes, shifts) and small kernels (the stem) in float32, every BatchNorm
   folded into one scale and one shift per channel (float32, computed in float64; reloaded as a BatchNorm with
   mean 0 and variance 1 - eps), and parameters the forward never reads (the official model's unused ones, frozen
-  here) left out. Format version 2 (version 1 files, without folding, still load).
+  here) left out.
+
+The tensors are not stored one by one: a model of this project is rebuilt from its registry name, so the loader
+knows every name and shape, and the file holds a few flat blobs (``u8`` sign bits, ``f32``, ``f16``, ``i64``) in
+the model's state-dict order plus a digest of that layout. A per-tensor safetensors header would cost ~45 KB for
+BNext-T (0.5 % of the compact file). Format version 3; files of versions 1 (BatchNorm unfolded) and 2 (one tensor
+per name) still load.
 
 A model whose progressive binarization has not reached its floor has no 1-bit form and is refused.
 """
@@ -33,7 +39,8 @@ from .binary import BinaryConv2d, MagnitudeAwareSign, ProgressiveSign
 __all__ = ["save_packed", "load_packed", "PackedFileError", "NotBinaryError", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "bnext-packed"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+_BLOB_DTYPES = {"u8": torch.uint8, "f32": torch.float32, "f16": torch.float16, "i64": torch.int64}
 
 
 class PackedFileError(RuntimeError):
@@ -76,6 +83,50 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def _storage_dtype(value: torch.Tensor, format: str) -> torch.dtype:
+    # Only large matrices (Info-Recoupling 1x1 convs, classifier) go to fp16. Per-channel vectors and small
+    # kernels such as the stem stay fp32: they are ~1 % of the bytes, and every rounding upstream of a sign
+    # flips some binary activations (fp16 stem alone: 1.2 % of Fashion-MNIST predictions change).
+    if not value.is_floating_point():
+        return torch.int64
+    if format == "compact" and value.dim() >= 2 and value.numel() >= 4096:
+        return torch.float16
+    return torch.float32
+
+
+def _layout(model: nn.Module, format: str) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
+    """Every stored tensor as ``(name, storage dtype, shape)``, in file order; save and load both derive it from
+    the model, so the file needs no per-tensor header."""
+    layers = _binary_layers(model)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    scale_dtype = torch.float32 if format == "exact" else torch.float16
+    out = []
+    for name, m in layers.items():
+        out.append((f"{name}.weight.bits", torch.uint8, ((m.weight.numel() + 7) // 8,)))
+        if isinstance(m.weight_quantizer, MagnitudeAwareSign):
+            out.append((f"{name}.weight.scale", scale_dtype, (m.weight.shape[0],)))
+    skip = {f"{n}.weight" for n in layers}
+    if format == "compact":
+        for name, bn in _batchnorms(model).items():
+            skip |= {f"{name}.{k}" for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
+            if bn.weight.requires_grad:  # a frozen norm is one the forward never runs: nothing to keep
+                out += [(f"{name}.bn_scale", torch.float32, tuple(bn.weight.shape)),
+                        (f"{name}.bn_shift", torch.float32, tuple(bn.weight.shape))]
+        skip |= frozen
+    for key, value in model.state_dict().items():
+        if key not in skip:
+            out.append((key, _storage_dtype(value, format), tuple(value.shape)))
+    return out
+
+
+def _layout_digest(layout) -> str:
+    return hashlib.sha256(json.dumps([(n, str(d), s) for n, d, s in layout]).encode()).hexdigest()[:16]
+
+
+def _blob_name(dtype: torch.dtype) -> str:
+    return next(k for k, v in _BLOB_DTYPES.items() if v == dtype)
+
+
 def save_packed(model: nn.Module, path: str | os.PathLike, format: str = "exact") -> Path:
     """Write ``model`` with 1-bit kernels to ``path`` (atomically).
 
@@ -106,52 +157,70 @@ def save_packed(model: nn.Module, path: str | os.PathLike, format: str = "exact"
             f"{len(not_binary)} binary layers are not binary yet (e.g. {name}: temperature {tau:.3g} >= floor "
             f"{floor:g}); finish training (the schedule reaches the floor at 30 % of the run) or call "
             "bnext_lib.binary.set_temperature(model, 0.0) if you mean to binarize now")
-    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-    tensors: dict[str, torch.Tensor] = {}
+    values: dict[str, torch.Tensor] = {}
+    zeros: dict[str, int] = {}
+    zero_index = []
     for name, m in layers.items():
         w = m.weight.detach().cpu().float()
-        tensors[f"{name}.weight.bits"] = torch.from_numpy(np.packbits((w > 0).numpy().reshape(-1)))
-        zeros = torch.nonzero(w.reshape(-1) == 0).flatten()
-        if len(zeros):
-            tensors[f"{name}.weight.zeros"] = zeros.to(torch.int64)
+        values[f"{name}.weight.bits"] = torch.from_numpy(np.packbits((w > 0).numpy().reshape(-1)))
+        idx = torch.nonzero(w.reshape(-1) == 0).flatten()
+        if len(idx):  # sign(0) = 0: the rare exact zeros are listed
+            zeros[name] = len(idx)
+            zero_index.append(idx)
         if isinstance(m.weight_quantizer, MagnitudeAwareSign):
-            scale = w.abs().mean(dim=tuple(range(1, w.dim())))
-            tensors[f"{name}.weight.scale"] = scale if format == "exact" else scale.half()
-    binary_weights = {f"{n}.weight" for n in layers}
-    folded: set[str] = set()
+            values[f"{name}.weight.scale"] = w.abs().mean(dim=tuple(range(1, w.dim())))
     if format == "compact":
         for name, bn in _batchnorms(model).items():
-            folded |= {f"{name}.{k}" for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
-            if not bn.weight.requires_grad:  # a norm the forward never runs (frozen): nothing to keep
-                continue
             std = torch.sqrt(bn.running_var.double() + bn.eps)
             scale = bn.weight.detach().double() / std
-            tensors[f"{name}.bn_scale"] = scale.float()
-            tensors[f"{name}.bn_shift"] = (bn.bias.detach().double() - bn.running_mean.double() * scale).float()
-    for key, value in model.state_dict().items():
-        if key in binary_weights or key in folded or (format == "compact" and key in frozen):
-            continue
-        value = value.detach().cpu()
-        # Only large matrices (Info-Recoupling 1x1 convs, classifier) go to fp16. Per-channel vectors and small
-        # kernels such as the stem stay fp32: they are ~1 % of the bytes, and every rounding upstream of a sign
-        # flips some binary activations (fp16 stem alone: 1.2 % of Fashion-MNIST predictions change).
-        if format == "compact" and value.is_floating_point() and value.dim() >= 2 and value.numel() >= 4096:
-            value = value.half()
-        tensors[key] = value.contiguous().clone()
+            values[f"{name}.bn_scale"] = scale.float()
+            values[f"{name}.bn_shift"] = (bn.bias.detach().double() - bn.running_mean.double() * scale).float()
+    state = model.state_dict()
+    layout = _layout(model, format)
+    parts: dict[str, list[torch.Tensor]] = {}
+    for key, dtype, _ in layout:
+        value = values[key] if key in values else state[key]
+        parts.setdefault(_blob_name(dtype), []).append(value.detach().cpu().reshape(-1).to(dtype))
+    blobs = {k: torch.cat(v) for k, v in parts.items()}
+    if zero_index:
+        blobs["zeros"] = torch.cat(zero_index).to(torch.int64)
     metadata = {"format": FORMAT, "version": str(FORMAT_VERSION), "precision": format,
                 "model": model.model_name, "kwargs": json.dumps(model.model_kwargs, sort_keys=True),
-                "sha256": _digest(tensors)}
+                "layout": _layout_digest(layout), "zeros": json.dumps(zeros), "sha256": _digest(blobs)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=metadata)
+        save_file(blobs, tmp, metadata=metadata)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _unflatten(path: Path, model: nn.Module, metadata: dict, blobs: dict[str, torch.Tensor]) -> dict:
+    """Version-3 blobs -> ``{name: tensor}`` as versions 1-2 stored them."""
+    layout = _layout(model, metadata.get("precision", "exact"))
+    if _layout_digest(layout) != metadata.get("layout"):
+        raise PackedFileError(f"{path} was written for a {metadata['model']} with other tensors than this "
+                              "bnext_lib builds (layout digest differs); load it with the version that wrote it")
+    offsets = dict.fromkeys(blobs, 0)
+    tensors = {}
+    for key, dtype, shape in layout:
+        blob = _blob_name(dtype)
+        n = int(np.prod(shape)) if shape else 1
+        start = offsets[blob]
+        tensors[key] = blobs[blob][start:start + n].reshape(shape)
+        offsets[blob] = start + n
+    if any(offsets[k] != len(blobs[k]) for k in offsets if k != "zeros"):
+        raise PackedFileError(f"{path}: its blobs do not match {metadata['model']}'s layout")
+    start = 0
+    for name, count in json.loads(metadata.get("zeros", "{}")).items():
+        tensors[f"{name}.weight.zeros"] = blobs["zeros"][start:start + count]
+        start += count
+    return tensors
 
 
 def load_packed(path: str | os.PathLike) -> nn.Module:
@@ -181,6 +250,8 @@ def load_packed(path: str | os.PathLike) -> nn.Module:
     if _digest(tensors) != metadata.get("sha256"):
         raise PackedFileError(f"{path} is corrupt: its tensors do not match the checksum in its header")
     model = create_model(metadata["model"], **json.loads(metadata["kwargs"]))
+    if int(metadata["version"]) >= 3:
+        tensors = _unflatten(path, model, metadata, tensors)
     state = model.state_dict()
     for name, m in _binary_layers(model).items():
         shape = m.weight.shape
