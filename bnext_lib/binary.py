@@ -45,8 +45,9 @@ class _SignSTE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (x,) = ctx.saved_tensors
-        # Open window: the gradient of the official clamp(-1.5, 1.5) is 0 at the ends too.
-        return grad * (x.abs() < ctx.clip_value).to(grad.dtype), None
+        # grad * 1{|x| < c} in one kernel instead of four (abs, lt, cast, mul); the window is open at both ends,
+        # as the gradient of the official clamp(-1.5, 1.5) is 0 there too.
+        return torch.ops.aten.hardtanh_backward(grad, x, -ctx.clip_value, ctx.clip_value), None
 
 
 class _ApproxSign(torch.autograd.Function):
@@ -64,8 +65,14 @@ class _ApproxSign(torch.autograd.Function):
 class _ProgressiveSign(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w: torch.Tensor, temperature: torch.Tensor, floor: float) -> torch.Tensor:
+        if temperature.device.type == "cpu" and not torch.compiler.is_compiling():
+            # Reading a CPU tensor costs nothing: one or two passes over the weights instead of five, same values.
+            tau = float(temperature)
+            if tau < floor:
+                return torch.sign(w)
+            return torch.div(w, max(tau, 1e-8)).clamp_(-1.0, 1.0)
         soft = (w / temperature.clamp(min=1e-8)).clamp(-1.0, 1.0)
-        # Branch-free so that the forward never syncs on the temperature's value.
+        # Branch-free so that a GPU never syncs on the temperature's value and a compiled graph has no break.
         return torch.where(temperature < floor, torch.sign(w), soft)
 
     @staticmethod
@@ -85,7 +92,7 @@ class _MagnitudeAwareSign(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         (w,) = ctx.saved_tensors
         # The scale is treated as a constant, as in Bi-Real's and ReActNet's code.
-        return grad * (w.abs() < ctx.clip_value).to(grad.dtype), None
+        return torch.ops.aten.hardtanh_backward(grad, w, -ctx.clip_value, ctx.clip_value), None
 
 
 def sign_ste(x: torch.Tensor, clip_value: float = 1.0) -> torch.Tensor:
@@ -214,6 +221,42 @@ def get_quantizer(identifier: str | nn.Module | None) -> nn.Module | None:
 
 
 # --------------------------------------------------------------------------------------------- binary convolution
+def _small_map_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int],
+                      padding: tuple[int, int]) -> torch.Tensor:
+    """``conv2d`` as one GEMM over im2col columns laid out ``(C*k*k, N*L)``; autograd's backward is two GEMMs.
+
+    oneDNN's weight gradient is slow on tiny maps with many channels (BNext-T on 32x32 images, last stage 2x2
+    with 1024 channels: 123 ms vs 40 ms here per step at batch 64, 2 cores). Same products, other summation
+    order: outputs and gradients agree to float rounding (~1e-6 relative).
+    """
+    n, c, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    ho = (h + 2 * padding[0] - kh) // stride[0] + 1
+    wo = (w + 2 * padding[1] - kw) // stride[1] + 1
+    if (kh, kw) == (1, 1) and stride == (1, 1) and padding == (0, 0):
+        cols = x.reshape(n, c, h * w)
+    else:
+        cols = nn.functional.unfold(x, (kh, kw), padding=padding, stride=stride)
+    cols = cols.transpose(0, 1).reshape(c * kh * kw, n * ho * wo)
+    return (weight.reshape(o, -1) @ cols).view(o, n, ho, wo).transpose(0, 1)
+
+
+def _prefers_gemm(conv: nn.Conv2d, x: torch.Tensor) -> bool:
+    """Only in training with autograd on (the backward is what oneDNN is slow at; eval mode keeps oneDNN's
+    forward, which reproduces the official logits bit for bit, with or without gradients), and only where it
+    measured faster on 2 AVX-512 cores (``benchmarks/conv_paths.py``, forward + backward): 1x1 convolutions on maps of <= 4 pixels (1.2-2.9x), and
+    larger kernels on 2-4 pixel maps with >= 4096 weights per filter (3x3 over 1024 channels on 2x2: 1.4-1.6x;
+    over 128 channels: 0.4x; on a 1x1 map, where 8 of 9 taps are padding: 0.4x)."""
+    if not (conv.training and torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad)
+            and x.device.type == "cpu" and x.dim() == 4 and conv.groups == 1 and conv.dilation == (1, 1)
+            and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple)):
+        return False
+    pixels = x.shape[-2] * x.shape[-1]
+    if conv.kernel_size == (1, 1):
+        return conv.stride == (1, 1) and conv.padding == (0, 0) and pixels <= 4
+    return 2 <= pixels <= 4 and conv.weight[0].numel() >= 4096
+
+
 class BinaryConv2d(nn.Conv2d):
     """A convolution whose input and kernel pass through quantizers (larq's ``QuantConv2D`` pattern).
 
@@ -265,6 +308,9 @@ class BinaryConv2d(nn.Conv2d):
                 self.weight.clamp_(-clip, clip)
         if self.input_quantizer is not None:
             x = self.input_quantizer(x)
+        if _prefers_gemm(self, x):
+            y = _small_map_conv2d(x, self.quantized_weight(), self.stride, self.padding)
+            return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
         return self._conv_forward(x, self.quantized_weight(), self.bias)
 
 

@@ -128,3 +128,37 @@ def test_schedule_apply_sets_every_temperature():
     temps = {float(b.item()) for n, b in m.named_buffers() if n.endswith("temperature")}
     assert len(temps) == 1 and temps.pop() == pytest.approx(value, rel=1e-6)
     assert get_temperature(m) == pytest.approx(value, rel=1e-6)
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.37, 1e-3, 1.01e-7, 1e-7, 9.9e-8, 0.0])
+def test_progressive_sign_cpu_shortcut_equals_the_graph_form(tau, monkeypatch):
+    """On CPU the forward reads tau and does one or two passes; compiled (or on a GPU) it stays branch-free."""
+    w = torch.randn(16, 8, 3, 3) * 0.05
+    fast = progressive_sign(w, torch.tensor([tau]))
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    graph = progressive_sign(w, torch.tensor([tau]))
+    assert torch.equal(fast, graph)
+
+
+@pytest.mark.parametrize("cin,k,side,gemm", [(512, 3, 2, True), (64, 1, 2, True), (64, 1, 1, True),
+                                             (128, 3, 2, False), (512, 3, 1, False), (64, 1, 4, False)])
+def test_small_map_gemm_path_matches_conv2d(cin, k, side, gemm):
+    from bnext_lib.binary import _prefers_gemm
+    conv = BinaryConv2d(cin, cin, k, input_quantizer=SignSTE(1.5), weight_quantizer=ProgressiveSign()).train()
+    x = torch.randn(6, cin, side, side, requires_grad=True)
+    assert _prefers_gemm(conv, x) == gemm
+    y = conv(x)
+    g = torch.randn_like(y)
+    gx, gw = torch.autograd.grad(y, (x, conv.weight), g)
+    xs, w = x.detach().sign().requires_grad_(), conv.weight.detach().requires_grad_()
+    ref = nn.functional.conv2d(xs, w, padding=k // 2)
+    ref_gxs, ref_gw = torch.autograd.grad(ref, (xs, w), g)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gw, ref_gw, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx, ref_gxs * (x.detach().abs() < 1.5), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # inference always takes oneDNN: bit-identical to conv2d (and to the official code)
+        assert not _prefers_gemm(conv, x)
+        assert torch.equal(conv(x), nn.functional.conv2d(x.sign(), conv.quantized_weight(), padding=k // 2))
+    conv.eval()  # eval mode too, even with gradients on
+    assert not _prefers_gemm(conv, x)
+    assert torch.equal(conv(x), nn.functional.conv2d(x.sign(), conv.quantized_weight(), padding=k // 2))
