@@ -1,12 +1,16 @@
 """Training and inference throughput of the models at the shapes the profiles use (images/s, median of steps).
 
     .venv/bin/python benchmarks/train_speed.py                       # bnext_nano and bnext_pico on 28x28 grey
-    .venv/bin/python benchmarks/train_speed.py bnext_tiny --size 32 --in-chans 3 --batch 128
+    .venv/bin/python benchmarks/train_speed.py bnext_tiny --size 32 --in-chans 3 --batch 64
     .venv/bin/python benchmarks/train_speed.py --compile             # also torch.compile'd
-    .venv/bin/python benchmarks/train_speed.py bnext_tiny --size 32 --in-chans 3 --official-src /tmp/BNext
+    .venv/bin/python benchmarks/train_speed.py bnext_tiny --size 32 --in-chans 3 --batch 64 --num-classes 100 \\
+        --compile --official-src /tmp/BNext
         # also the official implementation (a clone of hpi-xnor/BNext; needs `pip install einops torchinfo`)
 
-A train step is forward, cross-entropy, backward and an AdamW step. Prints figures; asserts nothing.
+A train step is forward, cross-entropy, backward and an AdamW step (the same optimizer for every model). The
+variants of one model (official, ours eager, ours compiled) are timed round-robin, one step of each in turn, so
+that the load of a shared machine weighs on all of them alike; ratios to the first variant are printed. Prints
+figures; asserts nothing.
 """
 from __future__ import annotations
 
@@ -21,17 +25,6 @@ import torch.nn.functional as F
 from bnext_lib.models import create_model
 
 
-def _median_rate(step, batch: int, warmup: int, steps: int) -> float:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    return batch / statistics.median(times)
-
-
 def _official_model(src: str, name: str, num_classes: int):
     import contextlib
     import io
@@ -44,35 +37,45 @@ def _official_model(src: str, name: str, num_classes: int):
         return official.BNext(num_classes=num_classes, size=name.split("_")[1])
 
 
-def measure(name: str, size: int, in_chans: int, batch: int, num_classes: int, steps: int, compile: bool,
-            official_src: str | None = None, **kwargs) -> dict:
-    torch.manual_seed(0)
-    if official_src:
-        model = _official_model(official_src, name, num_classes)
-    else:
-        model = create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
-    fwd = torch.compile(model) if compile else model
-    opt = torch.optim.AdamW(model.parameters(), 1e-3)
-    x = torch.randn(batch, in_chans, size, size)
-    y = torch.randint(0, num_classes, (batch,))
+class Variant:
+    """One model as timed: its train step and eval step on a fixed batch."""
 
-    def train_step():
-        loss = F.cross_entropy(fwd(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    def __init__(self, label: str, model: torch.nn.Module, compile: bool, batch: int, in_chans: int, size: int,
+                 num_classes: int):
+        self.label, self.model, self.batch = label, model, batch
+        self.params_M = sum(p.numel() for p in model.parameters()) / 1e6
+        self.fwd = torch.compile(model) if compile else model
+        self.opt = torch.optim.AdamW(model.parameters(), 1e-3)
+        self.x = torch.randn(batch, in_chans, size, size)
+        self.y = torch.randint(0, num_classes, (batch,))
+        self.times: dict[str, list[float]] = {"train": [], "eval": []}
 
-    @torch.no_grad()
-    def eval_step():
-        fwd(x)
+    def step(self, mode: str, record: bool = True) -> None:
+        self.model.train(mode == "train")
+        t = time.perf_counter()
+        if mode == "train":
+            loss = F.cross_entropy(self.fwd(self.x), self.y)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+        else:
+            with torch.no_grad():
+                self.fwd(self.x)
+        if record:
+            self.times[mode].append(time.perf_counter() - t)
 
-    model.train()
-    train = _median_rate(train_step, batch, 3 if compile else 2, steps)
-    model.eval()
-    evals = _median_rate(eval_step, batch, 3 if compile else 2, steps)
-    return {"model": ("official " if official_src else "") + name, "compiled": compile, "input": f"{in_chans}x{size}x{size}", "batch": batch,
-            "params_M": sum(p.numel() for p in model.parameters()) / 1e6, "train_img_s": train,
-            "eval_img_s": evals, "epoch_60k_s": 60000 / train}
+    def rate(self, mode: str) -> float:
+        return self.batch / statistics.median(self.times[mode])
+
+
+def measure(variants: list[Variant], steps: int, warmup: int = 3) -> None:
+    for mode in ("train", "eval"):
+        for v in variants:
+            for _ in range(warmup):  # compiles, allocator warm-up
+                v.step(mode, record=False)
+        for _ in range(steps):
+            for v in variants:
+                v.step(mode)
 
 
 def main() -> None:
@@ -82,7 +85,7 @@ def main() -> None:
     ap.add_argument("--in-chans", type=int, default=1)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--num-classes", type=int, default=10)
-    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per variant and mode")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile'd models")
     ap.add_argument("--official-src", help="a clone of hpi-xnor/BNext: also measure the official BNext (same shapes; "
@@ -90,17 +93,28 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    runs = [(name, compiled, None) for name in args.models for compiled in ([False, True] if args.compile else [False])]
-    if args.official_src:
-        runs = [(name, False, args.official_src) for name in args.models] + runs
-    for name, compiled, official in runs:
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
+          f"{args.steps} round-robin steps per variant, medians")
+    shape = dict(batch=args.batch, in_chans=args.in_chans, size=args.size, num_classes=args.num_classes)
+    for name in args.models:
+        variants = []
+        if args.official_src:
+            torch.manual_seed(0)
+            variants.append(Variant(f"official {name}", _official_model(args.official_src, name, args.num_classes),
+                                    False, **shape))
         kwargs = {"stem_stride": 1} if args.official_src else {}  # the official model uses stride 1 here
-        r = measure(name, args.size, args.in_chans, args.batch, args.num_classes, args.steps, compiled, official,
-                    **kwargs)
-        print(f"{r['model']:>25s} {'compiled' if compiled else 'eager':>8s} {r['input']:>9s} batch {r['batch']}"
-              f"  {r['params_M']:.2f}M params  train {r['train_img_s']:7.0f} img/s"
-              f"  eval {r['eval_img_s']:7.0f} img/s  (60k-image epoch {r['epoch_60k_s']:.0f} s)", flush=True)
+        for compiled in ([False, True] if args.compile else [False]):
+            torch.manual_seed(0)
+            model = create_model(name, num_classes=args.num_classes, in_chans=args.in_chans, **kwargs)
+            variants.append(Variant(f"{name} {'compiled' if compiled else 'eager'}", model, compiled, **shape))
+        measure(variants, args.steps)
+        base = variants[0]
+        for v in variants:
+            train, evals = v.rate("train"), v.rate("eval")
+            print(f"{v.label:>28s} {args.in_chans}x{args.size}x{args.size} batch {args.batch}  {v.params_M:.2f}M params"
+                  f"  train {train:7.1f} img/s ({train / base.rate('train'):.2f}x)"
+                  f"  eval {evals:7.1f} img/s ({evals / base.rate('eval'):.2f}x)"
+                  f"  (60k-image epoch {60000 / train:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":

@@ -244,17 +244,19 @@ def _small_map_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, 
 def _prefers_gemm(conv: nn.Conv2d, x: torch.Tensor) -> bool:
     """Only in training with autograd on (the backward is what oneDNN is slow at; eval mode keeps oneDNN's
     forward, which reproduces the official logits bit for bit, with or without gradients), and only where it
-    measured faster on 2 AVX-512 cores (``benchmarks/conv_paths.py``, forward + backward): 1x1 convolutions on maps of <= 4 pixels (1.2-2.9x), and
-    larger kernels on 2-4 pixel maps with >= 4096 weights per filter (3x3 over 1024 channels on 2x2: 1.4-1.6x;
-    over 128 channels: 0.4x; on a 1x1 map, where 8 of 9 taps are padding: 0.4x)."""
+    measured faster on 2 AVX-512 cores (``benchmarks/conv_paths.py``, forward + backward) on layers that matter:
+    maps of 2-4 pixels (1x1 over 512-1024 channels: 1.1-1.3x; 3x3 over 1024 channels: 1.4-2x; 3x3 over 128
+    channels: 0.4x), 1x1 maps for 1x1 kernels. Layers with < 512 weights per filter (1x1, <= 256 channels) gain
+    1.2-2.9x but take < 1 ms, with no whole-model gain (bnext_nano: 848 vs 844 img/s); they keep oneDNN, so the
+    small models of the report train bit for bit as before."""
     if not (conv.training and torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad)
             and x.device.type == "cpu" and x.dim() == 4 and conv.groups == 1 and conv.dilation == (1, 1)
             and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple)):
         return False
-    pixels = x.shape[-2] * x.shape[-1]
+    pixels, weights = x.shape[-2] * x.shape[-1], conv.weight[0].numel()
     if conv.kernel_size == (1, 1):
-        return conv.stride == (1, 1) and conv.padding == (0, 0) and pixels <= 4
-    return 2 <= pixels <= 4 and conv.weight[0].numel() >= 4096
+        return conv.stride == (1, 1) and conv.padding == (0, 0) and pixels <= 4 and weights >= 512
+    return 2 <= pixels <= 4 and weights >= 4096
 
 
 class BinaryConv2d(nn.Conv2d):

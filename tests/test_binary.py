@@ -140,7 +140,7 @@ def test_progressive_sign_cpu_shortcut_equals_the_graph_form(tau, monkeypatch):
     assert torch.equal(fast, graph)
 
 
-@pytest.mark.parametrize("cin,k,side,gemm", [(512, 3, 2, True), (64, 1, 2, True), (64, 1, 1, True),
+@pytest.mark.parametrize("cin,k,side,gemm", [(512, 3, 2, True), (512, 1, 2, True), (512, 1, 1, True), (64, 1, 2, False),
                                              (128, 3, 2, False), (512, 3, 1, False), (64, 1, 4, False)])
 def test_small_map_gemm_path_matches_conv2d(cin, k, side, gemm):
     from bnext_lib.binary import _prefers_gemm
