@@ -162,3 +162,13 @@ def test_small_map_gemm_path_matches_conv2d(cin, k, side, gemm):
     conv.eval()  # eval mode too, even with gradients on
     assert not _prefers_gemm(conv, x)
     assert torch.equal(conv(x), nn.functional.conv2d(x.sign(), conv.quantized_weight(), padding=k // 2))
+
+
+def test_window_gradient_is_the_same_eager_and_in_compiled_graphs(monkeypatch):
+    from bnext_lib.binary import _window_grad
+    x = torch.tensor([-2.0, -1.5, -1.49, 0.0, 1.49, 1.5, 3.0]).repeat(50)
+    g = torch.randn_like(x)
+    eager = _window_grad(g, x, 1.5)  # aten.hardtanh_backward
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert torch.equal(eager, _window_grad(g, x, 1.5))  # the formula inductor fuses
+    assert torch.equal(eager, g * (x.abs() < 1.5))
