@@ -229,42 +229,52 @@ def get_quantizer(identifier: str | nn.Module | None) -> nn.Module | None:
 
 
 # --------------------------------------------------------------------------------------------- binary convolution
-def _small_map_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int],
-                      padding: tuple[int, int]) -> torch.Tensor:
-    """``conv2d`` as one GEMM over im2col columns laid out ``(C*k*k, N*L)``; autograd's backward is two GEMMs.
+class _ConvGemmWeightGrad(torch.autograd.Function):
+    """``conv2d`` whose forward and input gradient are oneDNN's (bit for bit what ``F.conv2d`` gives) and whose
+    weight gradient is one GEMM over im2col columns, ``g (O, N*L) @ cols (N*L, C*k*k)``.
 
-    oneDNN's weight gradient is slow on tiny maps with many channels (BNext-T on 32x32 images, last stage 2x2
-    with 1024 channels: 123 ms vs 40 ms here per step at batch 64, 2 cores). Same products, other summation
-    order: outputs and gradients agree to float rounding (~1e-6 relative).
+    oneDNN's weight gradient is slow on tiny maps with many channels: BNext-T on 32x32 images ends on 2x2 maps
+    with 1024 channels, where it takes ~120 ms per step at batch 64 on 2 cores against ~40 ms as a GEMM. Only the
+    weight gradient changes, and only in summation order (~1e-6 relative); nothing feeds back into the forward.
     """
-    n, c, h, w = x.shape
-    o, _, kh, kw = weight.shape
-    ho = (h + 2 * padding[0] - kh) // stride[0] + 1
-    wo = (w + 2 * padding[1] - kw) // stride[1] + 1
-    if (kh, kw) == (1, 1) and stride == (1, 1) and padding == (0, 0):
-        cols = x.reshape(n, c, h * w)
-    else:
-        cols = nn.functional.unfold(x, (kh, kw), padding=padding, stride=stride)
-    cols = cols.transpose(0, 1).reshape(c * kh * kw, n * ho * wo)
-    return (weight.reshape(o, -1) @ cols).view(o, n, ho, wo).transpose(0, 1)
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int],
+                padding: tuple[int, int]) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.stride, ctx.padding = stride, padding
+        return nn.functional.conv2d(x, weight, None, stride, padding)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, ctx.stride, ctx.padding, (1, 1),
+                                                         False, (0, 0), 1, (True, False, False))[0]
+        if ctx.needs_input_grad[1]:
+            n, c = x.shape[:2]
+            o, _, kh, kw = weight.shape
+            if (kh, kw) == (1, 1) and ctx.stride == (1, 1) and ctx.padding == (0, 0):
+                cols = x.reshape(n, c, -1)
+            else:
+                cols = nn.functional.unfold(x, (kh, kw), padding=ctx.padding, stride=ctx.stride)
+            length = cols.shape[-1]
+            g = grad.reshape(n, o, length).transpose(0, 1).reshape(o, n * length)
+            grad_w = (g @ cols.transpose(1, 2).reshape(n * length, c * kh * kw)).view_as(weight)
+        return grad_x, grad_w, None, None
 
 
-def _prefers_gemm(conv: nn.Conv2d, x: torch.Tensor) -> bool:
-    """Only in training with autograd on (the backward is what oneDNN is slow at; eval mode keeps oneDNN's
-    forward, which reproduces the official logits bit for bit, with or without gradients), and only where it
-    measured faster on 2 AVX-512 cores (``benchmarks/conv_paths.py``, forward + backward) on layers that matter:
-    maps of 2-4 pixels (1x1 over 512-1024 channels: 1.1-1.3x; 3x3 over 1024 channels: 1.4-2x; 3x3 over 128
-    channels: 0.4x), 1x1 maps for 1x1 kernels. Layers with < 512 weights per filter (1x1, <= 256 channels) gain
-    1.2-2.9x but take < 1 ms, with no whole-model gain (bnext_nano: 848 vs 844 img/s); they keep oneDNN, so the
-    small models of the report train bit for bit as before."""
-    if not (conv.training and torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad)
+def _gemm_weight_grad_pays(conv: nn.Conv2d, x: torch.Tensor) -> bool:
+    """Training on CPU, maps of <= 4 pixels, filters of >= 512 weights (1x1) or >= 4096 (larger kernels): where
+    the GEMM weight gradient measured faster than oneDNN's on 2 AVX-512 cores (1x1 over 512 / 1024 channels on
+    2x2: 1.4x / 1.7x; 3x3 over 1024 channels on 2x2: 3x). Smaller filters, such as all of bnext_nano's, take
+    < 1 ms either way and keep oneDNN, so the report's models train bit for bit as before."""
+    if not (conv.training and torch.is_grad_enabled() and conv.weight.requires_grad and conv.bias is None
             and x.device.type == "cpu" and x.dim() == 4 and conv.groups == 1 and conv.dilation == (1, 1)
             and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple)):
         return False
-    pixels, weights = x.shape[-2] * x.shape[-1], conv.weight[0].numel()
-    if conv.kernel_size == (1, 1):
-        return conv.stride == (1, 1) and conv.padding == (0, 0) and pixels <= 4 and weights >= 512
-    return 2 <= pixels <= 4 and weights >= 4096
+    return x.shape[-2] * x.shape[-1] <= 4 and conv.weight[0].numel() >= (512 if conv.kernel_size == (1, 1) else 4096)
 
 
 class BinaryConv2d(nn.Conv2d):
@@ -318,9 +328,8 @@ class BinaryConv2d(nn.Conv2d):
                 self.weight.clamp_(-clip, clip)
         if self.input_quantizer is not None:
             x = self.input_quantizer(x)
-        if _prefers_gemm(self, x):
-            y = _small_map_conv2d(x, self.quantized_weight(), self.stride, self.padding)
-            return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+        if _gemm_weight_grad_pays(self, x):
+            return _ConvGemmWeightGrad.apply(x, self.quantized_weight(), self.stride, self.padding)
         return self._conv_forward(x, self.quantized_weight(), self.bias)
 
 

@@ -36,6 +36,26 @@ CASES = {
 }
 
 
+# Training-mode cases: a batch of TRAIN_BATCH images (batch statistics need more than 2: with 2 images, a 1x1
+# convolution on a 2x2 map can give a channel 8 equal values, whose BatchNorm variance is 0 or 1e-14 depending on
+# summation order), cross-entropy against the first labels of TRAIN_LABELS, backward; the fixture keeps the
+# logits, the loss and, per parameter, the sum, the sum of squares and the sum of |.| of its gradient (float64).
+TRAIN_CASES = ("tiny_c10", "tiny_c10_none")
+TRAIN_BATCH = 8
+TRAIN_LABELS = (3, 7, 1, 0, 9, 4, 2, 8)
+
+
+def grad_stats(named_params) -> dict:
+    """``{name: [sum, sum of squares, sum of |.|]}`` of each parameter's gradient (``module.`` prefixes removed)."""
+    out = {}
+    for k, p in named_params:
+        if p.grad is not None:
+            g = p.grad.double()
+            out[k[len("module."):] if k.startswith("module.") else k] = [g.sum().item(), (g * g).sum().item(),
+                                                                         g.abs().sum().item()]
+    return out
+
+
 def keys_digest(state: dict) -> str:
     """SHA-256 over the sorted ``name shape dtype`` lines of a state dict (``module.`` prefixes removed)."""
     lines = []
@@ -76,5 +96,5 @@ def fill_reference(state: dict, temperature: float, seed: int = 0) -> dict:
     return out
 
 
-def reference_input(size: int, seed: int = 1) -> torch.Tensor:
-    return torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(seed))
+def reference_input(size: int, seed: int = 1, batch: int = 2) -> torch.Tensor:
+    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))

@@ -141,9 +141,9 @@ def test_torchrun_two_ranks_matches_one_rank(tmp_path):
     """Both runs see the same global batches of 128 and DDP averages the gradients; BatchNorm's batch statistics
     are per process (64 samples instead of 128), as in the official DDP training, so the runs are not bit-identical.
     Stated tolerance, on the final epoch: test top-1 within 5 points, train loss within 30 %. These 3-epoch figures
-    move that much with float rounding alone: changing the summation order of a few 1x1 convolutions (the GEMM
-    path of BinaryConv2d) took them from (0.390, 0.367) train loss and (88.3, 87.1) top-1 for (1 rank, 2 ranks) to
-    (0.403, 0.310) and (84.4, 88.1)."""
+    move that much with float rounding alone: computing a few 1x1 convolutions as a GEMM instead of oneDNN (another
+    summation order) took them from (0.390, 0.367) train loss and (88.3, 87.1) top-1 for (1 rank, 2 ranks) to
+    (0.403, 0.310) and (84.4, 88.1); another CPU's kernels can do the same."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, *_cli(tmp_path, "one")], env=env, capture_output=True, text=True,
                          timeout=300, cwd=ROOT)
