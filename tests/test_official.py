@@ -1,5 +1,6 @@
-"""Our BNext against the official code: names, parameter counts and logits recorded from hpi-xnor/BNext
-(tests/fixtures/official_reference.json, made by tests/fixtures/make_official_reference.py); strict loading."""
+"""Our BNext against the official code: names, parameter counts, logits and one training step recorded from
+hpi-xnor/BNext (tests/fixtures/official_reference.json, made by tests/fixtures/make_official_reference.py);
+strict loading."""
 import json
 from pathlib import Path
 
