@@ -12,24 +12,13 @@ training. Prints figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
 from bnext_lib.binary import BinaryConv2d, _ConvGemmWeightGrad, _gemm_weight_grad_pays
 from bnext_lib.models import create_model
-
-
-def _median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
+from timing import median_seconds
 
 
 def _shapes(model, size: int, in_chans: int):
@@ -74,7 +63,7 @@ def main() -> None:
         ref_gw = torch.autograd.grad(ref, w, g)[0]
         gw = torch.autograd.grad(paths["gemm"](x, w), w, g)[0]
         err = ((gw - ref_gw).abs().max() / ref_gw.abs().max()).item()
-        ms = {name: _median_ms(lambda f=f: torch.autograd.grad(f(x, w), (x, w), g), args.repeats)
+        ms = {name: 1e3 * median_seconds(lambda f=f: torch.autograd.grad(f(x, w), (x, w), g), args.repeats)
               for name, f in paths.items()}
         chosen = "gemm" if _gemm_weight_grad_pays(conv.train(), x) else "onednn"
         n = shapes.count(shape)

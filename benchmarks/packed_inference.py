@@ -13,24 +13,13 @@ against the ceiling of 64 one-bit products per 64-bit word. Prints figures; asse
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
 from bnext_lib.binary import BinaryConv2d, set_temperature
 from bnext_lib.models import create_model
 from bnext_lib.packed import PackedBinaryConv2d, kernel_backend, packed_model
-
-
-def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up (and the one-off padding correction of the packed path)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from timing import median_seconds  # the warm-up call also makes the packed path's one-off padding correction
 
 
 def main() -> None:
@@ -69,8 +58,8 @@ def main() -> None:
         assert torch.equal(out, ref), f"{name}: packed output differs from the float simulation"
         kind = f"{m.kernel_size[0]}x{m.kernel_size[1]}"
         with torch.no_grad():
-            tf = _median_time(lambda: m(xi), args.repeats)
-            tp = _median_time(lambda: packed(xi), args.repeats)
+            tf = median_seconds(lambda: m(xi), args.repeats)
+            tp = median_seconds(lambda: packed(xi), args.repeats)
         t = totals.setdefault(kind, [0.0, 0.0, 0])
         t[0] += tf
         t[1] += tp
@@ -84,8 +73,8 @@ def main() -> None:
     with torch.no_grad():
         ref, out = model(x), pm(x)
         assert torch.equal(out, ref), "packed model logits differ from the float model's"
-        tf = _median_time(lambda: model(x), args.repeats)
-        tp = _median_time(lambda: pm(x), args.repeats)
+        tf = median_seconds(lambda: model(x), args.repeats)
+        tp = median_seconds(lambda: pm(x), args.repeats)
     print(f"whole model: float {1e3 * tf:8.1f} ms  packed {1e3 * tp:8.1f} ms  ratio {tf / tp:5.2f}x  "
           f"({100 * tf / tp / 64:.1f} % of 64x); logits identical")
 
