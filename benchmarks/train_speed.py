@@ -7,10 +7,15 @@
         --compile --official-src /tmp/BNext
         # also the official implementation (a clone of hpi-xnor/BNext; needs `pip install einops torchinfo`)
 
+    .venv/bin/python benchmarks/train_speed.py bnext_tiny --size 32 --in-chans 3 --batch 128 --num-classes 10 \
+        --official-src .official --amp --channels-last     # also ours under bf16 autocast (+ channels-last)
+    python benchmarks/train_speed.py bnext_tiny --size 224 --in-chans 3 --batch 128 --num-classes 1000 \
+        --device cuda --official-src .official --amp --compile --steps 20   # on a GPU
+
 A train step is forward, cross-entropy, backward and an AdamW step (the same optimizer for every model). The
-variants of one model (official, ours eager, ours compiled) are timed round-robin, one step of each in turn, so
-that the load of a shared machine weighs on all of them alike; ratios to the first variant are printed. Prints
-figures; asserts nothing.
+variants of one model (official float32, ours float32 eager, ours bf16 autocast, ours compiled) are timed
+round-robin, one step of each in turn, so that the load of a shared machine weighs on all of them alike; ratios to
+the first variant are printed. On CUDA each step ends with a synchronisation. Prints figures; asserts nothing.
 """
 from __future__ import annotations
 
@@ -41,26 +46,33 @@ class Variant:
     """One model as timed: its train step and eval step on a fixed batch."""
 
     def __init__(self, label: str, model: torch.nn.Module, compile: bool, batch: int, in_chans: int, size: int,
-                 num_classes: int):
-        self.label, self.model, self.batch = label, model, batch
+                 num_classes: int, device: str = "cpu", amp: bool = False, channels_last: bool = False):
+        self.label, self.batch, self.device, self.amp = label, batch, torch.device(device), amp
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=fmt)
         self.params_M = sum(p.numel() for p in model.parameters()) / 1e6
-        self.fwd = torch.compile(model) if compile else model
+        self.fwd = torch.compile(self.model) if compile else self.model
         self.opt = torch.optim.AdamW(model.parameters(), 1e-3)
-        self.x = torch.randn(batch, in_chans, size, size)
-        self.y = torch.randint(0, num_classes, (batch,))
+        self.x = torch.randn(batch, in_chans, size, size, device=self.device).contiguous(memory_format=fmt)
+        self.y = torch.randint(0, num_classes, (batch,), device=self.device)
         self.times: dict[str, list[float]] = {"train": [], "eval": []}
 
     def step(self, mode: str, record: bool = True) -> None:
         self.model.train(mode == "train")
         t = time.perf_counter()
+        # evaluation stays float32, as in the engine; only the training forward runs under autocast
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp and mode == "train"):
+            if mode == "train":
+                loss = F.cross_entropy(self.fwd(self.x).float(), self.y)
+            else:
+                with torch.no_grad():
+                    self.fwd(self.x)
         if mode == "train":
-            loss = F.cross_entropy(self.fwd(self.x), self.y)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
-        else:
-            with torch.no_grad():
-                self.fwd(self.x)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
         if record:
             self.times[mode].append(time.perf_counter() - t)
 
@@ -78,6 +90,34 @@ def measure(variants: list[Variant], steps: int, warmup: int = 3) -> None:
                 v.step(mode)
 
 
+def _ours(args) -> list[tuple[str, bool, bool, bool]]:
+    """(label, compiled, amp, channels_last) of each variant of ours to time."""
+    out = [("fp32 eager", False, False, False)]
+    if args.amp:
+        out.append(("bf16 eager", False, True, False))
+        if args.channels_last:
+            out.append(("bf16 eager channels-last", False, True, True))
+    if args.compile:
+        out.append(("fp32 compiled", True, False, False))
+        if args.amp:
+            out.append(("bf16 compiled", True, True, args.channels_last))
+    return out
+
+
+def _machine(device: str) -> str:
+    """The CPU (model name and the flags that matter for bf16) or the GPU the figures come from."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name()
+    name, flags = platform.processor() or platform.machine(), []
+    try:
+        info = open("/proc/cpuinfo").read()
+        name = next(l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name"))
+        flags = sorted({f for f in info.split() if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")})
+    except (OSError, StopIteration):
+        pass
+    return f"{name} [{' '.join(flags)}]"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="*", default=["bnext_nano", "bnext_pico"])
@@ -90,28 +130,33 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile'd models")
     ap.add_argument("--official-src", help="a clone of hpi-xnor/BNext: also measure the official BNext (same shapes; "
                                            "it takes 3 channels and picks stem stride 1 for num_classes != 1000)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--amp", action="store_true", help="also measure ours under bf16 autocast")
+    ap.add_argument("--channels-last", action="store_true", help="the bf16 variants also in channels-last")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {_machine(args.device)}; "
           f"{args.steps} round-robin steps per variant, medians")
-    shape = dict(batch=args.batch, in_chans=args.in_chans, size=args.size, num_classes=args.num_classes)
+    shape = dict(batch=args.batch, in_chans=args.in_chans, size=args.size, num_classes=args.num_classes,
+                 device=args.device)
     for name in args.models:
         variants = []
         if args.official_src:
             torch.manual_seed(0)
-            variants.append(Variant(f"official {name}", _official_model(args.official_src, name, args.num_classes),
-                                    False, **shape))
-        kwargs = {"stem_stride": 1} if args.official_src else {}  # the official model uses stride 1 here
-        for compiled in ([False, True] if args.compile else [False]):
+            variants.append(Variant(f"official {name} fp32", _official_model(args.official_src, name,
+                                                                              args.num_classes), False, **shape))
+        # the official model picks stem stride 1 for num_classes != 1000
+        kwargs = {"stem_stride": 1 if args.num_classes != 1000 else 2} if args.official_src else {}
+        for label, compiled, amp, cl in _ours(args):
             torch.manual_seed(0)
             model = create_model(name, num_classes=args.num_classes, in_chans=args.in_chans, **kwargs)
-            variants.append(Variant(f"{name} {'compiled' if compiled else 'eager'}", model, compiled, **shape))
+            variants.append(Variant(f"{name} {label}", model, compiled, amp=amp, channels_last=cl, **shape))
         measure(variants, args.steps)
         base = variants[0]
         for v in variants:
             train, evals = v.rate("train"), v.rate("eval")
-            print(f"{v.label:>28s} {args.in_chans}x{args.size}x{args.size} batch {args.batch}  {v.params_M:.2f}M params"
+            print(f"{v.label:>40s} {args.in_chans}x{args.size}x{args.size} batch {args.batch}  {v.params_M:.2f}M params"
                   f"  train {train:7.1f} img/s ({train / base.rate('train'):.2f}x)"
                   f"  eval {evals:7.1f} img/s ({evals / base.rate('eval'):.2f}x)"
                   f"  (60k-image epoch {60000 / train:.0f} s)", flush=True)

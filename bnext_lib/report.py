@@ -399,6 +399,10 @@ def machine_info() -> dict:
 
 
 def git_commit() -> str:
+    """HEAD (marked when the code differs from it); a copy without ``.git`` (a remote machine that got the working
+    tree only) says where it came from in ``BNEXT_COMMIT``."""
+    if os.environ.get("BNEXT_COMMIT"):
+        return os.environ["BNEXT_COMMIT"]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
                                 check=True).stdout.strip()
@@ -578,7 +582,7 @@ def refresh_notebooks(notebooks: Sequence[str] = NOTEBOOKS) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bnext_lib.report", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="cpu", help="smoke, cpu or gpu (default cpu)")
+    ap.add_argument("--profile", default="cpu", help="smoke, cpu, gpu or paper (default cpu)")
     ap.add_argument("--only", nargs="+", metavar="NOTEBOOK", help=f"a subset of {', '.join(NOTEBOOKS)}")
     ap.add_argument("--out", help="output folder (default reports/, reports/.scratch/ for smoke)")
     ap.add_argument("--no-html", dest="html", action="store_false")

@@ -10,7 +10,9 @@ The official recipe (``paper_notes.md`` §5, §8, §11) is the default:
 * progressive binarization: every temperature follows :class:`~bnext_lib.binary.TemperatureSchedule`, reaching
   exact ``sign`` at 30 % of the run;
 * distillation from timm teachers (:mod:`bnext_lib.distill`), the soft-target loss only (no hard-label term);
-* fp32 on CPU; on CUDA the teachers run under autocast (official) and ``amp=True`` also runs the student in bf16.
+* float32 by default; ``amp=True`` runs the student's training forward under bf16 autocast (CPU and CUDA;
+  evaluation stays float32). On CUDA the teachers always run under autocast (official), on the CPU under bf16
+  autocast when ``amp=True``.
 
 Every epoch writes ``metrics.csv``/``metrics.json`` (train/test loss and top-1, lr, temperature, teacher weights,
 time), ``trace.csv`` (16 points per epoch: loss, lr, temperature and the fraction of latent weights already
@@ -86,7 +88,8 @@ class TrainConfig:
         elm_attention, info_recoupling, stem_stride: model options (``None``: the builder's default).
         seed: base seed of everything random.
         device: ``auto``, ``cpu``, ``cuda``.
-        amp: also run the student under bf16 autocast on CUDA.
+        amp: run the student's training forward (and, on the CPU, the teachers) under bf16 autocast, on CPU and
+            CUDA; evaluation stays float32. Its cost in accuracy is measured in the README.
         compile: ``torch.compile`` the student's training forward (about 1.7x the eager step on 2 CPU cores for
             bnext_nano, after a compilation of a minute or so; numbers equal up to float rounding).
         threads: torch CPU threads (``None``: torch's default).
@@ -417,7 +420,7 @@ def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], s
         start_epoch, history = resume_state["epoch"] + 1, resume_state["history"]
         trace = resume_state.get("trace", [])
 
-    amp_dtype = torch.bfloat16 if device_kind == "cuda" else None
+    teacher_dtype = torch.float16 if device_kind == "cuda" else torch.bfloat16  # CUDA: the official autocast
     wall_offset = history[-1]["wall_s"] if history else 0.0
     from tqdm.auto import tqdm
 
@@ -432,8 +435,9 @@ def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], s
         else:
             batches = folder["train"].loader(cfg.batch_size, True, cfg.seed, d, _workers())
             batches.sampler.set_epoch(epoch)
-        sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, n
-        alpha_sum = torch.zeros(max(1, len(active)), dtype=torch.float64)
+        sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss * n, correct, n (n filled at the end)
+        seen = 0
+        alpha_sum = torch.zeros(max(1, len(active)), dtype=torch.float64, device=device)
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not (cfg.progress and d.main), total=steps_per_epoch)
         for step, (images, labels) in enumerate(bar):
@@ -449,20 +453,24 @@ def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], s
                 x, target = augmenter.train_batch(images, labels)
             else:
                 x, target = images, labels
-            with torch.autocast(device_kind, dtype=amp_dtype, enabled=cfg.amp and amp_dtype is not None):
+            with torch.autocast(device_kind, dtype=torch.bfloat16, enabled=cfg.amp):
                 logits = ddp_model(x)
             logits = logits.float()
             if active:
-                with torch.no_grad(), torch.autocast(device_kind, enabled=device_kind == "cuda"):
+                with torch.no_grad(), torch.autocast(device_kind, dtype=teacher_dtype,
+                                                     enabled=device_kind == "cuda" or cfg.amp):
                     t_logits = [teachers[t](x).float() for t in active]
                 loss, alpha = kd_loss(logits, t_logits)
-                alpha_sum += alpha.detach().double().cpu() * len(labels)
+                alpha_sum += alpha.detach().double() * len(labels)
             elif target.ndim == 2:  # mixup / cutmix targets
                 loss = soft_ce(logits, target)
             else:
                 smoothing = augmenter.config.label_smoothing if augmenter is not None else 0.0
                 loss = F.cross_entropy(logits, target, label_smoothing=smoothing)
-            if not torch.isfinite(loss):
+            # A CUDA step must not wait for the GPU: there the check (and the host copy of the sums) happens
+            # only at trace points and at the end of the epoch; on the CPU it costs nothing, so every step.
+            at_trace = step % trace_every == 0 or step == steps_per_epoch - 1
+            if (device_kind == "cpu" or at_trace) and not torch.isfinite(loss):
                 where = f" (last good checkpoint kept: {out / 'last.pt'})" if out is not None and epoch else ""
                 raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}{where}; "
                                        "lower the learning rate or check the data")
@@ -472,15 +480,17 @@ def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], s
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
             optimizer.step()
             n = len(labels)
-            sums += torch.tensor([loss.item() * n, (logits.argmax(1) == labels).sum().item(), n], dtype=torch.float64)
-            bar.set_postfix(loss=f"{sums[0].item() / sums[2].item():.3f}", refresh=False)
-            if step % trace_every == 0 or step == steps_per_epoch - 1:
+            sums[:2] += torch.stack([loss.detach().double() * n, (logits.argmax(1) == labels).sum().double()])
+            seen += n
+            if at_trace:
+                bar.set_postfix(loss=f"{sums[0].item() / seen:.3f}", refresh=False)
                 trace.append({"progress": epoch + step / steps_per_epoch, "loss": loss.item(),
                               "lr": optimizer.param_groups[0]["lr"],
                               "temperature": get_temperature(model) if has_temperature else None,
                               "saturated": saturated_fraction(model) if has_temperature else None})
-        train_time = time.perf_counter() - t_epoch
+        sums[2] = seen
         sums = _all_sum(sums, d, device)
+        train_time = time.perf_counter() - t_epoch
         alpha_sum = _all_sum(alpha_sum, d, device)
 
         # evaluation
@@ -572,7 +582,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--stem-stride", dest="stem_stride", type=int)
     ap.add_argument("--seed", type=int)
     ap.add_argument("--device", help="auto, cpu, cuda")
-    ap.add_argument("--amp", action="store_true", default=None, help="bf16 autocast for the student on CUDA")
+    ap.add_argument("--amp", action="store_true", default=None,
+                    help="bf16 autocast for the training forward (CPU and CUDA)")
     ap.add_argument("--compile", action="store_true", default=None, help="torch.compile the student")
     ap.add_argument("--threads", type=int)
     ap.add_argument("--out", help="run folder for metrics and checkpoints")
