@@ -60,7 +60,8 @@ def filter_normalized_direction(model: nn.Module, generator: torch.Generator) ->
         if p.ndim < 2 or not p.requires_grad:
             out.append(torch.zeros_like(p))
             continue
-        d = torch.randn(p.shape, generator=generator, dtype=p.dtype)
+        # drawn on the CPU, so that the directions are the same whatever device the model is on
+        d = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
         dims = tuple(range(1, p.ndim))
         d *= (torch.linalg.vector_norm(p.detach(), dim=dims, keepdim=True)
               / torch.linalg.vector_norm(d, dim=dims, keepdim=True).clamp_min(1e-12))
@@ -133,6 +134,7 @@ def run_landscape(args: tuple) -> Landscape:
     from .augment import Augmenter
     from .data import load_dataset
     from .runs import Run
+    from .train import resolve_device
 
     cfg, steps, span, images, seed = args
     run = Run.load(cfg)
@@ -142,8 +144,9 @@ def run_landscape(args: tuple) -> Landscape:
     data = load_dataset(cfg.dataset, "train", cfg.data_root).subset(cfg.train_subset)
     # a fixed, class-balanced evaluation batch: the stratified subset of the training subset
     batch = data.subset(min(images, len(data)))
-    x = Augmenter("none", data.mean, data.std, data.num_classes).eval_batch(batch.images)
-    result = loss_landscape(run.load_model(), x, batch.labels, steps=steps, span=span, seed=seed)
+    device = resolve_device(cfg.device)
+    x = Augmenter("none", data.mean, data.std, data.num_classes).eval_batch(batch.images.to(device))
+    result = loss_landscape(run.load_model(device), x, batch.labels.to(device), steps=steps, span=span, seed=seed)
     tmp = cache.with_suffix(".tmp")
     tmp.write_text(json.dumps(result.to_dict()))
     tmp.replace(cache)

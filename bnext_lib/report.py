@@ -603,7 +603,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.refresh_notebooks:
         refresh_notebooks(chosen)
         return 0
-    out = Path(args.out) if args.out else REPO_ROOT / "reports" / (".scratch" if args.profile == "smoke" else "")
+    # resolved here: the notebooks run in notebooks/, where a relative path would point elsewhere
+    out = Path(args.out).resolve() if args.out else REPO_ROOT / "reports" / (".scratch" if args.profile == "smoke" else "")
     if not args.assemble_only:
         started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         t = time.perf_counter()

@@ -329,9 +329,15 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]] = (
         torch.use_deterministic_algorithms(deterministic)
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> the GPU when there is one, else the CPU; ``cpu``, ``cuda``, ``cuda:N`` as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], single_process: bool) -> dict:
-    device_kind = "cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available()) \
-        else "cpu"
+    device_kind = resolve_device(cfg.device).type
     d = _Dist() if single_process else _init_distributed(device_kind)
     device = torch.device(f"cuda:{d.local_rank}" if device_kind == "cuda" else "cpu")
     if device_kind == "cuda":
