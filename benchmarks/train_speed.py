@@ -90,6 +90,19 @@ def measure(variants: list[Variant], steps: int, warmup: int = 3) -> None:
                 v.step(mode)
 
 
+def profile_train_step(v: Variant, steps: int = 3, top: int = 15) -> None:
+    """Where a train step's time goes: torch.profiler's operators by self time over ``steps`` steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if v.device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        for _ in range(steps):
+            v.step("train", record=False)
+    key = "self_cuda_time_total" if v.device.type == "cuda" else "self_cpu_time_total"
+    print(f"--- {v.label}: top operators by self time over {steps} train steps")
+    print(prof.key_averages().table(sort_by=key, row_limit=top, max_name_column_width=40), flush=True)
+
+
 def _ours(args) -> list[tuple[str, bool, bool, bool]]:
     """(label, compiled, amp, channels_last) of each variant of ours to time."""
     out = [("fp32 eager", False, False, False)]
@@ -126,6 +139,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--num-classes", type=int, default=10)
     ap.add_argument("--steps", type=int, default=10, help="timed steps per variant and mode")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, allocator)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile'd models")
     ap.add_argument("--official-src", help="a clone of hpi-xnor/BNext: also measure the official BNext (same shapes; "
@@ -133,6 +147,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--amp", action="store_true", help="also measure ours under bf16 autocast")
     ap.add_argument("--channels-last", action="store_true", help="the bf16 variants also in channels-last")
+    ap.add_argument("--profile", metavar="TEXT", help="after timing, profile the train steps of the variants whose "
+                                                      "label contains TEXT (torch.profiler, top operators)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -152,7 +168,11 @@ def main() -> None:
             torch.manual_seed(0)
             model = create_model(name, num_classes=args.num_classes, in_chans=args.in_chans, **kwargs)
             variants.append(Variant(f"{name} {label}", model, compiled, amp=amp, channels_last=cl, **shape))
-        measure(variants, args.steps)
+        measure(variants, args.steps, args.warmup)
+        if args.profile:
+            for v in variants:
+                if args.profile in v.label:
+                    profile_train_step(v)
         base = variants[0]
         for v in variants:
             train, evals = v.rate("train"), v.rate("eval")
