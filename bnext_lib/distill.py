@@ -61,16 +61,19 @@ class MultiTeacherLoss(nn.Module):
         self.weighting, self.granularity = weighting, granularity
         self.fixed_weights = None if fixed_weights is None else [float(w) for w in fixed_weights]
 
-    def weights(self, student_logits: torch.Tensor, teacher_logits: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Per-sample teacher weights ``N x K`` (detached)."""
+    def weights(self, student_logits: torch.Tensor, teacher_logits: Sequence[torch.Tensor],
+                per_sample: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-sample teacher weights ``N x K`` (detached); ``per_sample``: the ``N x K`` soft-target losses, when
+        the caller has them already."""
         n, k = student_logits.shape[0], len(teacher_logits)
         if self.weighting == "fixed":
             w = self.fixed_weights or [1.0 / k] * k
             if len(w) != k:
                 raise ValueError(f"{len(w)} fixed weights for {k} teachers")
             return torch.tensor(w, device=student_logits.device).expand(n, k)
-        h = torch.stack([soft_target_ce(student_logits, t, "none") for t in teacher_logits], dim=1)
-        return F.softmax(h.detach(), dim=1)
+        if per_sample is None:
+            per_sample = torch.stack([soft_target_ce(student_logits, t, "none") for t in teacher_logits], dim=1)
+        return F.softmax(per_sample.detach(), dim=1)
 
     def forward(self, student_logits: torch.Tensor, teacher_logits: Sequence[torch.Tensor]
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,8 +81,8 @@ class MultiTeacherLoss(nn.Module):
         if not teacher_logits:
             raise ValueError("no teacher logits")
         k = len(teacher_logits)
-        alpha = self.weights(student_logits, teacher_logits)
         per_sample = torch.stack([soft_target_ce(student_logits, t, "none") for t in teacher_logits], dim=1)
+        alpha = self.weights(student_logits, teacher_logits, per_sample)
         if self.granularity == "instance":
             loss = (alpha * per_sample).sum(1).mean() / k
         else:

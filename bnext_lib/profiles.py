@@ -28,7 +28,6 @@ class Profile:
         name: profile name.
         train: defaults for :class:`bnext_lib.train.TrainConfig` fields.
         teachers: teacher names (timm architectures) from weak to strong, for the studies that need several.
-        teacher_epochs: epochs to train each teacher.
         seeds: seeds for comparisons that a verdict rests on.
         workers, threads: runs trained side by side, and torch threads per run (see :mod:`bnext_lib.runs`).
         landscape: loss-landscape grid (``steps`` per axis, ``span``, ``images`` evaluated per point).
@@ -38,7 +37,6 @@ class Profile:
     name: str
     train: dict = field(default_factory=dict)
     teachers: tuple[str, ...] = ()
-    teacher_epochs: int = 1
     seeds: tuple[int, ...] = (0,)
     workers: int = 1
     threads: int | None = None
@@ -51,25 +49,25 @@ PROFILES = {
         "smoke",
         train=dict(model="bnext_pico", dataset="fashion_mnist", epochs=1, batch_size=64, train_subset=512,
                    test_subset=256, augment="basic", teacher_epochs=1, teacher_subset=512),
-        teachers=("timm:mobilenetv3_small_050", "timm:resnet10t", "timm:resnet18"), teacher_epochs=1, seeds=(0,),
+        teachers=("timm:mobilenetv3_small_050", "timm:resnet10t", "timm:resnet18"), seeds=(0,),
         workers=2, threads=1, landscape=dict(steps=3, span=1.0, images=128)),
     "cpu": Profile(
         "cpu",
         train=dict(model="bnext_nano", dataset="fashion_mnist", epochs=5, batch_size=128, train_subset=8000,
                    test_subset=5000, augment="basic", teacher_epochs=6, teacher_subset=10000, compile=True),
-        teachers=("timm:mobilenetv3_small_050", "timm:resnet10t", "timm:resnet18"), teacher_epochs=6,
+        teachers=("timm:mobilenetv3_small_050", "timm:resnet10t", "timm:resnet18"),
         seeds=(0, 1), workers=2, threads=1, landscape=dict(steps=9, span=1.0, images=1000)),
     "gpu": Profile(
         "gpu",
         train=dict(model="bnext_nano", dataset="fashion_mnist", epochs=3, batch_size=512, train_subset=20000,
                    test_subset=None, augment="basic", teacher_epochs=6, teacher_subset=20000),
-        teachers=("timm:mobilenetv3_small_050", "timm:resnet10t", "timm:resnet18"), teacher_epochs=6,
+        teachers=("timm:mobilenetv3_small_050", "timm:resnet10t", "timm:resnet18"),
         seeds=(0, 1, 2), workers=12, threads=1, landscape=dict(steps=9, span=1.0, images=2000)),
     "paper": Profile(
         "paper",
         train=dict(model="bnext_tiny", dataset="cifar100", download=True, epochs=512, batch_size=512,
                    augment="released", schedule_per_step=False, warmup_epochs=5, stem_stride=1, teacher_epochs=200),
-        teachers=("timm:resnet18", "timm:resnet34", "timm:resnet50"), teacher_epochs=200, seeds=(0, 1, 2),
+        teachers=("timm:resnet18", "timm:resnet34", "timm:resnet50"), seeds=(0, 1, 2),
         landscape=dict(steps=21, span=1.0, images=5000), sizes=("bnext_tiny", "bnext_small")),
 }
 

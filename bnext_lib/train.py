@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from .augment import Augmenter, parse_augment
 from .binary import TemperatureSchedule, get_temperature, saturated_fraction, set_temperature
 from .checkpoints import CheckpointError, atomic_save, read_checkpoint
-from .data import DATASETS, BatchLoader, epoch_seed, load_dataset
+from .data import DATASETS, BatchLoader, DatasetError, epoch_seed, load_dataset
 from .distill import ConsecutiveKD, MultiTeacherLoss
 from .models import create_model, list_models
 from .profiles import get_profile
@@ -627,6 +627,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except (DatasetError, CheckpointError, FileExistsError) as e:  # the user's files: the message says it all
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

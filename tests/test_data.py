@@ -62,6 +62,14 @@ def test_truncated_gzip_is_named(tmp_path):
         load_dataset("fashion_mnist", "test", root=tmp_path)
 
 
+def test_the_cli_names_a_bad_data_file_in_one_line(tmp_path, capsys):
+    from bnext_lib.train import main
+    _write_fake_fashion_mnist(tmp_path / "fashion-mnist")  # the right format, not the real files' checksums
+    assert main(["--data-root", str(tmp_path), "--epochs", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {tmp_path / 'fashion-mnist'}/") and "is corrupt" in err[0]
+
+
 def test_missing_dataset_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setattr(data_mod, "SYSTEM_FASHION_MNIST", tmp_path / "nowhere")
     with pytest.raises(DatasetError, match="apt-get install dataset-fashion-mnist"):
