@@ -1,4 +1,4 @@
-"""Named augmentation presets, built from timm and torchvision parts (paper §9).
+"""Named augmentation presets, built from timm and torchvision parts (``docs/method.md`` §9).
 
 A preset name, or several joined by ``+`` (``"basic+randaugment"``), resolves to an :class:`AugmentConfig`;
 :class:`Augmenter` applies it. Per-image work that needs PIL (timm's RandAugment) runs in the loader, per image;

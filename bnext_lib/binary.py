@@ -3,7 +3,7 @@
 Quantizers follow larq's layout: a pure autograd function with the documented forward and pseudo-gradient, and a
 thin module holding only its settings and a ``precision`` attribute (1 = binary) that cost accounting reads.
 
-BNext (Guo et al., arXiv 2211.12933, §5 of ``paper_notes.md``) binarizes
+BNext (Guo et al., arXiv 2211.12933; ``docs/method.md`` §5) binarizes
 
 * activations with ``sign(x)`` forward and the straight-through gradient ``1{|x| < 1.5}`` (:class:`SignSTE`),
 * weights progressively: forward ``clip(w / tau, -1, 1)``, exactly ``sign(w)`` once ``tau`` is below its floor

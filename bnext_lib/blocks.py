@@ -1,7 +1,7 @@
 """BNext's building blocks: the binary unit (ELM-Attention or additive), the Info-Recoupling gate, the BNext block.
 
 Paper: Guo et al., "Join the High Accuracy Club on ImageNet with A Binary Neural Network Ticket", arXiv 2211.12933
-(§3 ELM-Attention, §4 Info-Recoupling in ``paper_notes.md``); official code hpi-xnor/BNext ``src/bnext.py``.
+(§3 ELM-Attention, §4 Info-Recoupling in ``docs/method.md``); official code hpi-xnor/BNext ``src/bnext.py``.
 
 One :class:`BinaryUnit` covers the official ``Attention``, ``FFN_3x3`` and ``FFN_1x1`` modules, which share one set
 of parameters and differ only in how the binary branch meets the shortcut. The four ablation variants of the paper

@@ -5,8 +5,8 @@ The official script (hpi-xnor/BNext ``train_assistant_group_amp.py``) saves
 DistributedDataParallel, so its keys start with ``module.``; the released checkpoints are such files.
 :func:`load_official` accepts them (or the bare state dict), converts the names with the model's
 ``official_key_map()``, and loads strictly: a missing, unexpected or mis-shaped tensor is an error that names it.
-The official script itself loads its own checkpoints with ``strict=False``; a silently half-loaded model is the
-failure users of binary-network projects report most (see ``anchors.md``), so nothing here is lenient.
+The official script itself loads its own checkpoints with ``strict=False``; a silently half-loaded model is a
+failure users of binary-network projects have reported (``docs/sources.md`` §3), so nothing here is lenient.
 """
 from __future__ import annotations
 

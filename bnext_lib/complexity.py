@@ -5,7 +5,7 @@ module hooks attribute each counted operation to the innermost module that ran i
 (MACs = counted FLOPs / 2) are *binary* when its quantizers say so (``input_precision == weight_precision == 1``,
 read from the layer, larq-style), *real* otherwise. Nothing here lists layer formulas per architecture.
 
-Conventions (BNext README, ``paper_notes.md`` §6):
+Conventions (BNext README, ``docs/method.md`` §6):
 
 * BOPs = binary MACs; FLOPs = real-valued MACs (stem, Info-Recoupling 1x1 convs, shortcut projections,
   classifier). BN, PReLU, pooling and element-wise operations are not counted, as in the papers.

@@ -1,6 +1,6 @@
 """Knowledge distillation: the official soft-target loss, multi-teacher knowledge complementation, consecutive KD.
 
-Paper §8 (``paper_notes.md``); official code ``utils/KD_loss.py`` and the training loop of
+``docs/method.md`` §8; official code ``utils/KD_loss.py`` and the training loop of
 ``train_assistant_group_amp.py``.
 
 * Per teacher: :math:`L_{KD}(t) = -\\sum_c p_{t,c} \\log p_{s,c}` with softmax at temperature 1, no hard-label

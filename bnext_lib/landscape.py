@@ -1,7 +1,7 @@
 """Loss landscapes: 2-D slices along filter-normalized random directions (Li et al., NeurIPS 2018).
 
 The paper motivates BNext's block design with smoother loss landscapes than earlier binary blocks
-(``paper_notes.md`` §3). A slice is :math:`L(\\theta + a\\,d_1 + b\\,d_2)` on a grid of ``(a, b)`` for two random
+(``docs/method.md`` §12). A slice is :math:`L(\\theta + a\\,d_1 + b\\,d_2)` on a grid of ``(a, b)`` for two random
 directions whose every filter (output channel of a kernel, row of a linear layer) is rescaled to the norm of the
 same filter of :math:`\\theta`. One-dimensional parameters (biases, BatchNorm, learnable biases, Info-Recoupling
 gates) are not perturbed, as in Li et al.; BatchNorm runs on its running statistics (eval mode). For binary

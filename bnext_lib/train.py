@@ -1,6 +1,6 @@
 """The training engine and its CLI: ``python -m bnext_lib.train`` (unchanged under ``torchrun``).
 
-The official recipe (``paper_notes.md`` §5, §8, §11) is the default:
+The official recipe (``docs/method.md`` §5, §8, §11) is the default:
 
 * AdamW, lr 1e-3, two parameter groups: 4-D kernels (and anything named ``binary_conv``) weight decay 1e-8,
   everything else 1e-3;

@@ -1,6 +1,6 @@
 """Full-precision teachers: timm architectures trained on the dataset by this project's engine, cached under data/.
 
-The paper distils from ImageNet-pretrained EfficientNet-B0/B2/B4 and ConvNeXt-T (``paper_notes.md`` §8.3).
+The paper distils from ImageNet-pretrained EfficientNet-B0/B2/B4 and ConvNeXt-T (``docs/method.md`` §8.3).
 Pretrained weights cannot be fetched here and would not fit a 28x28 dataset anyway, so teachers of clearly
 different strength are trained on the same data, by :func:`bnext_lib.train.train`, once: a teacher is cached by a
 digest of its full training configuration in ``data/teachers/<digest>/`` and listed with its test accuracy in
