@@ -36,7 +36,7 @@ BNEXT_CHANNELS = {
     "middle": [48, 96] + [192] * 4 + [384] * 4 + [768] * 8 + [1536] * 4,
     "large": [64, 128] + [256] * 4 + [512] * 4 + [1024] * 16 + [2048] * 4,
     # Small-image variants of this project (not in the paper): BNext-T's widths divided by 4, with T's 13 blocks
-    # (nano) or with one block per stage width (pico). With a stride-2 stem on 28x28 Fashion-MNIST, one 60k-image
+    # (nano) or two per width after the first (pico, 9). With a stride-2 stem on 28x28 Fashion-MNIST, one 60k-image
     # epoch trains in about 70 s (nano) / 50 s (pico) on 2 CPU cores (benchmarks/train_speed.py).
     "nano": [8, 16] + [32] * 2 + [64] * 2 + [128] * 6 + [256] * 2,
     "pico": [8, 16] + [32] * 2 + [64] * 2 + [128] * 2 + [256] * 2,
@@ -265,10 +265,10 @@ def bnext_nano(num_classes: int = 1000, elm_attention: bool = True, info_recoupl
                   stem_stride=stem_stride, in_chans=in_chans)
 
 
-@register_model(ModelInfo("bnext", "this project (BNext-T at 1/4 width, one block per width)", imagenet=False))
+@register_model(ModelInfo("bnext", "this project (BNext-T at 1/4 width, two blocks per width)", imagenet=False))
 def bnext_pico(num_classes: int = 1000, elm_attention: bool = True, info_recoupling: bool = True,
                stem_stride: int = 2, in_chans: int = 3) -> BNext:
-    """The smallest BNext (7 blocks, widths 16..256), for tests and quick studies. Args as for :class:`BNext`."""
+    """The smallest BNext (9 blocks, widths 16..256), for tests and quick studies. Args as for :class:`BNext`."""
     return _bnext("pico", num_classes, elm_attention=elm_attention, info_recoupling=info_recoupling,
                   stem_stride=stem_stride, in_chans=in_chans)
 
