@@ -19,6 +19,7 @@ CLI::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -315,7 +316,7 @@ class Study:
         g = self.profile.landscape
         keys = [(label, seed) for label in labels for (lab, seed) in runset.runs if lab == label]
         jobs = [(runset.runs[k].config, g["steps"], g["span"], g["images"], 0) for k in keys]
-        return dict(zip(keys, parallel_map(run_landscape, jobs, self.workers, self.threads)))
+        return dict(zip(keys, parallel_map(run_landscape, jobs, self.workers, self.threads, desc="landscapes")))
 
     def ladder(self):
         """The teacher table sorted by measured test top-1 (weak to strong): the ladder the studies use."""
@@ -527,6 +528,23 @@ def _update_readme(studies: list[dict], run: dict) -> None:
 
 
 # --------------------------------------------------------------------------------------------- runner
+@contextlib.contextmanager
+def _text_progress():
+    """Kernels started meanwhile show text progress bars (stored as text in the executed notebooks, printed by
+    papermill's log), not widgets (see :mod:`bnext_lib.progress`)."""
+    from .progress import PROGRESS_ENV
+
+    saved = os.environ.get(PROGRESS_ENV)
+    os.environ[PROGRESS_ENV] = "text"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(PROGRESS_ENV)
+        else:
+            os.environ[PROGRESS_ENV] = saved
+
+
 def execute(notebooks: Sequence[str], profile: str, out: Path, html: bool = True, log: bool = True) -> dict:
     """Run notebooks with papermill into ``out/executed`` (and HTML), returning wall seconds per notebook."""
     import papermill as pm
@@ -538,8 +556,9 @@ def execute(notebooks: Sequence[str], profile: str, out: Path, html: bool = True
         dst = out / "executed" / f"{name}.ipynb"
         print(f"== {name} ({profile})", file=sys.stderr, flush=True)
         t = time.perf_counter()
-        pm.execute_notebook(str(src), str(dst), parameters={"profile": profile, "out_dir": str(out)},
-                            cwd=str(src.parent), kernel_name="python3", progress_bar=False, log_output=log)
+        with _text_progress():
+            pm.execute_notebook(str(src), str(dst), parameters={"profile": profile, "out_dir": str(out)},
+                                cwd=str(src.parent), kernel_name="python3", progress_bar=False, log_output=log)
         times[name] = {"wall_s": round(time.perf_counter() - t, 1)}
         print(f"== {name}: {times[name]['wall_s'] / 60:.1f} min", file=sys.stderr, flush=True)
         if html:
@@ -561,7 +580,7 @@ def refresh_notebooks(notebooks: Sequence[str] = NOTEBOOKS) -> None:
 
     for name in notebooks:
         src = REPO_ROOT / "notebooks" / f"{name}.ipynb"
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, _text_progress():
             dst = Path(tmp) / src.name
             pm.execute_notebook(str(src), str(dst), cwd=str(src.parent), kernel_name="python3", progress_bar=False)
             ran = nbformat.read(str(dst), as_version=4)
