@@ -407,8 +407,9 @@ def git_commit() -> str:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!reports"],
-                               cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()  # outputs don't count
+        # outputs don't count; `git diff` compares contents through the notebooks' clean filter (bnext_lib/nbclean.py)
+        dirty = subprocess.run(["git", "diff", "HEAD", "--name-only", "--", ".", ":!reports"],
+                               cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
         return commit + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -568,15 +569,15 @@ def execute(notebooks: Sequence[str], profile: str, out: Path, html: bool = True
     return times
 
 
-CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
-
-
 def refresh_notebooks(notebooks: Sequence[str] = NOTEBOOKS) -> None:
-    """Execute each notebook at its defaults and store only the outputs nbval checks; clear the rest."""
+    """Execute each notebook at its defaults and store it in its stored form (:mod:`bnext_lib.nbclean`): only
+    the outputs nbval checks, the project's kernelspec and the stored ``language_info`` version."""
     import tempfile
 
     import nbformat
     import papermill as pm
+
+    from . import nbclean
 
     for name in notebooks:
         src = REPO_ROOT / "notebooks" / f"{name}.ipynb"
@@ -587,14 +588,10 @@ def refresh_notebooks(notebooks: Sequence[str] = NOTEBOOKS) -> None:
         nb = nbformat.read(str(src), as_version=4)
         executed = [c for c in ran.cells if "injected-parameters" not in c.metadata.get("tags", [])]
         for cell, done in zip(nb.cells, executed):
-            if cell.cell_type != "code":
-                continue
-            cell.execution_count = None
-            cell.outputs = []
-            if CHECK_MARK in cell.source:  # nbval compares only cells that have run (an execution count)
-                cell.execution_count = done.execution_count
-                cell.outputs = [o for o in done.outputs if o.get("output_type") != "stream" or o.get("name") != "stderr"]
-        nbformat.write(nb, str(src))
+            if cell.cell_type == "code":
+                cell.execution_count, cell.outputs = done.execution_count, done.outputs
+        version = nb.metadata.get("language_info", {}).get("version") or ran.metadata.language_info.get("version")
+        nbformat.write(nbformat.from_dict(nbclean.clean(nb, version)), str(src))
         print(f"refreshed {src}", file=sys.stderr)
 
 
