@@ -214,9 +214,9 @@ def _serial_map(fn, items, threads, results, bar, on_done) -> None:
             torch.set_num_threads(threads)
         for i, item in enumerate(items):
             results[i] = fn(item)
-            bar.update()
             if on_done:
                 on_done(i, results[i])
+            bar.update()
     finally:
         torch.set_num_threads(saved)
 
@@ -243,9 +243,9 @@ def _pool_map(fn, items, workers, threads, results, bar, on_done) -> None:
                             p.cancel()
                     continue
                 results[i] = f.result()
-                bar.update()
                 if on_done and failed is None:
                     on_done(i, results[i])
+                bar.update()
     _relay(lines)  # what the workers flushed on exit
     if failed is not None:
         i, e = failed
@@ -260,9 +260,12 @@ def _teacher_job(args: tuple) -> float:
 
 def ensure_teachers(configs: Sequence[TrainConfig], workers: int = 1, threads: int | None = None) -> dict:
     """Train (or find in the cache) every teacher the configurations need; ``{(name, dataset): test top-1}``."""
+    from .models.teachers import read_manifest, teacher_digest
+
     jobs = sorted({(t, c.dataset, c.data_root, c.teacher_epochs, c.teacher_subset, c.download)
                    for c in configs for t in c.teachers}, key=str)
-    accs = parallel_map(_teacher_job, jobs, workers, threads, desc="teachers")
+    missing = [j for j in jobs if teacher_digest(*j[:5], download=j[5]) not in read_manifest(j[2])]
+    accs = parallel_map(_teacher_job, jobs, workers, threads, desc="teachers" if missing else None)
     return {(j[0], j[1]): a for j, a in zip(jobs, accs)}
 
 

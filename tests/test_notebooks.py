@@ -1,6 +1,7 @@
 """The notebooks as Jupyter opens, runs and saves them: the project's kernel, files that stay unchanged, progress
 that is a widget there and text elsewhere, and workers' lines shown once. (nbval runs the notebooks themselves
 with bnext_lib's warnings as errors: notebooks/conftest.py.)"""
+import io
 import json
 import os
 import re
@@ -13,7 +14,7 @@ import nbformat
 import pytest
 
 from bnext_lib import nbclean
-from bnext_lib.progress import PROGRESS_ENV, tqdm_class
+from bnext_lib.progress import PROGRESS_ENV, LogBar, tqdm_class
 from bnext_lib.report import NOTEBOOKS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,9 +181,25 @@ def test_a_checked_cell_keeps_its_stdout_as_nbval_needs_it():
     assert out["outputs"][1]["execution_count"] == position
 
 
-def test_progress_outside_a_kernel_is_text():
+def test_progress_outside_a_kernel_is_text(monkeypatch):
     from tqdm.std import tqdm
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
     assert tqdm_class() is tqdm
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    assert tqdm_class() is LogBar
+    with LogBar(total=2, desc="runs", mininterval=0) as bar:
+        for i in range(2):
+            bar.write(f"line {i}", file=log)
+            bar.update()
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and lines[0].startswith("runs:   0%") and lines[1] == "line 0"
+    assert lines.count("line 1") == 1 and sum("runs: 100%" in line for line in lines) == 1
 
 
 @pytest.mark.parametrize("mode", ["jupyter", "text"])
@@ -203,4 +220,4 @@ def test_workers_lines_show_once_under_a_widget_or_text_bar(mode, tmp_path):
     if mode == "jupyter":
         assert widgets
     else:
-        assert not widgets and "work: 100%" in text
+        assert not widgets and "work: 100%" in text and "\r" not in text
