@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[report,dev]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name bnext --display-name "Python (bnext)" >/dev/null
+# git sees a notebook that Jupyter ran and saved as unchanged (see bnext_lib/nbclean.py)
+	if git rev-parse --git-dir >/dev/null 2>&1; then git config filter.bnext-notebook.clean '$(PYTHON) -m bnext_lib.nbclean %f'; fi
 	touch $@
 
 # Fashion-MNIST from Debian's package when we are root on a Debian-like system; the loader
@@ -35,10 +37,12 @@ PROFILE ?= cpu
 report: $(STAMP) data
 	$(BIN)/python -m bnext_lib.report --profile $(PROFILE)
 
-# JupyterLab in the project's environment (the "Python (bnext)" kernel is registered in .venv by set-up)
+# JupyterLab in the project's environment (the "Python (bnext)" kernel is registered in .venv by set-up); a notebook
+# run and saved there keeps its outputs and `git status` stays clean (bnext_lib/nbclean.py)
 lab: $(STAMP) data
 	$(BIN)/python -m pip install --quiet jupyterlab
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab --FileContentsManager.post_save_hook=bnext_lib.nbclean.post_save \
+		$(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 # register the kernel for a Jupyter installed elsewhere (per user)
 kernel: $(STAMP)

@@ -55,8 +55,8 @@ def bars(df, metric: str = "test_top1", x: str = "label", hue: str | None = None
     n = df[x].nunique()
     fig, ax = plt.subplots(figsize=(max(5.5, 1.1 * n + 2), 4.0))
     sns.barplot(data=df, x=x, y=metric, hue=hue, errorbar="sd", ax=ax, alpha=0.8, capsize=0.1)
-    sns.stripplot(data=df, x=x, y=metric, hue=hue, dodge=hue is not None, color="black", size=4, ax=ax,
-                  legend=False)
+    black = {"color": "black"} if hue is None else {"palette": "dark:black"}  # seaborn 0.13: no color= with hue
+    sns.stripplot(data=df, x=x, y=metric, hue=hue, dodge=hue is not None, size=4, ax=ax, legend=False, **black)
     lo, hi = df[metric].min(), df[metric].max()
     pad = max(1.0, (hi - lo) * 0.6)
     ax.set_ylim(max(0, lo - pad), min(100, hi + pad))

@@ -19,6 +19,7 @@ CLI::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -315,7 +316,7 @@ class Study:
         g = self.profile.landscape
         keys = [(label, seed) for label in labels for (lab, seed) in runset.runs if lab == label]
         jobs = [(runset.runs[k].config, g["steps"], g["span"], g["images"], 0) for k in keys]
-        return dict(zip(keys, parallel_map(run_landscape, jobs, self.workers, self.threads)))
+        return dict(zip(keys, parallel_map(run_landscape, jobs, self.workers, self.threads, desc="landscapes")))
 
     def ladder(self):
         """The teacher table sorted by measured test top-1 (weak to strong): the ladder the studies use."""
@@ -406,8 +407,9 @@ def git_commit() -> str:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!reports"],
-                               cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()  # outputs don't count
+        # outputs don't count; `git diff` compares contents through the notebooks' clean filter (bnext_lib/nbclean.py)
+        dirty = subprocess.run(["git", "diff", "HEAD", "--name-only", "--", ".", ":!reports"],
+                               cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
         return commit + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -527,6 +529,23 @@ def _update_readme(studies: list[dict], run: dict) -> None:
 
 
 # --------------------------------------------------------------------------------------------- runner
+@contextlib.contextmanager
+def _text_progress():
+    """Kernels started meanwhile show text progress bars (stored as text in the executed notebooks, printed by
+    papermill's log), not widgets (see :mod:`bnext_lib.progress`)."""
+    from .progress import PROGRESS_ENV
+
+    saved = os.environ.get(PROGRESS_ENV)
+    os.environ[PROGRESS_ENV] = "text"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(PROGRESS_ENV)
+        else:
+            os.environ[PROGRESS_ENV] = saved
+
+
 def execute(notebooks: Sequence[str], profile: str, out: Path, html: bool = True, log: bool = True) -> dict:
     """Run notebooks with papermill into ``out/executed`` (and HTML), returning wall seconds per notebook."""
     import papermill as pm
@@ -538,8 +557,9 @@ def execute(notebooks: Sequence[str], profile: str, out: Path, html: bool = True
         dst = out / "executed" / f"{name}.ipynb"
         print(f"== {name} ({profile})", file=sys.stderr, flush=True)
         t = time.perf_counter()
-        pm.execute_notebook(str(src), str(dst), parameters={"profile": profile, "out_dir": str(out)},
-                            cwd=str(src.parent), kernel_name="python3", progress_bar=False, log_output=log)
+        with _text_progress():
+            pm.execute_notebook(str(src), str(dst), parameters={"profile": profile, "out_dir": str(out)},
+                                cwd=str(src.parent), kernel_name="python3", progress_bar=False, log_output=log)
         times[name] = {"wall_s": round(time.perf_counter() - t, 1)}
         print(f"== {name}: {times[name]['wall_s'] / 60:.1f} min", file=sys.stderr, flush=True)
         if html:
@@ -549,33 +569,29 @@ def execute(notebooks: Sequence[str], profile: str, out: Path, html: bool = True
     return times
 
 
-CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
-
-
 def refresh_notebooks(notebooks: Sequence[str] = NOTEBOOKS) -> None:
-    """Execute each notebook at its defaults and store only the outputs nbval checks; clear the rest."""
+    """Execute each notebook at its defaults and store it in its stored form (:mod:`bnext_lib.nbclean`): only
+    the outputs nbval checks, the project's kernelspec and the stored ``language_info`` version."""
     import tempfile
 
     import nbformat
     import papermill as pm
 
+    from . import nbclean
+
     for name in notebooks:
         src = REPO_ROOT / "notebooks" / f"{name}.ipynb"
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, _text_progress():
             dst = Path(tmp) / src.name
             pm.execute_notebook(str(src), str(dst), cwd=str(src.parent), kernel_name="python3", progress_bar=False)
             ran = nbformat.read(str(dst), as_version=4)
         nb = nbformat.read(str(src), as_version=4)
         executed = [c for c in ran.cells if "injected-parameters" not in c.metadata.get("tags", [])]
         for cell, done in zip(nb.cells, executed):
-            if cell.cell_type != "code":
-                continue
-            cell.execution_count = None
-            cell.outputs = []
-            if CHECK_MARK in cell.source:  # nbval compares only cells that have run (an execution count)
-                cell.execution_count = done.execution_count
-                cell.outputs = [o for o in done.outputs if o.get("output_type") != "stream" or o.get("name") != "stderr"]
-        nbformat.write(nb, str(src))
+            if cell.cell_type == "code":
+                cell.execution_count, cell.outputs = done.execution_count, done.outputs
+        version = nb.metadata.get("language_info", {}).get("version") or ran.metadata.language_info.get("version")
+        nbformat.write(nbformat.from_dict(nbclean.clean(nb, version)), str(src))
         print(f"refreshed {src}", file=sys.stderr)
 
 

@@ -14,7 +14,9 @@ the same teacher.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import multiprocessing as mp
 import os
@@ -116,49 +118,138 @@ def run_one(cfg: TrainConfig, root: str | os.PathLike | None = None) -> Run:
     return Run.load(cfg, root)
 
 
-def _init_worker(threads: int | None) -> None:
+class _Lines(io.TextIOBase):
+    """A text stream that hands whole lines (partial ones on ``flush``) to ``sink(text)``; ``fileno`` is the
+    stream it stands in for, for code that needs a real file."""
+
+    def __init__(self, sink: Callable[[str], Any], real):
+        super().__init__()
+        self.sink, self.real, self.buf = sink, real, ""
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self.real, "encoding", None) or "utf-8"
+
+    def write(self, text: str) -> int:
+        self.buf += text
+        if "\n" in self.buf:
+            lines, _, self.buf = self.buf.rpartition("\n")
+            self.sink(lines + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self.buf:
+            text, self.buf = self.buf, ""
+            self.sink(text)
+
+    def fileno(self) -> int:
+        return self.real.fileno()
+
+
+def _init_worker(threads: int | None, lines) -> None:
+    # A spawned worker's stdout/stderr are the parent's file descriptors: a terminal, or under Jupyter a pipe
+    # that ipykernel shows in the notebook *and* echoes to the server's terminal. Its lines go to the parent
+    # instead, which prints them once (see parallel_map).
+    sys.stdout = _Lines(lambda text: lines.put(("stdout", text)), sys.__stdout__)
+    sys.stderr = _Lines(lambda text: lines.put(("stderr", text)), sys.__stderr__)
     if threads:
         torch.set_num_threads(threads)
 
 
+def _relay(lines) -> None:
+    """Print the workers' lines that have arrived."""
+    while not lines.empty():
+        name, text = lines.get()
+        (sys.stdout if name == "stdout" else sys.stderr).write(text)
+
+
+@contextlib.contextmanager
+def _printing_through(bar):
+    """Send what is printed meanwhile through ``bar.write``, so that no line lands in the middle of a text bar."""
+    saved = sys.stdout, sys.stderr
+
+    def sink(real):
+        def write(text: str) -> None:
+            bar.write(text, file=real, end="")
+            real.flush()
+        return write
+
+    sys.stdout, sys.stderr = _Lines(sink(saved[0]), saved[0]), _Lines(sink(saved[1]), saved[1])
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = saved
+
+
 def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int = 1, threads: int | None = None,
-                 on_done: Callable[[int, Any], None] | None = None) -> list:
+                 on_done: Callable[[int, Any], None] | None = None, desc: str | None = None) -> list:
     """``[fn(item) for item in items]`` in ``workers`` spawned processes of ``threads`` torch threads each.
 
     ``workers <= 1`` runs in this process. The first exception stops the pool (running items finish) and is
-    raised with the item that caused it. ``on_done(index, value)`` is called as results arrive.
+    raised with the item that caused it. ``on_done(index, value)`` is called as results arrive. ``desc``: show a
+    progress bar over the items (:mod:`bnext_lib.progress`: a widget in Jupyter, text elsewhere). What the
+    workers print is printed here, once.
     """
+    from .progress import tqdm_class
+
     results: list = [None] * len(items)
-    if workers <= 1 or len(items) <= 1:
-        saved = torch.get_num_threads()
-        try:
-            if threads:
-                torch.set_num_threads(threads)
-            for i, item in enumerate(items):
-                results[i] = fn(item)
-                if on_done:
-                    on_done(i, results[i])
-        finally:
-            torch.set_num_threads(saved)
-        return results
+    bar = tqdm_class()(total=len(items), desc=desc, unit="item", disable=desc is None or len(items) <= 1)
+    with bar, (_printing_through(bar) if not bar.disable else contextlib.nullcontext()):
+        if workers <= 1 or len(items) <= 1:
+            _serial_map(fn, items, threads, results, bar, on_done)
+        else:
+            _pool_map(fn, items, workers, threads, results, bar, on_done)
+    return results
+
+
+def _serial_map(fn, items, threads, results, bar, on_done) -> None:
+    saved = torch.get_num_threads()
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        for i, item in enumerate(items):
+            results[i] = fn(item)
+            if on_done:
+                on_done(i, results[i])
+            bar.update()
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _pool_map(fn, items, workers, threads, results, bar, on_done) -> None:
     ctx = mp.get_context("spawn")  # fork after torch has threads is unsafe
+    lines = ctx.SimpleQueue()
+    failed = None
     with ProcessPoolExecutor(min(workers, len(items)), mp_context=ctx, initializer=_init_worker,
-                             initargs=(threads,)) as pool:
+                             initargs=(threads, lines)) as pool:
         futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
         pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+        while pending:  # relaying while items run; a failure cancels what has not started
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            _relay(lines)  # a worker's lines are queued before its result is sent: they print first
             for f in done:
                 i = futures[f]
+                if f.cancelled():
+                    continue
                 if f.exception() is not None:
-                    for p in pending:
-                        p.cancel()
-                    raise RuntimeError(f"work item {i} ({items[i]!r:.300}) failed: {f.exception()}") \
-                        from f.exception()
+                    if failed is None:
+                        failed = (i, f.exception())
+                        for p in pending:
+                            p.cancel()
+                    continue
                 results[i] = f.result()
-                if on_done:
+                if on_done and failed is None:
                     on_done(i, results[i])
-    return results
+                bar.update()
+    _relay(lines)  # what the workers flushed on exit
+    if failed is not None:
+        i, e = failed
+        raise RuntimeError(f"work item {i} ({items[i]!r:.300}) failed: {e}") from e
 
 
 def _teacher_job(args: tuple) -> float:
@@ -169,9 +260,12 @@ def _teacher_job(args: tuple) -> float:
 
 def ensure_teachers(configs: Sequence[TrainConfig], workers: int = 1, threads: int | None = None) -> dict:
     """Train (or find in the cache) every teacher the configurations need; ``{(name, dataset): test top-1}``."""
+    from .models.teachers import read_manifest, teacher_digest
+
     jobs = sorted({(t, c.dataset, c.data_root, c.teacher_epochs, c.teacher_subset, c.download)
                    for c in configs for t in c.teachers}, key=str)
-    accs = parallel_map(_teacher_job, jobs, workers, threads)
+    missing = [j for j in jobs if teacher_digest(*j[:5], download=j[5]) not in read_manifest(j[2])]
+    accs = parallel_map(_teacher_job, jobs, workers, threads, desc="teachers" if missing else None)
     return {(j[0], j[1]): a for j, a in zip(jobs, accs)}
 
 
@@ -209,5 +303,6 @@ def run_many(configs: Sequence[TrainConfig], root: str | os.PathLike | None = No
         if verbose:
             print(f"training {len(pending)} of {len(configs)} runs ({len(configs) - len(pending)} cached), "
                   f"{workers} worker(s)", file=sys.stderr, flush=True)
-        parallel_map(_run_job, [(c, root) for c in pending], workers, threads, on_done=report)
+        parallel_map(_run_job, [(c, root) for c in pending], workers, threads, on_done=report,
+                     desc="runs" if verbose else None)
     return [Run.load(cfg, root) for cfg in configs]

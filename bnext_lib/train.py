@@ -428,7 +428,8 @@ def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], s
 
     teacher_dtype = torch.float16 if device_kind == "cuda" else torch.bfloat16  # CUDA: the official autocast
     wall_offset = history[-1]["wall_s"] if history else 0.0
-    from tqdm.auto import tqdm
+    from .progress import tqdm_class
+    tqdm = tqdm_class()  # a widget in Jupyter, text elsewhere
 
     for epoch in range(start_epoch, cfg.epochs):
         t_epoch = time.perf_counter()
