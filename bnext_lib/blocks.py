@@ -28,8 +28,11 @@ def shortcut_pool() -> nn.AvgPool2d:
 
     ``ceil_mode`` is this project's choice: on even sizes it equals the official ``AvgPool2d(2, 2)``; on odd sizes
     (28x28 inputs reach 7x7) it yields the same size as the stride-2 convolution, where the official code crashes.
+    ``count_include_pad=False`` gives the same numbers as the default without padding (the last window is averaged
+    over the pixels it covers either way), but Inductor's backward of the default divides that window by 4, so
+    ``torch.compile`` trained with wrong gradients on odd maps (pytorch/pytorch#198119).
     """
-    return nn.AvgPool2d(2, 2, ceil_mode=True)
+    return nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False)
 
 
 class LearnableBias(nn.Module):

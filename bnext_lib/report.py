@@ -35,8 +35,8 @@ from .data import DATASETS
 from .models import list_models
 from .profiles import get_profile
 
-__all__ = ["REPO_ROOT", "NOTEBOOKS", "Study", "RunSet", "verdict", "combine", "distillation_recipes", "machine_info",
-           "assemble", "main"]
+__all__ = ["REPO_ROOT", "NOTEBOOKS", "Study", "parse_seeds", "RunSet", "verdict", "combine", "distillation_recipes",
+           "machine_info", "assemble", "main"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ("01_architecture_study", "02_overfitting_analysis", "03_distillation", "04_augmentation_ablation")
@@ -173,6 +173,23 @@ def _fmt(mean: float, std: float, lo: float, hi: float) -> str:
 
 
 # --------------------------------------------------------------------------------------------- the study
+def parse_seeds(seeds: Any) -> Any:
+    """Seeds as a notebook user gives them: a list, or the text papermill's ``-p seeds ...`` passes on (``-p``
+    turns only numbers, ``True``/``False`` and ``None`` into Python values), e.g. ``'[0, 1, 2]'`` or ``'0,1,2'``.
+    A string that reads as neither is returned unchanged, for the validation to name it."""
+    if not isinstance(seeds, str):
+        return seeds
+    text = seeds.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    parts = [p.strip() for p in text.split(",")]
+    if parts[-1] == "" and len(parts) > 1:  # a trailing comma, as in '[0, 1, 2,]'
+        parts.pop()
+    if not all(p.isdigit() and p.isascii() for p in parts):
+        return seeds
+    return [int(p) for p in parts]
+
+
 class Study:
     """One notebook's study: validated parameters, cached runs, and the files it writes.
 
@@ -180,7 +197,8 @@ class Study:
         name: the notebook's name (``01_architecture_study``...).
         profile: ``smoke`` (seconds, the notebooks' default and the tests'), ``cpu`` (the committed report) or
             ``gpu`` (paper scale).
-        seeds: seeds of every compared variant (``None``: the profile's).
+        seeds: seeds of every compared variant (``None``: the profile's); also as text, ``'[0, 1, 2]'`` or
+            ``'0,1,2'``, which is what ``papermill -p seeds '[0, 1, 2]'`` passes.
         epochs, dataset, model, device: override the profile's training settings.
         workers: runs trained side by side (``None``: the profile's).
         out_dir: where figures, tables and results go (``None``: ``reports/`` for ``cpu``/``gpu``,
@@ -201,8 +219,10 @@ class Study:
             raise ValueError(str(e)) from None
         if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
             errors.append(f"epochs must be a positive integer or None, got {epochs!r}")
+        seeds = parse_seeds(seeds)
         if seeds is not None and (isinstance(seeds, (str, int)) or len(seeds) == 0
-                                  or not all(isinstance(s, int) and s >= 0 for s in seeds)):
+                                  or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                             for s in seeds)):
             errors.append(f"seeds must be a non-empty list of non-negative integers or None, got {seeds!r}")
         if model is not None and model not in list_models():
             errors.append(f"model {model!r} is unknown; choose one of {list_models()}")

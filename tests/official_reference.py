@@ -1,12 +1,17 @@
 """Shared by ``make_official_reference.py`` (run against the official code) and ``test_official.py``.
 
 A *case* is one model configuration. Both sides fill the official state dict with the same seeded values, in the
-order of the sorted official key names, and run the same seeded input; the fixture stores what the official model
-printed, so the tests compare our model with the official one without needing the official code.
+order of the sorted official key names, and run the same seeded input, both in float64; the fixture stores what the
+official model printed, so the tests compare our model with the official one without needing the official code.
+
+The values must be the same bits on every CPU: ``torch.randn`` is not (its vectorized Box-Muller differs in the last
+bits between ATen's AVX2/AVX-512 and default kernels, i.e. x86 and ARM), ``torch.rand`` is (integer bits times
+2**-24); :func:`portable_noise` scales it.
 """
 from __future__ import annotations
 
 import hashlib
+import math
 
 import torch
 
@@ -65,6 +70,12 @@ def keys_digest(state: dict) -> str:
     return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
 
 
+def portable_noise(shape, generator: torch.Generator) -> torch.Tensor:
+    """Mean 0, variance 1 (uniform on [-sqrt 3, sqrt 3)), float32, the same bits on every CPU: ``torch.rand`` gives
+    multiples of 2**-24, ``2u - 1`` is exact, and the one multiplication is correctly rounded everywhere."""
+    return (torch.rand(shape, generator=generator) * 2 - 1) * math.sqrt(3)
+
+
 def fill_reference(state: dict, temperature: float, seed: int = 0) -> dict:
     """Deterministic, non-trivial values for every tensor, by key order: BN statistics away from identity,
     Info-Recoupling mixes partly outside [0, 1] (exercises the official eval-time clamp), all temperatures set."""
@@ -81,20 +92,20 @@ def fill_reference(state: dict, temperature: float, seed: int = 0) -> dict:
         elif k.endswith("running_var"):
             out[k] = 0.5 + 1.5 * torch.rand(shape, generator=g)
         elif k.endswith("running_mean"):
-            out[k] = 0.2 * torch.randn(shape, generator=g)
+            out[k] = 0.2 * portable_noise(shape, g)
         elif k.endswith("scale"):
             out[k] = -0.2 + 1.4 * torch.rand(shape, generator=g)
         elif k.endswith("binary_conv.weight"):
-            out[k] = 0.3 * torch.randn(shape, generator=g)
+            out[k] = 0.3 * portable_noise(shape, g)
         elif t.dim() == 1 and ("bn" in k or "norm" in k) and k.endswith("weight"):
-            out[k] = 1.0 + 0.2 * torch.randn(shape, generator=g)
+            out[k] = 1.0 + 0.2 * portable_noise(shape, g)
         elif t.dim() == 1 and ("activation" in k or "prelu" in k):
-            out[k] = 0.25 + 0.1 * torch.randn(shape, generator=g)
+            out[k] = 0.25 + 0.1 * portable_noise(shape, g)
         else:
             fan_in = max(1, t[0].numel()) if t.dim() > 1 else 1
-            out[k] = torch.randn(shape, generator=g) * (0.1 if t.dim() == 1 else fan_in ** -0.5)
+            out[k] = portable_noise(shape, g) * (0.1 if t.dim() == 1 else fan_in ** -0.5)
     return out
 
 
 def reference_input(size: int, seed: int = 1, batch: int = 2) -> torch.Tensor:
-    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    return portable_noise((batch, 3, size, size), torch.Generator().manual_seed(seed))

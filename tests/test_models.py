@@ -29,6 +29,27 @@ def test_every_trainable_parameter_gets_a_gradient(name):
             assert torch.isfinite(p.grad).all(), n
 
 
+@pytest.mark.parametrize("name", SMALL)
+def test_ceil_mode_pooling_does_not_count_padding(name):
+    """Inductor's backward of ceil-mode average pooling with count_include_pad=True divides the last window by the
+    full kernel size while the forward does not (pytorch/pytorch#198119): compiled training would get wrong
+    gradients on odd maps. Without padding count_include_pad=False gives the same numbers in eager."""
+    pools = [m for m in create_model(name, num_classes=10, in_chans=1).modules()
+             if isinstance(m, torch.nn.AvgPool2d) and m.ceil_mode]
+    assert all(not m.count_include_pad for m in pools)
+
+
+def test_compiled_shortcut_pooling_has_the_eager_gradient():
+    from bnext_lib.blocks import shortcut_pool
+
+    pool = shortcut_pool()
+    x = torch.randn(2, 3, 7, 7, requires_grad=True)
+    w = torch.randn(2, 3, 4, 4)
+    eager, = torch.autograd.grad((pool(x) * w).sum(), x)
+    compiled, = torch.autograd.grad((torch.compile(pool)(x) * w).sum(), x)
+    assert torch.equal(compiled, eager)  # one division by the same divisor, in this process
+
+
 @pytest.mark.parametrize("name", IMAGENET_CHEAP)
 def test_imagenet_models_at_224_and_28(name):
     m = create_model(name, num_classes=1000).eval()

@@ -56,6 +56,10 @@ def test_distillation_recipes():
     (dict(dataset="imagenet22k"), "dataset 'imagenet22k' is unknown"),
     (dict(seeds=[]), "seeds must be"),
     (dict(seeds=[0, -1]), "seeds must be"),
+    (dict(seeds="[0, -1]"), "seeds must be"),
+    (dict(seeds="zero"), "seeds must be.*got 'zero'"),
+    (dict(seeds="[]"), "seeds must be"),
+    (dict(seeds=[True]), "seeds must be"),
     (dict(workers=0), "workers must be"),
     (dict(device="tpu"), "device must be"),
 ])
@@ -63,6 +67,12 @@ def test_study_rejects_bad_parameters(kwargs, message, tmp_path):
     with pytest.raises(ValueError, match=message):
         Study("01_architecture_study", out_dir=tmp_path, **kwargs)
     assert not any(tmp_path.iterdir())  # nothing written before the check
+
+
+@pytest.mark.parametrize("text", ["[0, 1, 2]", "0,1,2", " [0,1, 2,] "])
+def test_study_reads_seeds_as_papermill_passes_them(text, tmp_path):
+    """``papermill -p seeds '[0, 1, 2]'`` hands the notebook the string, not a list."""
+    assert Study("03_distillation", seeds=text, out_dir=tmp_path).seeds == (0, 1, 2)
 
 
 def test_study_config_layers(tmp_path):

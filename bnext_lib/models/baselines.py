@@ -32,7 +32,7 @@ def _downsample(in_chs: int, out_chs: int, stride: int, avg_pool: bool) -> nn.Mo
     if stride == 1 and in_chs == out_chs:
         return None
     if avg_pool:  # Bi-Real: average pooling then a stride-1 projection
-        layers = [nn.AvgPool2d(2, stride, ceil_mode=True)] if stride != 1 else []
+        layers = [nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)] if stride != 1 else []
         return nn.Sequential(*layers, nn.Conv2d(in_chs, out_chs, 1, bias=False), nn.BatchNorm2d(out_chs))
     return nn.Sequential(nn.Conv2d(in_chs, out_chs, 1, stride, bias=False), nn.BatchNorm2d(out_chs))
 

@@ -148,7 +148,7 @@ class BNext18Block(nn.Module):
         super().__init__()
         shortcut = None
         if stride != 1 or in_chs != out_chs:
-            shortcut = nn.Sequential(nn.AvgPool2d(2, stride, ceil_mode=True),
+            shortcut = nn.Sequential(nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False),
                                      nn.Conv2d(in_chs, out_chs, 1, bias=False), nn.BatchNorm2d(out_chs))
         self.mixer = BinaryUnit(in_chs, out_chs, 3, stride, elm_attention=True, shortcut=shortcut,
                                 gate_from_shortcut=True, weight_floor=1e-5)
