@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[report,dev]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name bnext --display-name "Python (bnext)" >/dev/null
 # git sees a notebook that Jupyter ran and saved as unchanged (see bnext_lib/nbclean.py)
-	if git rev-parse --git-dir >/dev/null 2>&1; then git config filter.bnext-notebook.clean '$(PYTHON) -m bnext_lib.nbclean %f'; fi
+	if git rev-parse --git-dir >/dev/null 2>&1; then git config filter.bnext-notebook.clean '$(PYTHON) bnext_lib/nbclean.py %f'; fi
 	touch $@
 
 # Fashion-MNIST from Debian's package when we are root on a Debian-like system; the loader

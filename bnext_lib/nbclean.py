@@ -15,8 +15,9 @@ that after each save (:func:`post_save`); with another Jupyter, ``git add`` the 
 The version is kept as the index has it (the one a notebook was first stored with): to store another one,
 ``git -c filter.bnext-notebook.clean=cat add notebooks/*.ipynb``.
 
-Standard library only: git runs it as ``python3 -m bnext_lib.nbclean PATH`` from the repository (notebook on
-stdin, stored form on stdout), without the project's environment.
+Standard library only: git runs it as ``python3 bnext_lib/nbclean.py PATH`` from the repository (notebook on
+stdin, stored form on stdout), without the project's environment and without importing the package (which
+loads torch).
 """
 from __future__ import annotations
 
