@@ -26,7 +26,9 @@ def _timeless(history):
     return [{k: v for k, v in row.items() if k not in ("train_images_s", "epoch_s", "wall_s")} for row in history]
 
 
+@pytest.mark.portability
 def test_resume_after_interruption_is_bit_identical(tmp_path):
+    """Both runs happen in this process, so bit-identity holds on any CPU (deterministic algorithms on CPU)."""
     full = train(_cfg(tmp_path / "a", augment="released"))
 
     def interrupt(epoch, row):
@@ -137,13 +139,15 @@ def _cli(tmp_path, out):
             "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / out)]
 
 
+@pytest.mark.portability
 def test_torchrun_two_ranks_matches_one_rank(tmp_path):
     """Both runs see the same global batches of 128 and DDP averages the gradients; BatchNorm's batch statistics
-    are per process (64 samples instead of 128), as in the official DDP training, so the runs are not bit-identical.
-    Stated tolerance, on the final epoch: test top-1 within 5 points, train loss within 30 %. These 3-epoch figures
-    move that much with float rounding alone: computing a few 1x1 convolutions as a GEMM instead of oneDNN (another
-    summation order) took them from (0.390, 0.367) train loss and (88.3, 87.1) top-1 for (1 rank, 2 ranks) to
-    (0.403, 0.310) and (84.4, 88.1); another CPU's kernels can do the same."""
+    are per process (64 samples instead of 128), as in the official DDP training, so the runs differ, and a
+    binary network's trajectory moves with rounding as much as with the seed. Measured (final epoch, 1 rank vs 2
+    ranks at the same seed, seeds 3-10 with AVX-512 kernels and 3-6 with AVX2 and with ATen's generic ones, 16
+    pairs): test top-1 differed by up to 5.8 points, train loss by up to 33 % of the 1-rank loss, and no run ended
+    below 71.9 % top-1 (chance: 10 %); kernels alone moved one seed's 1-rank loss from 0.397 to 0.493. Tolerances:
+    10 points, 50 %, both above 60 %."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, *_cli(tmp_path, "one")], env=env, capture_output=True, text=True,
                          timeout=300, cwd=ROOT)
@@ -154,9 +158,9 @@ def test_torchrun_two_ranks_matches_one_rank(tmp_path):
     h1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
     h2 = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert len(h1) == len(h2) == 3
-    assert h2[-1]["test_top1"] == pytest.approx(h1[-1]["test_top1"], abs=5.0)
-    assert h2[-1]["train_loss"] == pytest.approx(h1[-1]["train_loss"], rel=0.3)
-    assert h1[-1]["test_top1"] > 60  # both learned (chance is 10 %)
+    assert h2[-1]["test_top1"] == pytest.approx(h1[-1]["test_top1"], abs=10.0)
+    assert h2[-1]["train_loss"] == pytest.approx(h1[-1]["train_loss"], rel=0.5)
+    assert h1[-1]["test_top1"] > 60 and h2[-1]["test_top1"] > 60  # both learned
 
 
 def test_imagefolder_dataset_trains(tmp_path):
@@ -178,12 +182,63 @@ def test_imagefolder_dataset_trains(tmp_path):
     assert 0 <= row["test_top1"] <= 100 and math.isfinite(row["train_loss"])
 
 
-def test_compiled_training_matches_eager(tmp_path):
+STEP_TOL = 1e-10  # see the docstrings below
+FIRST_STEP_TOL = 0.1
+
+
+@pytest.mark.portability
+def test_compiled_training_step_matches_eager():
+    """The compiled student's loss and gradients are the eager one's, one training step at a time from the same
+    weights, at each regime of the weight binarizer (soft, clipped, exact sign). Trajectories are not compared:
+    fused and unfused kernels round differently and a binary network amplifies that over steps (one epoch of 8
+    steps in float32: train loss 4.555 vs 4.125 on an Intel Xeon; 4.166 vs 4.398 here with AVX2 kernels). So:
+    float64, where no sign input lies within rounding of zero, and the official test's seeded values (BatchNorm
+    shifts away from 0: a fresh model's binary convolutions give integers, and where one equals its channel's batch
+    mean, the PReLU after BatchNorm sits exactly on its kink, whose side rounding then decides).
+
+    STEP_TOL, measured: relative noise of 1e-12 on every layer's output (tests/fixtures/measure_noise_margin.py's
+    hooks) flips no sign and moves this loss by at most 8.1e-13 and the gradient by 6e-12 (relative norm); 10 times
+    that, as a power of ten. Compiled and eager differed by at most 2.2e-16 (loss) and 6.7e-15 (gradient) with
+    AVX-512, AVX2 and ATen's generic kernels."""
+    import copy
+
+    from bnext_lib.checkpoints import load_official, to_official_state_dict
+    from bnext_lib.models import create_model
+    from official_reference import TRAIN_LABELS, fill_reference, reference_input
+
+    eager = create_model("bnext_pico", num_classes=10)
+    official_state = to_official_state_dict(eager)
+    eager.double().train()
+    twin = copy.deepcopy(eager)
+    compiled = torch.compile(twin)
+    x, y = reference_input(28, batch=len(TRAIN_LABELS)).double(), torch.tensor(TRAIN_LABELS)
+    for tau in (1.0, 0.05, 0.0):
+        losses, grads = [], []
+        for model, forward in ((eager, eager), (twin, compiled)):
+            load_official(model, fill_reference(official_state, tau))
+            model.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(forward(x), y)
+            loss.backward()
+            losses.append(loss.item())
+            grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+        assert abs(losses[1] - losses[0]) <= STEP_TOL * losses[0], tau
+        assert (grads[1] - grads[0]).norm() <= STEP_TOL * grads[0].norm(), tau
+
+
+@pytest.mark.portability
+def test_compiled_training_runs_in_the_engine(tmp_path):
+    """``compile=True`` through the engine: the first step's loss (same weights, same batch, before any update) is
+    the eager run's up to float32 rounding, and every step's loss is finite. FIRST_STEP_TOL, measured: relative
+    noise of 6e-8 (float32's rounding) on every layer's output of a fresh bnext_pico moved this loss by up to 3.7 %
+    (seeds 0-4; AVX-512, AVX2 and ATen's generic kernels: batch statistics of 32 images and sign flips amplify),
+    so about 3 times that; compiled and eager differed by at most 7.5e-8 with each of those kernels. Later steps
+    diverge (see above)."""
     eager = train(_cfg(tmp_path / "e", epochs=1, train_subset=256, augment="none"))
     compiled = train(_cfg(tmp_path / "c", epochs=1, train_subset=256, augment="none", compile=True))
-    e, c = eager["final"], compiled["final"]
-    assert c["train_loss"] == pytest.approx(e["train_loss"], rel=0.05)
-    assert c["test_top1"] == pytest.approx(e["test_top1"], abs=5.0)
+    e, c = eager["trace"][0], compiled["trace"][0]
+    assert e["progress"] == c["progress"] == 0
+    assert c["loss"] == pytest.approx(e["loss"], rel=FIRST_STEP_TOL)
+    assert len(compiled["trace"]) == len(eager["trace"]) and all(math.isfinite(t["loss"]) for t in compiled["trace"])
 
 
 def test_in_place_clips_survive_compilation():
