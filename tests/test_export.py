@@ -99,6 +99,7 @@ def state_digest(state: dict) -> str:
     return h.hexdigest()
 
 
+@pytest.mark.portability
 def test_format_version_2_files_still_load():
     """``fixtures/bnext_pico_v2_exact.safetensors`` was written by the version-2 writer (one tensor per name,
     commit e30fdba) from ``_trained_like()`` with one exact zero; ``fixtures/make_v2_reference.py`` recorded the

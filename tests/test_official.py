@@ -35,6 +35,7 @@ def assert_rows_close(actual: torch.Tensor, expected: torch.Tensor, tol: float =
     assert worst <= tol, f"logits differ by {worst:.3g} of their row's largest |logit| (allowed: {tol:.0e})"
 
 
+@pytest.mark.portability
 @pytest.mark.parametrize("case", list(CASES))
 def test_matches_official_model(case):
     name, kwargs, _, _, size, temps = CASES[case]
@@ -166,6 +167,7 @@ def assert_grads_close(ours: dict, expected: dict, numel: dict) -> None:
         assert abs(s2 - s) <= GRAD_RTOL * l1 + slack, f"{k}: gradient sum"
 
 
+@pytest.mark.portability
 @pytest.mark.parametrize("case", TRAIN_CASES)
 def test_training_step_matches_official_model(case):
     """Training mode (batch statistics, in-place clips, the fused STE, the CPU short-cut of the weight binarizer,
