@@ -11,6 +11,7 @@ flip; mixup, cutmix, random erasing and repeated augmentation are all off in the
 =================  ==============================================================================================
 ``none``           nothing
 ``basic``          random crop with 4 px padding, horizontal flip (the official CIFAR transform)
+``flip``           horizontal flip only
 ``randaugment``    timm RandAugment, the official policy ``rand-m7-mstd0.5-inc1``
 ``mixup``          timm Mixup, alpha 0.8
 ``cutmix``         timm CutMix, alpha 1.0
@@ -57,6 +58,7 @@ class AugmentConfig:
 PRESETS = {
     "none": AugmentConfig(),
     "basic": AugmentConfig(crop_padding=4, flip=True),
+    "flip": AugmentConfig(flip=True),
     "randaugment": AugmentConfig(randaugment="rand-m7-mstd0.5-inc1"),
     "mixup": AugmentConfig(mixup=0.8),
     "cutmix": AugmentConfig(cutmix=1.0),

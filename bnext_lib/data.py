@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 __all__ = ["DatasetError", "ImageData", "load_dataset", "DATASETS", "BatchLoader", "FASHION_MNIST_SHA256",
            "read_idx", "default_data_root"]
@@ -82,6 +83,17 @@ class ImageData:
     @property
     def in_chans(self) -> int:
         return self.images.shape[1]
+
+    def padded(self, side: int | None) -> "ImageData":
+        """The split with its images zero-padded (centred) to ``side x side`` (``None``: unchanged)."""
+        h, w = self.images.shape[-2:]
+        if side is None or (h, w) == (side, side):
+            return self
+        if side < max(h, w):
+            raise ValueError(f"pad_to {side} is smaller than the {h}x{w} images of {self.name}")
+        top, left = (side - h) // 2, (side - w) // 2
+        images = F.pad(self.images, (left, side - w - left, top, side - h - top))
+        return ImageData(images, self.labels, self.classes, self.mean, self.std, self.name)
 
     def subset(self, n: int | None, seed: int = 0) -> "ImageData":
         """A class-stratified subset of ``n`` samples (all if ``n`` is None or too large), chosen by ``seed``."""

@@ -73,6 +73,8 @@ class TrainConfig:
         download: let torchvision download missing data (needs internet).
         train_subset, test_subset: class-stratified subsets (``None``: all).
         image_size: input side for ``imagefolder`` (in-memory datasets keep their size).
+        pad_to: zero-pad in-memory images (train and test) to this side before anything else (``None``: as
+            stored). 28x28 Fashion-MNIST padded to 32 gives every stride-2 stage an even map, as on CIFAR.
         epochs, batch_size: run length; *global* batch size over all processes.
         lr, min_lr, warmup_lr, warmup_epochs: AdamW and timm cosine schedule (``warmup_epochs`` ``None``: 5/512
             of the run, the official proportion).
@@ -86,6 +88,9 @@ class TrainConfig:
             that every student of a study distils from the same teachers).
         kd_weighting, kd_granularity: see :class:`~bnext_lib.distill.MultiTeacherLoss`.
         elm_attention, info_recoupling, stem_stride: model options (``None``: the builder's default).
+        eval_train: also evaluate the training split each epoch in eval mode, without augmentation
+            (``train_eval_top1``/``train_eval_loss`` in the metrics): the train-minus-test gap of an over-fitting
+            regime. The running ``train_top1`` is measured in train mode on augmented batches.
         seed: base seed of everything random.
         device: ``auto``, ``cpu``, ``cuda``.
         amp: run the student's training forward (and, on the CPU, the teachers) under bf16 autocast, on CPU and
@@ -105,6 +110,7 @@ class TrainConfig:
     train_subset: int | None = None
     test_subset: int | None = None
     image_size: int = 224
+    pad_to: int | None = None
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
@@ -125,6 +131,7 @@ class TrainConfig:
     elm_attention: bool | None = None
     info_recoupling: bool | None = None
     stem_stride: int | None = None
+    eval_train: bool = False
     seed: int = 0
     device: str = "auto"
     amp: bool = False
@@ -148,7 +155,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "teacher_epochs", "image_size"):
             if int(getattr(self, name)) < 1:
                 errors.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("train_subset", "test_subset", "teacher_subset"):
+        for name in ("train_subset", "test_subset", "teacher_subset", "pad_to"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 errors.append(f"{name} must be >= 1 or None, got {v}")
@@ -180,6 +187,8 @@ class TrainConfig:
             errors.append("device 'cuda' asked for but CUDA is not available")
         if self.stem_stride not in (None, 1, 2):
             errors.append(f"stem_stride must be 1 or 2, got {self.stem_stride}")
+        if self.dataset == "imagefolder" and (self.pad_to is not None or self.eval_train):
+            errors.append("pad_to and eval_train apply to in-memory datasets, not imagefolder")
         if self.resume and not self.out:
             errors.append("resume needs an out folder")
         if errors:
@@ -196,10 +205,15 @@ class TrainConfig:
         return d
 
 
+# Options added after runs were cached: left out of the digest at their default, so that those runs keep their key.
+_LATER_OPTIONS = {"pad_to": None, "eval_train": False}
+
+
 def config_hash(cfg: TrainConfig,
                 ignore: Sequence[str] = ("out", "resume", "progress", "threads", "device", "compile")) -> str:
     """A short digest of everything that changes a run's numbers."""
-    d = {k: v for k, v in cfg.to_dict().items() if k not in ignore}
+    d = {k: v for k, v in cfg.to_dict().items()
+         if k not in ignore and not (k in _LATER_OPTIONS and v == _LATER_OPTIONS[k])}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -329,6 +343,21 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]] = (
         torch.use_deterministic_algorithms(deterministic)
 
 
+def _evaluate(model: nn.Module, batches, augmenter: Augmenter | None, device: torch.device, d: _Dist
+              ) -> torch.Tensor:
+    """Summed cross-entropy, correct predictions and samples over ``batches`` in eval mode (all processes)."""
+    model.eval()
+    ev = torch.zeros(3, dtype=torch.float64)
+    with torch.no_grad():
+        for images, labels in batches:
+            images, labels = images.to(device), labels.to(device)
+            x = augmenter.eval_batch(images) if augmenter is not None else images
+            logits = model(x).float()
+            ev += torch.tensor([F.cross_entropy(logits, labels, reduction="sum").item(),
+                                (logits.argmax(1) == labels).sum().item(), len(labels)], dtype=torch.float64)
+    return _all_sum(ev, d, device)
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> the GPU when there is one, else the CPU; ``cpu``, ``cuda``, ``cuda:N`` as given."""
     if name == "auto":
@@ -372,12 +401,17 @@ def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], s
         # subsets are part of the data, not of the seed: every seed and variant sees the same images
         train_data = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.download).subset(cfg.train_subset)
         test_data = load_dataset(cfg.dataset, "test", cfg.data_root, cfg.download).subset(cfg.test_subset)
+        train_data, test_data = train_data.padded(cfg.pad_to), test_data.padded(cfg.pad_to)
         num_classes, in_chans = train_data.num_classes, train_data.in_chans
         augmenter = Augmenter(cfg.augment, train_data.mean, train_data.std, num_classes)
         train_loader = BatchLoader(train_data, cfg.batch_size, True, True, cfg.seed, d.rank, d.world,
                                    augmenter.sample_transform())
         test_loader = BatchLoader(test_data, max(cfg.batch_size, 256 * d.world), False, False, cfg.seed, d.rank,
                                   d.world)
+    train_eval_loader = None
+    if cfg.eval_train:
+        train_eval_loader = BatchLoader(train_data, max(cfg.batch_size, 256 * d.world), False, False, cfg.seed,
+                                        d.rank, d.world)
 
     # model, teachers
     torch.manual_seed(cfg.seed)
@@ -501,18 +535,9 @@ def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], s
         alpha_sum = _all_sum(alpha_sum, d, device)
 
         # evaluation
-        model.eval()
-        ev = torch.zeros(3, dtype=torch.float64)
         test_batches = test_loader if folder is None else folder["test"].loader(max(cfg.batch_size, 256), False,
                                                                                  cfg.seed, d, _workers())
-        with torch.no_grad():
-            for images, labels in test_batches:
-                images, labels = images.to(device), labels.to(device)
-                x = augmenter.eval_batch(images) if augmenter is not None else images
-                logits = model(x).float()
-                ev += torch.tensor([F.cross_entropy(logits, labels, reduction="sum").item(),
-                                    (logits.argmax(1) == labels).sum().item(), len(labels)], dtype=torch.float64)
-        ev = _all_sum(ev, d, device)
+        ev = _evaluate(model, test_batches, augmenter, device, d)
         row = {
             "epoch": epoch + 1,
             "train_loss": sums[0].item() / sums[2].item(),
@@ -526,6 +551,10 @@ def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], s
             "train_images_s": sums[2].item() / train_time,
             "epoch_s": time.perf_counter() - t_epoch,
         }
+        if train_eval_loader is not None:
+            tr = _evaluate(model, train_eval_loader, augmenter, device, d)
+            row["train_eval_loss"] = tr[0].item() / max(1.0, tr[2].item())
+            row["train_eval_top1"] = 100 * tr[1].item() / max(1.0, tr[2].item())
         for k, name in enumerate(active):
             row[f"alpha_{k}"] = alpha_sum[k].item() / sums[2].item()
         row["wall_s"] = wall_offset + (time.perf_counter() - t_start)
@@ -569,10 +598,15 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--train-subset", dest="train_subset", type=int)
     ap.add_argument("--test-subset", dest="test_subset", type=int)
     ap.add_argument("--image-size", dest="image_size", type=int, help="imagefolder input size")
+    ap.add_argument("--pad-to", dest="pad_to", type=int, help="zero-pad in-memory images to this side")
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--batch-size", dest="batch_size", type=int, help="global batch size")
     ap.add_argument("--lr", type=float)
-    ap.add_argument("--warmup-epochs", dest="warmup_epochs", type=float)
+    ap.add_argument("--warmup-epochs", dest="warmup_epochs", type=float,
+                    help="linear warm-up length in epochs (default 5/512 of the run); with --warmup-lr lr/25 and "
+                         "0.3 x epochs this is a one-cycle schedule")
+    ap.add_argument("--warmup-lr", dest="warmup_lr", type=float)
+    ap.add_argument("--min-lr", dest="min_lr", type=float)
     ap.add_argument("--clip-grad", dest="clip_grad", type=float)
     ap.add_argument("--temperature-reach", dest="temperature_reach", type=float)
     ap.add_argument("--per-epoch-schedules", dest="schedule_per_step", action="store_false", default=None,
@@ -587,6 +621,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-elm-attention", dest="elm_attention", action="store_false", default=None)
     ap.add_argument("--no-info-recoupling", dest="info_recoupling", action="store_false", default=None)
     ap.add_argument("--stem-stride", dest="stem_stride", type=int)
+    ap.add_argument("--eval-train", dest="eval_train", action="store_true", default=None,
+                    help="also evaluate the training split (eval mode, no augmentation) every epoch")
     ap.add_argument("--seed", type=int)
     ap.add_argument("--device", help="auto, cpu, cuda")
     ap.add_argument("--amp", action="store_true", default=None,

@@ -59,3 +59,14 @@ def test_mixup_needs_even_batches():
     aug = Augmenter("mixup", (0.5,), (0.25,), 10)
     with pytest.raises(ValueError, match="even batch"):
         aug.train_batch(torch.zeros(3, 1, 8, 8, dtype=torch.uint8), torch.zeros(3, dtype=torch.long))
+
+
+def test_flip_only_mirrors_and_never_shifts():
+    torch.manual_seed(0)
+    aug = Augmenter("flip", (0.0,), (1.0,), 10)
+    images = torch.randint(1, 256, (64, 1, 16, 16), dtype=torch.uint8)
+    x, _ = aug.train_batch(images, torch.zeros(64, dtype=torch.long))
+    plain, mirrored = images.float() / 255, images.flip(-1).float() / 255
+    same = [torch.equal(x[i], plain[i]) for i in range(64)]
+    flipped = [torch.equal(x[i], mirrored[i]) for i in range(64)]
+    assert all(s or f for s, f in zip(same, flipped)) and any(same) and any(flipped)

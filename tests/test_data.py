@@ -133,3 +133,14 @@ def test_eval_loader_keeps_every_sample():
     d = synthetic("test", n=37)
     loader = BatchLoader(d, 8, shuffle=False, drop_last=False)
     assert sum(len(y) for _, y in loader) == 37
+
+
+def test_padded_centres_images_with_zeros():
+    d = synthetic("train", n=20)
+    p = d.padded(32)
+    assert p.images.shape[-2:] == (32, 32) and p.images.dtype == torch.uint8
+    assert torch.equal(p.images[..., 2:30, 2:30], d.images)
+    assert p.images[..., :2, :].eq(0).all() and p.images[..., :, 30:].eq(0).all()
+    assert d.padded(None) is d and d.padded(28) is d
+    with pytest.raises(ValueError, match="smaller"):
+        d.padded(20)

@@ -38,6 +38,10 @@ def assert_rows_close(actual: torch.Tensor, expected: torch.Tensor, tol: float =
 @pytest.mark.portability
 @pytest.mark.parametrize("case", list(CASES))
 def test_matches_official_model(case):
+    check_inference(case)
+
+
+def check_inference(case: str) -> None:
     name, kwargs, _, _, size, temps = CASES[case]
     expected = REF[case]
     model = create_model(name, **kwargs)
@@ -172,6 +176,10 @@ def assert_grads_close(ours: dict, expected: dict, numel: dict) -> None:
 def test_training_step_matches_official_model(case):
     """Training mode (batch statistics, in-place clips, the fused STE, the CPU short-cut of the weight binarizer,
     the GEMM weight gradient on the 2x2 stage) against the official code's training step, in float64."""
+    check_training_step(case)
+
+
+def check_training_step(case: str) -> None:
     name, kwargs, _, _, size, temps = CASES[case]
     model = create_model(name, **kwargs)
     official_state = to_official_state_dict(model)
@@ -190,3 +198,41 @@ def test_training_step_matches_official_model(case):
         assert abs(loss.item() - expected["loss"]) <= TRAIN_TOL * expected["loss"]
         assert_grads_close({names[k]: v for k, v in grad_stats(model.named_parameters()).items()},
                            expected["grads"], numel)
+
+
+# ------------------------------------------------------------------------------------------ mutation checks
+# The comparisons above must fail on a real defect, on any CPU. Each test plants one defect and expects the check
+# to catch it.
+def test_a_weight_binarizer_that_ignores_its_temperature_is_caught(monkeypatch):
+    from bnext_lib import binary
+
+    def always_sign(ctx, w, temperature, floor):
+        return torch.sign(w)
+    monkeypatch.setattr(binary._ProgressiveSign, "forward", staticmethod(always_sign))
+    with pytest.raises(AssertionError, match="logits differ"):
+        check_inference("tiny_c10")
+
+
+def test_a_dropped_temperature_buffer_is_caught(monkeypatch):
+    from bnext_lib import binary
+
+    init = binary.SignSTE.__init__
+
+    def without_buffer(self, clip_value=1.0, track_temperature=False):
+        init(self, clip_value, track_temperature=False)
+    monkeypatch.setattr(binary.SignSTE, "__init__", without_buffer)
+    with pytest.raises(AssertionError):  # the state dict holds fewer entries than the official one
+        check_inference("tiny_c10")
+
+
+def test_a_one_percent_gradient_scale_is_caught(monkeypatch):
+    from bnext_lib import binary
+
+    backward = binary._SignSTE.backward
+
+    def scaled(ctx, grad):
+        g, none = backward(ctx, grad)
+        return g * 1.01, none
+    monkeypatch.setattr(binary._SignSTE, "backward", staticmethod(scaled))
+    with pytest.raises(AssertionError, match="gradient"):
+        check_training_step("tiny_c10")

@@ -250,3 +250,18 @@ def test_in_place_clips_survive_compilation():
         unit.recoupling.scale.fill_(2.0)
     torch.compile(m)(torch.randn(4, 1, 28, 28))
     assert unit.binary_conv.weight.max().item() == 1.5 and unit.recoupling.scale.max().item() == 1.0
+
+
+def test_digest_of_older_configurations_is_unchanged():
+    """Options added later are left out of the digest at their default: runs cached before keep their key (this
+    digest was computed for TrainConfig() before ``pad_to`` and ``eval_train`` existed)."""
+    assert train_mod.config_hash(TrainConfig()) == "722fd9d8bad82006"
+    assert train_mod.config_hash(TrainConfig(pad_to=32)) != train_mod.config_hash(TrainConfig())
+
+
+def test_pad_to_and_eval_train(tmp_path):
+    result = train(_cfg(tmp_path, epochs=1, pad_to=32, eval_train=True, train_subset=64, test_subset=32))
+    row = result["final"]
+    assert 0 <= row["train_eval_top1"] <= 100 and math.isfinite(row["train_eval_loss"])
+    with pytest.raises(ValueError, match="pad_to and eval_train"):
+        TrainConfig(dataset="imagefolder", eval_train=True).validate()

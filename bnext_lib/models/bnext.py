@@ -40,6 +40,9 @@ BNEXT_CHANNELS = {
     # epoch trains in about 70 s (nano) / 50 s (pico) on 2 CPU cores (benchmarks/train_speed.py).
     "nano": [8, 16] + [32] * 2 + [64] * 2 + [128] * 6 + [256] * 2,
     "pico": [8, 16] + [32] * 2 + [64] * 2 + [128] * 2 + [256] * 2,
+    # BNext-T's first seven blocks at half width (1.2 M parameters): wider early stages than nano, for a stride-1
+    # stem on 28-32 px images, where the early stages hold most of the information.
+    "micro": [16, 32] + [64] * 2 + [128] * 2 + [256] * 2,
 }
 
 
@@ -270,6 +273,15 @@ def bnext_pico(num_classes: int = 1000, elm_attention: bool = True, info_recoupl
                stem_stride: int = 2, in_chans: int = 3) -> BNext:
     """The smallest BNext (9 blocks, widths 16..256), for tests and quick studies. Args as for :class:`BNext`."""
     return _bnext("pico", num_classes, elm_attention=elm_attention, info_recoupling=info_recoupling,
+                  stem_stride=stem_stride, in_chans=in_chans)
+
+
+@register_model(ModelInfo("bnext", "this project (BNext-T's first 7 blocks at 1/2 width)", imagenet=False))
+def bnext_micro(num_classes: int = 1000, elm_attention: bool = True, info_recoupling: bool = True,
+                stem_stride: int = 1, in_chans: int = 3) -> BNext:
+    """BNext-T's first seven blocks at half width (widths 32..256, stride-1 stem by default) for 28-32 px images.
+    Args as for :class:`BNext`."""
+    return _bnext("micro", num_classes, elm_attention=elm_attention, info_recoupling=info_recoupling,
                   stem_stride=stem_stride, in_chans=in_chans)
 
 
