@@ -19,13 +19,23 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["soft_target_ce", "MultiTeacherLoss", "ConsecutiveKD"]
+__all__ = ["Teacher", "soft_target_ce", "MultiTeacherLoss", "ConsecutiveKD"]
+
+
+@dataclass
+class Teacher:
+    """A trained teacher handed to the engine: the module (frozen and put in eval mode by the engine) and its
+    test top-1, recorded with the student's results."""
+
+    model: nn.Module
+    test_top1: float
 
 
 def soft_target_ce(student_logits: torch.Tensor, teacher_logits: torch.Tensor, reduction: str = "mean"

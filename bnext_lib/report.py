@@ -309,22 +309,25 @@ class Study:
         return RunSet(dict(zip(keys, runs)), pd.DataFrame(rows))
 
     def teacher_table(self, names: Sequence[str] | None = None):
-        """Train (or find) the profile's teachers; their test/train top-1 and size, weak to strong."""
+        """Train (or find) the profile's teachers; their test/train top-1, size and cost, weak to strong."""
         import pandas as pd
 
-        from .models.teachers import read_manifest, teacher_digest
-        from .runs import ensure_teachers
+        from .runs import ensure_teachers, teacher_config
+        from .train import config_hash
 
         names = list(names or self.teachers)
         base = self.config(teachers=tuple(names))
-        ensure_teachers([base], self.workers, self.threads)
-        manifest = read_manifest(base.data_root)
+        runs = ensure_teachers([base], self.workers, self.threads)
         rows = []
         for n in names:
-            e = manifest[teacher_digest(n, base.dataset, base.data_root, base.teacher_epochs, base.teacher_subset,
-                                        download=base.download)]
-            rows.append({"teacher": n, "test_top1": e["test_top1"], "train_top1": e["train_top1"],
-                         "params_M": e["params"] / 1e6, "epochs": e["epochs"], "train_images": e["subset"] or "all"})
+            t_cfg = teacher_config(n, base)
+            run = runs[config_hash(t_cfg)]
+            model = run.load_model()
+            rows.append({"teacher": n, "test_top1": run.final["test_top1"],
+                         "train_top1": run.final.get("train_top1", float("nan")),
+                         "params_M": sum(p.numel() for p in model.parameters()) / 1e6, "epochs": t_cfg.epochs,
+                         "train_images": t_cfg.train_subset or "all", "recipe": base.teacher_recipe,
+                         "minutes": run.result.get("wall_s", float("nan")) / 60})
         return pd.DataFrame(rows).set_index("teacher")
 
     def landscapes(self, runset: RunSet, labels: Sequence[str]) -> dict:

@@ -32,9 +32,12 @@ import torch.nn as nn
 
 from .checkpoints import atomic_save, read_checkpoint
 from .data import default_data_root
+from .distill import Teacher
+from .models.teachers import TEACHER_RECIPES
 from .train import TrainConfig, build_model, config_hash, train
 
-__all__ = ["Run", "runs_root", "run_folder", "is_done", "run_one", "run_many", "parallel_map", "ensure_teachers"]
+__all__ = ["Run", "runs_root", "run_folder", "is_done", "run_one", "run_many", "parallel_map", "teacher_config",
+           "load_teachers", "ensure_teachers"]
 
 
 def runs_root(data_root: str | os.PathLike | None = None) -> Path:
@@ -110,7 +113,8 @@ def run_one(cfg: TrainConfig, root: str | os.PathLike | None = None) -> Run:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
         run_cfg = dataclasses.replace(cfg, out=str(folder), resume=(folder / "last.pt").exists())
-        result = train(run_cfg, single_process=True)
+        teachers = load_teachers(cfg, root) if cfg.teachers else None
+        result = train(run_cfg, single_process=True, teachers=teachers)
         model = result["model"]
         atomic_save({"model": model.state_dict(), "num_classes": result["num_classes"],
                      "in_chans": result["in_chans"], "config": cfg.to_dict()}, folder / "model.pt")
@@ -252,21 +256,74 @@ def _pool_map(fn, items, workers, threads, results, bar, on_done) -> None:
         raise RuntimeError(f"work item {i} ({items[i]!r:.300}) failed: {e}") from e
 
 
-def _teacher_job(args: tuple) -> float:
-    from .models.teachers import get_teacher
-    name, dataset, data_root, epochs, subset, download = args
-    return get_teacher(name, dataset, data_root, epochs=epochs, subset=subset, download=download)[1]
+# --------------------------------------------------------------------------------------------- teachers
+def teacher_config(name: str, student: TrainConfig) -> TrainConfig:
+    """The run that trains teacher ``name`` for ``student``: the student's data (dataset, teacher subset, padding),
+    the student's ``teacher_epochs`` and ``teacher_recipe``, seed 0, cross-entropy."""
+    recipe = dict(TEACHER_RECIPES[student.teacher_recipe])
+    fraction = recipe.pop("warmup_fraction", None)
+    if fraction is not None:
+        recipe["warmup_epochs"] = fraction * student.teacher_epochs
+    return TrainConfig(model=name, dataset=student.dataset, data_root=student.data_root, download=student.download,
+                       epochs=student.teacher_epochs, train_subset=student.teacher_subset, pad_to=student.pad_to,
+                       seed=0, progress=False, compile=student.compile, threads=student.threads,
+                       device=student.device, **recipe)
+
+
+def _legacy_teacher(cfg: TrainConfig, root: str | os.PathLike | None) -> None:
+    """Move a teacher cached by earlier versions (``data/teachers/<digest>/teacher.pt``) into the run cache."""
+    old = (Path(cfg.data_root) if cfg.data_root else default_data_root()) / "teachers" / config_hash(cfg)
+    if not (old / "teacher.pt").exists() or is_done(cfg, root):
+        return
+    state = read_checkpoint(old / "teacher.pt")
+    folder = run_folder(cfg, root)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = {"epoch": cfg.epochs, "test_top1": float(state["test_top1"])}
+    _write_json(folder / "config.json", cfg.to_dict())
+    _write_json(folder / "result.json", {"final": final, "history": [final], "trace": [], "wall_s": 0.0,
+                                         "config": cfg.to_dict(), "teachers": {}, "migrated_from": str(old)})
+    atomic_save({k: state[k] for k in ("model", "num_classes", "in_chans")} | {"config": cfg.to_dict()},
+                folder / "model.pt")
+
+
+def load_teachers(cfg: TrainConfig, root: str | os.PathLike | None = None) -> dict[str, Teacher]:
+    """``{name: Teacher}`` for every teacher of ``cfg``, from the run cache; missing ones are trained first.
+
+    Under ``torchrun`` only rank 0 trains; the other ranks wait for its runs to complete.
+    """
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    teachers = {}
+    for name in cfg.teachers:
+        t_cfg = teacher_config(name, cfg)
+        _legacy_teacher(t_cfg, root)
+        if rank == 0 or world == 1:
+            run = run_one(t_cfg, root)
+        else:
+            while not is_done(t_cfg, root):
+                time.sleep(2)
+            run = Run.load(t_cfg, root)
+        teachers[name] = Teacher(run.load_model(), float(run.final["test_top1"]))
+    return teachers
 
 
 def ensure_teachers(configs: Sequence[TrainConfig], workers: int = 1, threads: int | None = None) -> dict:
-    """Train (or find in the cache) every teacher the configurations need; ``{(name, dataset): test top-1}``."""
-    from .models.teachers import read_manifest, teacher_digest
+    """Train (or find in the cache) every teacher the configurations need, side by side; ``{teacher config
+    digest: Run}``."""
+    t_cfgs = {}
+    for c in configs:
+        for name in c.teachers:
+            t = teacher_config(name, c)
+            t_cfgs.setdefault(config_hash(t), t)
+    for t in t_cfgs.values():
+        _legacy_teacher(t, None)
+    runs = run_many(list(t_cfgs.values()), workers=workers, threads=threads) if t_cfgs else []
+    return dict(zip(t_cfgs, runs))
 
-    jobs = sorted({(t, c.dataset, c.data_root, c.teacher_epochs, c.teacher_subset, c.download)
-                   for c in configs for t in c.teachers}, key=str)
-    missing = [j for j in jobs if teacher_digest(*j[:5], download=j[5]) not in read_manifest(j[2])]
-    accs = parallel_map(_teacher_job, jobs, workers, threads, desc="teachers" if missing else None)
-    return {(j[0], j[1]): a for j, a in zip(jobs, accs)}
+
+def _write_json(path: Path, value: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    os.replace(tmp, path)
 
 
 def _run_job(args: tuple) -> dict:
@@ -289,7 +346,9 @@ def run_many(configs: Sequence[TrainConfig], root: str | os.PathLike | None = No
         if not is_done(cfg, root):
             todo.setdefault(config_hash(cfg), dataclasses.replace(cfg, progress=False, threads=threads or cfg.threads))
     if todo:
-        pending = list(todo.values())
+        # one seed of every variant before the next seed: workers starting together then compile different graphs,
+        # and the later seeds find theirs in Inductor's on-disk cache instead of compiling the same graph at once
+        pending = sorted(todo.values(), key=lambda c: c.seed)
         ensure_teachers(pending, workers, threads)
         t0 = time.perf_counter()
 

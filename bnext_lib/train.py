@@ -26,7 +26,6 @@ DDP training, so a multi-process run matches a single-process one up to those st
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import hashlib
@@ -38,7 +37,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -50,11 +49,11 @@ from .augment import Augmenter, parse_augment
 from .binary import TemperatureSchedule, get_temperature, saturated_fraction, set_temperature
 from .checkpoints import CheckpointError, atomic_save, read_checkpoint
 from .data import DATASETS, BatchLoader, DatasetError, epoch_seed, load_dataset
-from .distill import ConsecutiveKD, MultiTeacherLoss
+from .distill import ConsecutiveKD, MultiTeacherLoss, Teacher
 from .models import create_model, list_models
-from .profiles import get_profile
+from .models.teachers import TEACHER_RECIPES
 
-__all__ = ["TrainConfig", "TrainingDiverged", "train", "build_model", "main", "config_hash"]
+__all__ = ["TrainConfig", "TrainingDiverged", "train", "build_model", "config_hash"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -84,8 +83,9 @@ class TrainConfig:
         schedule_per_step: update lr and temperature every step (``False``: every epoch, as the official code).
         augment: augmentation preset(s), see :mod:`bnext_lib.augment`.
         teachers: teacher names, main teacher last; earlier ones are assistants used in consecutive rounds.
-        teacher_epochs, teacher_subset: how teachers missing from the cache are trained (always with seed 0, so
-            that every student of a study distils from the same teachers).
+        teacher_epochs, teacher_subset, teacher_recipe: how the teachers are trained (a recipe of
+            :data:`~bnext_lib.models.teachers.TEACHER_RECIPES`; always seed 0, so that every student of a study
+            distils from the same teachers). The engine does not train them: see :func:`train`'s ``teachers``.
         kd_weighting, kd_granularity: see :class:`~bnext_lib.distill.MultiTeacherLoss`.
         elm_attention, info_recoupling, stem_stride: model options (``None``: the builder's default).
         eval_train: also evaluate the training split each epoch in eval mode, without augmentation
@@ -126,6 +126,7 @@ class TrainConfig:
     teachers: tuple[str, ...] = ()
     teacher_epochs: int = 4
     teacher_subset: int | None = None
+    teacher_recipe: str = "adamw-cosine"
     kd_weighting: str = "adaptive"
     kd_granularity: str = "batch"
     elm_attention: bool | None = None
@@ -170,6 +171,8 @@ class TrainConfig:
             parse_augment(self.augment)
         except ValueError as e:
             errors.append(str(e))
+        if self.teacher_recipe not in TEACHER_RECIPES:
+            errors.append(f"teacher_recipe must be one of {sorted(TEACHER_RECIPES)}, got {self.teacher_recipe!r}")
         if self.kd_weighting not in ("adaptive", "fixed"):
             errors.append(f"kd_weighting must be 'adaptive' or 'fixed', got {self.kd_weighting!r}")
         if self.kd_granularity not in ("batch", "instance"):
@@ -206,7 +209,7 @@ class TrainConfig:
 
 
 # Options added after runs were cached: left out of the digest at their default, so that those runs keep their key.
-_LATER_OPTIONS = {"pad_to": None, "eval_train": False}
+_LATER_OPTIONS = {"pad_to": None, "eval_train": False, "teacher_recipe": "adamw-cosine"}
 
 
 def config_hash(cfg: TrainConfig,
@@ -316,14 +319,16 @@ class _FolderData:
 
 
 # --------------------------------------------------------------------------------------------- the engine
-def train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]] = (), single_process: bool = False
-          ) -> dict:
+def train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]] = (), single_process: bool = False,
+          teachers: Mapping[str, Teacher] | None = None) -> dict:
     """Run one training run.
 
     Args:
         cfg: the configuration (validated first).
         callbacks: called as ``callback(epoch, metrics_row)`` after each epoch's checkpoint is written.
-        single_process: ignore ``torchrun``'s environment (used to train a teacher inside a multi-process run).
+        single_process: ignore ``torchrun``'s environment.
+        teachers: ``{name: Teacher}`` for every name in ``cfg.teachers`` (trained models; the engine never trains
+            a teacher). :func:`bnext_lib.runs.load_teachers` gets them from the run cache.
 
     Returns:
         A summary: ``final`` (the last epoch's metrics), ``history`` (every epoch), ``wall_s``, ``out``,
@@ -335,9 +340,12 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]] = (
         TrainingDiverged: a non-finite loss (the last good checkpoint is kept).
     """
     cfg.validate()
+    missing = [t for t in cfg.teachers if t not in (teachers or {})]
+    if missing:
+        raise ValueError(f"teachers {missing} were not given: pass teachers=bnext_lib.runs.load_teachers(cfg)")
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     try:
-        return _train(cfg, callbacks, single_process)
+        return _train(cfg, callbacks, single_process, dict(teachers or {}))
     finally:  # a run leaves the caller's process as it found it
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
@@ -365,7 +373,8 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], single_process: bool) -> dict:
+def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], single_process: bool,
+           given: dict[str, Teacher]) -> dict:
     device_kind = resolve_device(cfg.device).type
     d = _Dist() if single_process else _init_distributed(device_kind)
     device = torch.device(f"cuda:{d.local_rank}" if device_kind == "cuda" else "cpu")
@@ -417,13 +426,8 @@ def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], s
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, num_classes, in_chans, **cfg.model_options()).to(device)
     schedule_kd = ConsecutiveKD.from_list(list(cfg.teachers), cfg.epochs) if cfg.teachers else None
-    teachers, teacher_acc = {}, {}
-    if schedule_kd is not None:
-        from .models.teachers import get_teacher
-        for name in schedule_kd.all_teachers:
-            teachers[name], teacher_acc[name] = get_teacher(
-                name, cfg.dataset, cfg.data_root, epochs=cfg.teacher_epochs, subset=cfg.teacher_subset,
-                device=device, is_main=d.main, world=d.world, download=cfg.download)
+    teachers = {n: given[n].model.eval().requires_grad_(False).to(device) for n in cfg.teachers}
+    teacher_acc = {n: given[n].test_top1 for n in cfg.teachers}
     kd_loss = MultiTeacherLoss(cfg.kd_weighting, cfg.kd_granularity)
     from timm.loss import SoftTargetCrossEntropy
     soft_ce = SoftTargetCrossEntropy()
@@ -585,98 +589,6 @@ def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], s
     return summary
 
 
-# --------------------------------------------------------------------------------------------- CLI
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m bnext_lib.train",
-                                 description="Train one model (official BNext recipe by default). Unset options "
-                                             "take the profile's value, then TrainConfig's default.")
-    ap.add_argument("--profile", help="smoke, cpu or gpu: fills the defaults below")
-    ap.add_argument("--model", help="registered model or timm:<name> (default bnext_nano)")
-    ap.add_argument("--dataset", help=f"one of {', '.join(DATASETS)}")
-    ap.add_argument("--data-root", dest="data_root", help="data folder (default data/)")
-    ap.add_argument("--download", action="store_true", default=None, help="allow torchvision downloads")
-    ap.add_argument("--train-subset", dest="train_subset", type=int)
-    ap.add_argument("--test-subset", dest="test_subset", type=int)
-    ap.add_argument("--image-size", dest="image_size", type=int, help="imagefolder input size")
-    ap.add_argument("--pad-to", dest="pad_to", type=int, help="zero-pad in-memory images to this side")
-    ap.add_argument("--epochs", type=int)
-    ap.add_argument("--batch-size", dest="batch_size", type=int, help="global batch size")
-    ap.add_argument("--lr", type=float)
-    ap.add_argument("--warmup-epochs", dest="warmup_epochs", type=float,
-                    help="linear warm-up length in epochs (default 5/512 of the run); with --warmup-lr lr/25 and "
-                         "0.3 x epochs this is a one-cycle schedule")
-    ap.add_argument("--warmup-lr", dest="warmup_lr", type=float)
-    ap.add_argument("--min-lr", dest="min_lr", type=float)
-    ap.add_argument("--clip-grad", dest="clip_grad", type=float)
-    ap.add_argument("--temperature-reach", dest="temperature_reach", type=float)
-    ap.add_argument("--per-epoch-schedules", dest="schedule_per_step", action="store_false", default=None,
-                    help="update lr and temperature once per epoch, as the official code")
-    ap.add_argument("--augment", help="preset(s) joined by '+': none, basic, randaugment, mixup, cutmix, "
-                                      "random_erasing, label_smoothing, released")
-    ap.add_argument("--teachers", help="comma-separated, main teacher last, e.g. "
-                                       "timm:mobilenetv3_small_050,timm:resnet18")
-    ap.add_argument("--teacher-epochs", dest="teacher_epochs", type=int)
-    ap.add_argument("--kd-weighting", dest="kd_weighting", choices=["adaptive", "fixed"])
-    ap.add_argument("--kd-granularity", dest="kd_granularity", choices=["batch", "instance"])
-    ap.add_argument("--no-elm-attention", dest="elm_attention", action="store_false", default=None)
-    ap.add_argument("--no-info-recoupling", dest="info_recoupling", action="store_false", default=None)
-    ap.add_argument("--stem-stride", dest="stem_stride", type=int)
-    ap.add_argument("--eval-train", dest="eval_train", action="store_true", default=None,
-                    help="also evaluate the training split (eval mode, no augmentation) every epoch")
-    ap.add_argument("--seed", type=int)
-    ap.add_argument("--device", help="auto, cpu, cuda")
-    ap.add_argument("--amp", action="store_true", default=None,
-                    help="bf16 autocast for the training forward (CPU and CUDA)")
-    ap.add_argument("--compile", action="store_true", default=None, help="torch.compile the student")
-    ap.add_argument("--threads", type=int)
-    ap.add_argument("--out", help="run folder for metrics and checkpoints")
-    ap.add_argument("--resume", action="store_true", default=None, help="continue from OUT/last.pt")
-    ap.add_argument("--no-progress", dest="progress", action="store_false", default=None)
-    return ap
-
-
-def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
-    """Parse CLI arguments into a validated :class:`TrainConfig` (profile defaults, then explicit flags)."""
-    ap = _parser()
-    args = vars(ap.parse_args(argv))
-    values: dict[str, Any] = {}
-    profile = args.pop("profile")
-    if profile is not None:
-        try:
-            values.update(get_profile(profile).train)
-        except ValueError as e:
-            ap.error(str(e))
-    if args.get("teachers") is not None:
-        args["teachers"] = tuple(t.strip() for t in args["teachers"].split(",") if t.strip())
-    values.update({k: v for k, v in args.items() if v is not None})
-    cfg = TrainConfig(**values)
-    try:
-        cfg.validate()
-    except ValueError as e:
-        ap.error(str(e))
-    return cfg
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    cfg = config_from_args(argv)
-    try:
-        result = train(cfg)
-    except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    except (DatasetError, CheckpointError, FileExistsError) as e:  # the user's files: the message says it all
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    final = result["final"]
-    if final is not None and int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps({"test_top1": round(final["test_top1"], 3), "train_top1": round(final["train_top1"], 3),
-                          "epochs": final["epoch"], "wall_s": round(result["wall_s"], 1),
-                          "teachers": result["teachers"], "out": result["out"]}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m bnext_lib.train: the command line lives in bnext_lib.cli
+    from bnext_lib.cli import main as _main
+    sys.exit(_main())

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from bnext_lib.binary import _ConvGemmWeightGrad
 from bnext_lib.models import create_model, list_models
+from bnext_lib.runs import load_teachers
 from bnext_lib.train import TrainConfig, train
 
 SMALL = ("_nano", "_pico")
@@ -81,7 +82,7 @@ def test_gemm_weight_gradient_under_autocast_matches_the_convolution():
 def test_engine_trains_under_amp(tmp_path, teachers):
     cfg = TrainConfig(model="bnext_pico", dataset="synthetic", epochs=1, batch_size=32, augment="basic", threads=2,
                       progress=False, amp=True, teachers=teachers, teacher_epochs=1, data_root=str(tmp_path / "d"))
-    final = train(cfg)["final"]
+    final = train(cfg, teachers=load_teachers(cfg))["final"]
     assert 0 <= final["test_top1"] <= 100 and math.isfinite(final["train_loss"])
     if teachers:
         assert final["teachers"] == "timm:resnet10t" and final["alpha_0"] == pytest.approx(1.0)

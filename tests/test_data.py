@@ -63,7 +63,7 @@ def test_truncated_gzip_is_named(tmp_path):
 
 
 def test_the_cli_names_a_bad_data_file_in_one_line(tmp_path, capsys):
-    from bnext_lib.train import main
+    from bnext_lib.cli import main
     _write_fake_fashion_mnist(tmp_path / "fashion-mnist")  # the right format, not the real files' checksums
     assert main(["--data-root", str(tmp_path), "--epochs", "1", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

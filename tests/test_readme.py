@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bnext_lib.train import config_from_args
+from bnext_lib.cli import config_from_args
 
 ROOT = Path(__file__).resolve().parents[1]
 

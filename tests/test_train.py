@@ -9,8 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from bnext_lib import cli
 from bnext_lib import train as train_mod
-from bnext_lib.train import TrainConfig, TrainingDiverged, config_from_args, train
+from bnext_lib.cli import config_from_args
+from bnext_lib.runs import load_teachers, run_folder, teacher_config
+from bnext_lib.train import TrainConfig, TrainingDiverged, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,7 +104,7 @@ def test_bad_cli_arguments_fail_before_reading_data(args, message, monkeypatch, 
 
     monkeypatch.setattr(train_mod, "load_dataset", no_data)
     with pytest.raises(SystemExit) as e:
-        train_mod.main(args)
+        cli.main(args)
     assert e.value.code == 2
     assert message in capsys.readouterr().err
 
@@ -113,22 +116,28 @@ def test_profile_fills_defaults_and_flags_win():
 
 def test_two_teacher_distillation_logs_alpha_and_caches_teachers(tmp_path):
     cfg = _cfg(tmp_path, epochs=2, teachers=("timm:mobilenetv3_small_050", "timm:resnet10t"), teacher_epochs=1)
-    result = train(cfg)
+    result = train(cfg, teachers=load_teachers(cfg))
     rows = result["history"]
     assert rows[0]["teachers"] == "timm:mobilenetv3_small_050+timm:resnet10t"
     assert rows[0]["alpha_0"] + rows[0]["alpha_1"] == pytest.approx(1.0)
     assert set(result["teachers"]) == {"timm:mobilenetv3_small_050", "timm:resnet10t"}
-    manifest = json.loads((tmp_path / "data" / "teachers" / "manifest.json").read_text())
-    assert sorted(e["name"] for e in manifest.values()) == ["timm:mobilenetv3_small_050", "timm:resnet10t"]
-    weights = sorted((tmp_path / "data" / "teachers").glob("*/teacher.pt"))
-    stamps = [p.stat().st_mtime_ns for p in weights]
-    train(_cfg(tmp_path, epochs=1, out=str(tmp_path / "run2"), teachers=cfg.teachers, teacher_epochs=1))
-    assert [p.stat().st_mtime_ns for p in weights] == stamps  # reused, not retrained
+    folders = [run_folder(teacher_config(t, cfg)) for t in cfg.teachers]  # teachers are runs of the run cache
+    assert all((f / "model.pt").exists() for f in folders)
+    stamps = [(f / "model.pt").stat().st_mtime_ns for f in folders]
+    again = _cfg(tmp_path, epochs=1, out=str(tmp_path / "run2"), teachers=cfg.teachers, teacher_epochs=1)
+    train(again, teachers=load_teachers(again))
+    assert [(f / "model.pt").stat().st_mtime_ns for f in folders] == stamps  # reused, not retrained
+
+
+def test_the_engine_never_trains_a_teacher(tmp_path):
+    with pytest.raises(ValueError, match="were not given"):
+        train(_cfg(tmp_path, epochs=1, teachers=("timm:resnet10t",)))
 
 
 def test_consecutive_rounds_switch_assistants(tmp_path):
     teachers = ("timm:mobilenetv3_small_050", "timm:resnet10t", "timm:resnet18")
-    result = train(_cfg(tmp_path, epochs=2, teachers=teachers, teacher_epochs=1, train_subset=256))
+    cfg = _cfg(tmp_path, epochs=2, teachers=teachers, teacher_epochs=1, train_subset=256)
+    result = train(cfg, teachers=load_teachers(cfg))
     assert [r["teachers"] for r in result["history"]] == ["timm:mobilenetv3_small_050+timm:resnet18",
                                                           "timm:resnet10t+timm:resnet18"]
 
@@ -265,3 +274,20 @@ def test_pad_to_and_eval_train(tmp_path):
     assert 0 <= row["train_eval_top1"] <= 100 and math.isfinite(row["train_eval_loss"])
     with pytest.raises(ValueError, match="pad_to and eval_train"):
         TrainConfig(dataset="imagefolder", eval_train=True).validate()
+
+
+def test_a_teacher_cached_by_earlier_versions_is_moved_into_the_run_cache(tmp_path, monkeypatch):
+    from bnext_lib.checkpoints import atomic_save
+    from bnext_lib.train import build_model, config_hash
+
+    cfg = _cfg(tmp_path, epochs=1, teachers=("timm:mobilenetv3_small_050",), teacher_epochs=1)
+    t_cfg = teacher_config("timm:mobilenetv3_small_050", cfg)
+    model = build_model(t_cfg.model, 10, 1)
+    old = tmp_path / "data" / "teachers" / config_hash(t_cfg) / "teacher.pt"
+    atomic_save({"model": model.state_dict(), "test_top1": 87.5, "num_classes": 10, "in_chans": 1,
+                 "config": t_cfg.to_dict()}, old)
+    monkeypatch.setattr(train_mod, "_train", lambda *a: pytest.fail("a cached teacher was retrained"))
+    teacher = load_teachers(cfg)["timm:mobilenetv3_small_050"]
+    assert teacher.test_top1 == 87.5
+    for k, v in model.state_dict().items():
+        assert torch.equal(teacher.model.state_dict()[k], v), k
