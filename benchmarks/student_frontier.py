@@ -19,7 +19,6 @@ every stride-2 stage); ``-b256`` doubles the batch with the learning rate scaled
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import platform
 import sys
@@ -84,7 +83,7 @@ def candidate_config(name: str, seed: int = 0, threads: int | None = 1) -> Train
                        compile=True, threads=threads, progress=False, **_recipe(epochs, recipe))
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -125,18 +124,23 @@ def main() -> None:
     _write(rows, Path(args.csv), Path(args.figure))
 
 
-def _write(rows: list[dict], csv_path: Path, figure: Path) -> None:
+def write_csv(rows: list[dict], path: Path, columns: list[str] | None = None):
+    """Print ``rows`` as a table (``columns`` only) and write them all to ``path`` atomically; the DataFrame."""
     import pandas as pd
 
+    from bnext_lib.checkpoints import atomic_write_text
+
     df = pd.DataFrame(rows)
-    print(f"machine: {_cpu_name()}, CPU-minutes = wall time x threads per run")
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(df[["candidate", "seed", "test_top1", "test_top1_per_epoch", "train_top1", "images_seen", "wall_s",
-                  "cpu_min"]].to_string(index=False))
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = csv_path.with_name(f".{csv_path.name}.tmp")
-    df.to_csv(tmp, index=False)
-    tmp.replace(csv_path)
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print((df[columns] if columns else df).to_string(index=False))
+    atomic_write_text(path, df.to_csv(index=False))
+    return df
+
+
+def _write(rows: list[dict], csv_path: Path, figure: Path) -> None:
+    print(f"machine: {cpu_name()}, CPU-minutes = wall time x threads per run")
+    df = write_csv(rows, csv_path, ["candidate", "seed", "test_top1", "test_top1_per_epoch", "train_top1",
+                                    "images_seen", "wall_s", "cpu_min"])
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -15,12 +15,13 @@ import pickle
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import IO, Any, Callable, Mapping
 
 import torch
 import torch.nn as nn
 
-__all__ = ["CheckpointError", "load_official", "to_official_state_dict", "save_official", "atomic_save",
+__all__ = ["CheckpointError", "load_official", "to_official_state_dict", "save_official", "atomic_write",
+           "atomic_write_text", "atomic_save",
            "read_checkpoint"]
 
 _PREFIXES = ("module.", "_orig_mod.")
@@ -30,15 +31,15 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read, or does not match the model."""
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then rename: an interrupted write never leaves a
-    truncated file under ``path``."""
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], Any], binary: bool = True) -> Path:
+    """Write a file through ``write(f)`` into a temporary file in the same folder, then rename it: an interrupted
+    write never leaves a truncated file under ``path`` (the one helper every writer of this project uses)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": ""})) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -46,6 +47,16 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """:func:`atomic_write` of a string."""
+    return atomic_write(path, lambda f: f.write(text), binary=False)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` through :func:`atomic_write`."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def read_checkpoint(path: str | os.PathLike, trusted: bool = False) -> Any:

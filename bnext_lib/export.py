@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,7 @@ import torch
 import torch.nn as nn
 
 from .binary import BinaryConv2d, MagnitudeAwareSign, ProgressiveSign
+from .checkpoints import atomic_write
 
 __all__ = ["save_packed", "load_packed", "PackedFileError", "NotBinaryError", "FORMAT", "FORMAT_VERSION"]
 
@@ -140,7 +140,7 @@ def save_packed(model: nn.Module, path: str | os.PathLike, format: str = "exact"
         NotBinaryError: a progressive binarizer's temperature has not reached its floor.
         ValueError: unknown format, or a model not built by ``create_model``.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     if format not in ("exact", "compact"):
         raise ValueError(f"format must be 'exact' or 'compact', got {format!r}")
@@ -187,17 +187,7 @@ def save_packed(model: nn.Module, path: str | os.PathLike, format: str = "exact"
     metadata = {"format": FORMAT, "version": str(FORMAT_VERSION), "precision": format,
                 "model": model.model_name, "kwargs": json.dumps(model.model_kwargs, sort_keys=True),
                 "layout": _layout_digest(layout), "zeros": json.dumps(zeros), "sha256": _digest(blobs)}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(blobs, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: f.write(save(blobs, metadata=metadata)))
 
 
 def _unflatten(path: Path, model: nn.Module, metadata: dict, blobs: dict[str, torch.Tensor]) -> dict:

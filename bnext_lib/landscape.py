@@ -132,6 +132,7 @@ def run_landscape(args: tuple) -> Landscape:
     import json
 
     from .augment import Augmenter
+    from .checkpoints import atomic_write_text
     from .data import load_dataset
     from .runs import Run
     from .train import resolve_device
@@ -147,9 +148,7 @@ def run_landscape(args: tuple) -> Landscape:
     device = resolve_device(cfg.device)
     x = Augmenter("none", data.mean, data.std, data.num_classes).eval_batch(batch.images.to(device))
     result = loss_landscape(run.load_model(device), x, batch.labels.to(device), steps=steps, span=span, seed=seed)
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result.to_dict()))
-    tmp.replace(cache)
+    atomic_write_text(cache, json.dumps(result.to_dict()))
     return result
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from .checkpoints import atomic_write_text
 from .data import DATASETS
 from .models import list_models
 from .profiles import get_profile
@@ -354,8 +355,8 @@ class Study:
     def table(self, df, name: str, caption: str, floatfmt: str = ".2f"):
         """Write ``tables/<key>_<name>.csv`` and ``.md``; returns ``df`` for display."""
         stem = f"{self.key}_{name}"
-        df.to_csv(self.out / "tables" / f"{stem}.csv")
-        (self.out / "tables" / f"{stem}.md").write_text(df.to_markdown(floatfmt=floatfmt) + "\n")
+        atomic_write_text(self.out / "tables" / f"{stem}.csv", df.to_csv())
+        atomic_write_text(self.out / "tables" / f"{stem}.md", df.to_markdown(floatfmt=floatfmt) + "\n")
         self.tables = [t for t in self.tables if t["name"] != stem]
         self.tables.append({"name": stem, "caption": caption, "csv": f"tables/{stem}.csv", "md": f"tables/{stem}.md"})
         return df
@@ -392,9 +393,7 @@ class Study:
                   "wall_s": round(time.perf_counter() - self.t0, 1), "tables": self.tables,
                   "figures": self.figures, "claims": self.claims, "notes": self.notes}
         path = self.out / "results" / f"{self.name}.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(result, indent=1, default=str))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(result, indent=1, default=str))
         return {"claims": len(self.claims), "tables": len(self.tables), "figures": len(self.figures),
                 "runs_trained": self.trained, "runs_cached": self.cached, "wall_s": result["wall_s"]}
 
@@ -499,9 +498,7 @@ def assemble(out: str | os.PathLike = REPO_ROOT / "reports") -> Path:
         for f in s["figures"]:
             lines += [f"![{f['caption']}]({f['png']})", "", f"*{f['caption']}* ([svg]({f['svg']}))", ""]
     path = out / "REPORT.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(lines) + "\n")
     if out.resolve() == (REPO_ROOT / "reports").resolve():
         _update_readme(studies, run)
     return path
@@ -548,7 +545,7 @@ def _update_readme(studies: list[dict], run: dict) -> None:
     text = readme.read_text()
     head, rest = text.split(README_START, 1)
     tail = rest.split(README_END, 1)[1] if README_END in rest else rest
-    readme.write_text(head + "\n".join(lines) + tail)
+    atomic_write_text(readme, head + "\n".join(lines) + tail)
 
 
 # --------------------------------------------------------------------------------------------- runner
@@ -588,7 +585,7 @@ def execute(notebooks: Sequence[str], profile: str, out: Path, html: bool = True
         if html:
             from nbconvert import HTMLExporter
             body, _ = HTMLExporter().from_filename(str(dst))
-            dst.with_suffix(".html").write_text(body)
+            atomic_write_text(dst.with_suffix(".html"), body)
     return times
 
 
@@ -668,7 +665,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run["note"] = (f"{', '.join(chosen)} re-executed on {started} (commit {commit[:7]}) from the "
                            f"cached runs of the first invocation (commit {previous.get('commit', '?')[:7]}, started "
                            f"{previous.get('started')}); wall times are the first invocation's")
-        run_path.write_text(json.dumps(run, indent=1))
+        atomic_write_text(run_path, json.dumps(run, indent=1))
         print(f"report: {(time.perf_counter() - t) / 60:.1f} min", file=sys.stderr)
     path = assemble(out)
     print(f"wrote {path}")

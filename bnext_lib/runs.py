@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 
-from .checkpoints import atomic_save, read_checkpoint
+from .checkpoints import atomic_save, atomic_write_text, read_checkpoint
 from .data import default_data_root
 from .distill import Teacher
 from .models.teachers import TEACHER_RECIPES
@@ -111,7 +111,7 @@ def run_one(cfg: TrainConfig, root: str | os.PathLike | None = None) -> Run:
     folder = run_folder(cfg, root)
     if not (folder / "model.pt").exists():
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+        atomic_write_text(folder / "config.json", json.dumps(cfg.to_dict(), indent=1))
         run_cfg = dataclasses.replace(cfg, out=str(folder), resume=(folder / "last.pt").exists())
         teachers = load_teachers(cfg, root) if cfg.teachers else None
         result = train(run_cfg, single_process=True, teachers=teachers)
@@ -279,9 +279,10 @@ def _legacy_teacher(cfg: TrainConfig, root: str | os.PathLike | None) -> None:
     folder = run_folder(cfg, root)
     folder.mkdir(parents=True, exist_ok=True)
     final = {"epoch": cfg.epochs, "test_top1": float(state["test_top1"])}
-    _write_json(folder / "config.json", cfg.to_dict())
-    _write_json(folder / "result.json", {"final": final, "history": [final], "trace": [], "wall_s": 0.0,
-                                         "config": cfg.to_dict(), "teachers": {}, "migrated_from": str(old)})
+    atomic_write_text(folder / "config.json", json.dumps(cfg.to_dict(), indent=1))
+    atomic_write_text(folder / "result.json", json.dumps({
+        "final": final, "history": [final], "trace": [], "wall_s": 0.0, "config": cfg.to_dict(), "teachers": {},
+        "migrated_from": str(old)}, indent=1))
     atomic_save({k: state[k] for k in ("model", "num_classes", "in_chans")} | {"config": cfg.to_dict()},
                 folder / "model.pt")
 
@@ -318,12 +319,6 @@ def ensure_teachers(configs: Sequence[TrainConfig], workers: int = 1, threads: i
         _legacy_teacher(t, None)
     runs = run_many(list(t_cfgs.values()), workers=workers, threads=threads) if t_cfgs else []
     return dict(zip(t_cfgs, runs))
-
-
-def _write_json(path: Path, value: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=1))
-    os.replace(tmp, path)
 
 
 def _run_job(args: tuple) -> dict:

@@ -37,7 +37,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -47,8 +47,8 @@ import torch.nn.functional as F
 
 from .augment import Augmenter, parse_augment
 from .binary import TemperatureSchedule, get_temperature, saturated_fraction, set_temperature
-from .checkpoints import CheckpointError, atomic_save, read_checkpoint
-from .data import DATASETS, BatchLoader, DatasetError, epoch_seed, load_dataset
+from .checkpoints import CheckpointError, atomic_save, atomic_write, atomic_write_text, read_checkpoint
+from .data import DATASETS, BatchLoader, epoch_seed, load_dataset
 from .distill import ConsecutiveKD, MultiTeacherLoss, Teacher
 from .models import create_model, list_models
 from .models.teachers import TEACHER_RECIPES
@@ -276,19 +276,15 @@ def _all_sum(t: torch.Tensor, d: _Dist, device: torch.device) -> torch.Tensor:
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
+    def write(f):
+        w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, path)
+    atomic_write(path, write, binary=False)
 
 
 def _write_metrics(out: Path, rows: list[dict], trace: list[dict]) -> None:
-    tmp = out / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(rows, indent=1))
-    os.replace(tmp, out / "metrics.json")
+    atomic_write_text(out / "metrics.json", json.dumps(rows, indent=1))
     _write_csv(out / "metrics.csv", rows)
     _write_csv(out / "trace.csv", trace)
 
@@ -584,7 +580,7 @@ def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], s
                "wall_s": history[-1]["wall_s"] if history else 0.0, "out": str(out) if out else None,
                "config": cfg.to_dict(), "teachers": teacher_acc, "num_classes": num_classes, "in_chans": in_chans}
     if out is not None and d.main:
-        (out / "result.json").write_text(json.dumps(summary, indent=1))
+        atomic_write_text(out / "result.json", json.dumps(summary, indent=1))
     summary["model"] = model
     return summary
 

@@ -1,0 +1,82 @@
+"""Where does the CE student over-fit? The train-minus-test gap of a frontier candidate trained on class-stratified
+training subsets, measured every epoch with the training subset evaluated in eval mode without augmentation
+(``TrainConfig.eval_train``), against the full 10k test set.
+
+    .venv/bin/python benchmarks/overfitting_regime.py --candidate nano-s2-onecycle --subsets 2000 5000 --epochs 12
+
+The overfitting, distillation and augmentation studies need a regime where the CE student's gap is >= 3 points
+(the counter-intuitive overfitting claim, and the claims that KD and augmentation fight it, cannot show otherwise).
+Runs go through the run cache (reused by the report when the configuration matches). Prints the per-epoch gap
+per subset and writes ``--csv`` and the figure ``--figure``. Asserts nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from student_frontier import candidate_config, cpu_name, write_csv  # noqa: E402
+
+from bnext_lib.runs import run_many  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--candidate", default="nano-s2-onecycle", help="a student_frontier.py candidate (its recipe)")
+    ap.add_argument("--subsets", type=int, nargs="+", default=[2000, 5000])
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--csv", default=str(ROOT / "reports/tables/overfitting_regime.csv"))
+    ap.add_argument("--figure", default=str(ROOT / "reports/figures/00_overfitting_regime.png"))
+    args = ap.parse_args()
+    try:
+        base = candidate_config(args.candidate, args.seed, args.threads)
+        configs = []
+        for n in args.subsets:
+            c = dataclasses.replace(base, train_subset=n, epochs=args.epochs, eval_train=True)
+            if c.warmup_epochs is not None and base.warmup_epochs:  # one-cycle: the same fraction of the run
+                c = dataclasses.replace(c, warmup_epochs=base.warmup_epochs / base.epochs * args.epochs)
+            c.validate()
+            configs.append(c)
+    except ValueError as e:
+        ap.error(str(e))
+    runs = run_many(configs, workers=args.workers, threads=args.threads)
+    rows = []
+    for cfg, run in zip(configs, runs):
+        for _, r in run.history().iterrows():
+            rows.append({"candidate": args.candidate, "train_subset": cfg.train_subset, "epoch": int(r["epoch"]),
+                         "train_eval_top1": r["train_eval_top1"], "test_top1": r["test_top1"],
+                         "gap": r["train_eval_top1"] - r["test_top1"], "train_top1_augmented": r["train_top1"],
+                         "wall_s": round(float(r["wall_s"]), 1)})
+    print(f"machine: {cpu_name()}")
+    df = write_csv(rows, Path(args.csv))
+    _figure(df, Path(args.figure))
+
+
+def _figure(df, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for n, g in df.groupby("train_subset"):
+        ax.plot(g["epoch"], g["gap"], marker="o", ms=3, label=f"{n} training images")
+    ax.axhline(3.0, ls="--", lw=0.8, color="grey")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("train (eval mode) - test top-1 (points)")
+    ax.set_title(f"Over-fitting regime of the CE student ({df['candidate'].iloc[0]})")
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
