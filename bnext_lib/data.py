@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import shutil
 import tempfile
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["DatasetError", "ImageData", "load_dataset", "DATASETS", "BatchLoader", "FASHION_MNIST_SHA256",
-           "read_idx", "default_data_root"]
+           "read_idx", "default_data_root", "FolderData"]
 
 # SHA-256 of the decompressed upstream IDX files (Debian recompresses the .gz, so the .gz digests differ).
 FASHION_MNIST_SHA256 = {
@@ -259,6 +260,51 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
 
 
 # --------------------------------------------------------------------------------------------- batches
+class FolderData:
+    """An ImageNet-style folder split (``train/``, ``val/``) read lazily with torchvision's ImageFolder and
+    transformed by timm's ``create_transform`` (the augmentation preset's RandAugment, random erasing and flip).
+
+    Args:
+        root: the folder holding ``train/`` and ``val/``.
+        split: ``train`` or ``test`` (read from ``val/``).
+        image_size: input side.
+        augment: an augmentation preset spec (``none`` for evaluation).
+    """
+
+    def __init__(self, root: Path, split: str, image_size: int, augment: str):
+        from timm.data import create_transform
+        from torchvision.datasets import ImageFolder
+
+        from .augment import parse_augment
+
+        folder = root / ("train" if split == "train" else "val")
+        if not folder.is_dir():
+            raise FileNotFoundError(f"image folder {folder} does not exist (expected {root}/train and {root}/val)")
+        cfg = parse_augment(augment)
+        transform = create_transform(image_size, is_training=split == "train", auto_augment=cfg.randaugment,
+                                     re_prob=cfg.random_erasing, interpolation="bicubic",
+                                     crop_pct=0.95, hflip=0.5 if cfg.flip else 0.0)
+        self.dataset = ImageFolder(str(folder), transform=transform)
+        self.num_classes, self.in_chans = len(self.dataset.classes), 3
+
+    def steps(self, batch: int, world: int = 1) -> int:
+        """Batches per epoch of a shuffled (``drop_last``) loader: what ``DistributedSampler`` gives each rank,
+        divided by the per-rank batch."""
+        n = len(self.dataset)
+        per_rank = math.ceil((n - world) / world) if n % world else n // world
+        return per_rank // (batch // world)
+
+    def loader(self, batch: int, shuffle: bool, seed: int, rank: int = 0, world: int = 1, workers: int = 0,
+               epoch: int = 0):
+        """A ``DataLoader`` over this rank's share of the split (global batch ``batch``)."""
+        from torch.utils.data import DataLoader, DistributedSampler
+
+        sampler = DistributedSampler(self.dataset, world, rank, shuffle=shuffle, seed=seed, drop_last=shuffle)
+        sampler.set_epoch(epoch)
+        return DataLoader(self.dataset, batch_size=batch // world, sampler=sampler, num_workers=workers,
+                          drop_last=shuffle, pin_memory=torch.cuda.is_available())
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of everything random in one epoch (shuffling, augmentation)."""
     return (seed * 1_000_003 + epoch * 7_919 + 17) % (2 ** 31)

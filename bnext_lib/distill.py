@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["Teacher", "soft_target_ce", "MultiTeacherLoss", "ConsecutiveKD"]
+__all__ = ["Teacher", "StudentLoss", "soft_target_ce", "MultiTeacherLoss", "ConsecutiveKD"]
 
 
 @dataclass
@@ -137,3 +137,40 @@ class ConsecutiveKD:
     @property
     def all_teachers(self) -> list[str]:
         return [*self.assistants, self.main]
+
+
+class StudentLoss:
+    """The student's loss for one training step (the engine's only loss; timm's distillation task is the model).
+
+    With active teachers: :class:`MultiTeacherLoss` on their logits (soft targets only, no hard-label term, as the
+    official code; label smoothing is ignored). Without: cross-entropy, on soft targets for mixup/cutmix batches
+    (timm's ``SoftTargetCrossEntropy``), else on labels with ``label_smoothing``.
+
+    Args:
+        teachers: ``{name: module}``, frozen and in eval mode.
+        weighting, granularity: see :class:`MultiTeacherLoss`.
+        label_smoothing: for the cross-entropy on labels.
+        teacher_autocast: ``torch.autocast`` arguments for the teachers' forward (``device_type``, ``dtype``,
+            ``enabled``).
+    """
+
+    def __init__(self, teachers: Mapping[str, nn.Module] | None = None, weighting: str = "adaptive",
+                 granularity: str = "batch", label_smoothing: float = 0.0, teacher_autocast: dict | None = None):
+        from timm.loss import SoftTargetCrossEntropy
+
+        self.teachers = dict(teachers or {})
+        self.kd = MultiTeacherLoss(weighting, granularity)
+        self.soft_ce = SoftTargetCrossEntropy()
+        self.label_smoothing = label_smoothing
+        self.teacher_autocast = teacher_autocast or {"device_type": "cpu", "enabled": False}
+
+    def __call__(self, logits: torch.Tensor, x: torch.Tensor, target: torch.Tensor, active: Sequence[str] = ()
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(loss, alpha)``: ``alpha`` the teachers' weights (``None`` without teachers)."""
+        if active:
+            with torch.no_grad(), torch.autocast(**self.teacher_autocast):
+                t_logits = [self.teachers[t](x).float() for t in active]
+            return self.kd(logits, t_logits)
+        if target.ndim == 2:  # mixup / cutmix targets
+            return self.soft_ce(logits, target), None
+        return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing), None

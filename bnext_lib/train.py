@@ -37,7 +37,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -48,12 +48,13 @@ import torch.nn.functional as F
 from .augment import Augmenter, parse_augment
 from .binary import TemperatureSchedule, get_temperature, saturated_fraction, set_temperature
 from .checkpoints import CheckpointError, atomic_save, atomic_write, atomic_write_text, read_checkpoint
-from .data import DATASETS, BatchLoader, epoch_seed, load_dataset
-from .distill import ConsecutiveKD, MultiTeacherLoss, Teacher
+from .data import DATASETS, BatchLoader, FolderData, epoch_seed, load_dataset
+from .distill import ConsecutiveKD, StudentLoss, Teacher
 from .models import create_model, list_models
 from .models.teachers import TEACHER_RECIPES
 
-__all__ = ["TrainConfig", "TrainingDiverged", "train", "build_model", "config_hash"]
+__all__ = ["TrainConfig", "TrainingDiverged", "train", "train_one_epoch", "validate", "build_model", "config_hash",
+           "resolve_device"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -289,31 +290,6 @@ def _write_metrics(out: Path, rows: list[dict], trace: list[dict]) -> None:
     _write_csv(out / "trace.csv", trace)
 
 
-class _FolderData:
-    """An ImageNet-style folder split (``train/``, ``val/``) read lazily with torchvision's ImageFolder."""
-
-    def __init__(self, root: Path, split: str, image_size: int, augment: str):
-        from timm.data import create_transform
-        from torchvision.datasets import ImageFolder
-
-        folder = root / ("train" if split == "train" else "val")
-        if not folder.is_dir():
-            raise FileNotFoundError(f"image folder {folder} does not exist (expected {root}/train and {root}/val)")
-        cfg = parse_augment(augment)
-        transform = create_transform(image_size, is_training=split == "train", auto_augment=cfg.randaugment,
-                                     re_prob=cfg.random_erasing, interpolation="bicubic",
-                                     crop_pct=0.95, hflip=0.5 if cfg.flip else 0.0)
-        self.dataset = ImageFolder(str(folder), transform=transform)
-        self.num_classes, self.in_chans = len(self.dataset.classes), 3
-
-    def loader(self, batch: int, shuffle: bool, seed: int, d: _Dist, workers: int):
-        from torch.utils.data import DataLoader, DistributedSampler
-
-        sampler = DistributedSampler(self.dataset, d.world, d.rank, shuffle=shuffle, seed=seed, drop_last=shuffle)
-        return DataLoader(self.dataset, batch_size=batch // d.world, sampler=sampler, num_workers=workers,
-                          drop_last=shuffle, pin_memory=torch.cuda.is_available())
-
-
 # --------------------------------------------------------------------------------------------- the engine
 def train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]] = (), single_process: bool = False,
           teachers: Mapping[str, Teacher] | None = None) -> dict:
@@ -347,21 +323,6 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]] = (
         torch.use_deterministic_algorithms(deterministic)
 
 
-def _evaluate(model: nn.Module, batches, augmenter: Augmenter | None, device: torch.device, d: _Dist
-              ) -> torch.Tensor:
-    """Summed cross-entropy, correct predictions and samples over ``batches`` in eval mode (all processes)."""
-    model.eval()
-    ev = torch.zeros(3, dtype=torch.float64)
-    with torch.no_grad():
-        for images, labels in batches:
-            images, labels = images.to(device), labels.to(device)
-            x = augmenter.eval_batch(images) if augmenter is not None else images
-            logits = model(x).float()
-            ev += torch.tensor([F.cross_entropy(logits, labels, reduction="sum").item(),
-                                (logits.argmax(1) == labels).sum().item(), len(labels)], dtype=torch.float64)
-    return _all_sum(ev, d, device)
-
-
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> the GPU when there is one, else the CPU; ``cpu``, ``cuda``, ``cuda:N`` as given."""
     if name == "auto":
@@ -369,78 +330,77 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], single_process: bool,
-           given: dict[str, Teacher]) -> dict:
-    device_kind = resolve_device(cfg.device).type
-    d = _Dist() if single_process else _init_distributed(device_kind)
-    device = torch.device(f"cuda:{d.local_rank}" if device_kind == "cuda" else "cpu")
-    if device_kind == "cuda":
-        torch.cuda.set_device(device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    if device_kind == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    out = Path(cfg.out) if cfg.out else None
-    start_epoch, history, trace = 0, [], []
-    resume_state = None
-    if out is not None:
-        ckpt = out / "last.pt"
-        if cfg.resume and ckpt.exists():
-            resume_state = read_checkpoint(ckpt)
-            if resume_state.get("config_hash") != config_hash(cfg):
-                raise CheckpointError(f"{ckpt} was written by a different configuration; use another --out")
-        elif ckpt.exists() and not cfg.resume:
-            raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+# --------------------------------------------------------------------------------------------- set-up
+@dataclass
+class _Data:
+    """What a run trains and tests on: batches per epoch, the test (and optionally training) evaluation."""
 
-    # data
-    t_start = time.perf_counter()
-    _seed_everything(cfg.seed)
-    folder = None
+    train: Callable[[int], Any]  # epoch -> its training batches
+    test: Callable[[], Any]
+    train_eval: Callable[[], Any] | None
+    steps_per_epoch: int
+    num_classes: int
+    in_chans: int
+    augmenter: Augmenter | None  # None: the loader's transforms did it (image folders)
+
+
+def _data(cfg: TrainConfig, d: _Dist) -> _Data:
+    eval_batch = max(cfg.batch_size, 256 * d.world)
     if cfg.dataset == "imagefolder":
         root = Path(cfg.data_root or "data/imagenet")
-        folder = {s: _FolderData(root, s, cfg.image_size, cfg.augment if s == "train" else "none")
-                  for s in ("train", "test")}
-        num_classes, in_chans = folder["train"].num_classes, 3
-        augmenter = None
-    else:
-        # subsets are part of the data, not of the seed: every seed and variant sees the same images
-        train_data = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.download).subset(cfg.train_subset)
-        test_data = load_dataset(cfg.dataset, "test", cfg.data_root, cfg.download).subset(cfg.test_subset)
-        train_data, test_data = train_data.padded(cfg.pad_to), test_data.padded(cfg.pad_to)
-        num_classes, in_chans = train_data.num_classes, train_data.in_chans
-        augmenter = Augmenter(cfg.augment, train_data.mean, train_data.std, num_classes)
-        train_loader = BatchLoader(train_data, cfg.batch_size, True, True, cfg.seed, d.rank, d.world,
-                                   augmenter.sample_transform())
-        test_loader = BatchLoader(test_data, max(cfg.batch_size, 256 * d.world), False, False, cfg.seed, d.rank,
-                                  d.world)
-    train_eval_loader = None
-    if cfg.eval_train:
-        train_eval_loader = BatchLoader(train_data, max(cfg.batch_size, 256 * d.world), False, False, cfg.seed,
-                                        d.rank, d.world)
+        train_split = FolderData(root, "train", cfg.image_size, cfg.augment)
+        test_split = FolderData(root, "test", cfg.image_size, "none")
+        return _Data(lambda e: train_split.loader(cfg.batch_size, True, cfg.seed, d.rank, d.world, _workers(), e),
+                     lambda: test_split.loader(eval_batch, False, cfg.seed, d.rank, d.world, _workers()), None,
+                     train_split.steps(cfg.batch_size, d.world), train_split.num_classes, 3, None)
+    # subsets are part of the data, not of the seed: every seed and variant sees the same images
+    train_data = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.download).subset(cfg.train_subset)
+    test_data = load_dataset(cfg.dataset, "test", cfg.data_root, cfg.download).subset(cfg.test_subset)
+    train_data, test_data = train_data.padded(cfg.pad_to), test_data.padded(cfg.pad_to)
+    augmenter = Augmenter(cfg.augment, train_data.mean, train_data.std, train_data.num_classes)
+    train_loader = BatchLoader(train_data, cfg.batch_size, True, True, cfg.seed, d.rank, d.world,
+                               augmenter.sample_transform())
+    test_loader = BatchLoader(test_data, eval_batch, False, False, cfg.seed, d.rank, d.world)
+    train_eval = BatchLoader(train_data, eval_batch, False, False, cfg.seed, d.rank, d.world)
 
-    # model, teachers
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, num_classes, in_chans, **cfg.model_options()).to(device)
-    schedule_kd = ConsecutiveKD.from_list(list(cfg.teachers), cfg.epochs) if cfg.teachers else None
-    teachers = {n: given[n].model.eval().requires_grad_(False).to(device) for n in cfg.teachers}
-    teacher_acc = {n: given[n].test_top1 for n in cfg.teachers}
-    kd_loss = MultiTeacherLoss(cfg.kd_weighting, cfg.kd_granularity)
-    from timm.loss import SoftTargetCrossEntropy
-    soft_ce = SoftTargetCrossEntropy()
+    def epoch_batches(epoch: int):
+        train_loader.set_epoch(epoch)
+        return train_loader
+    return _Data(epoch_batches, lambda: test_loader, (lambda: train_eval) if cfg.eval_train else None,
+                 len(train_loader), train_data.num_classes, train_data.in_chans, augmenter)
 
-    ddp_model = model
-    if d.world > 1:
-        ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device_kind == "cuda" else None)
-    if cfg.compile:
-        ddp_model = torch.compile(ddp_model)
 
-    # optimiser and schedules
+@dataclass
+class _Trainer:
+    """The run's model (and its DDP/compiled wrapper), optimiser, schedules and loss."""
+
+    cfg: TrainConfig
+    d: _Dist
+    device: torch.device
+    model: nn.Module
+    net: nn.Module  # what the training step calls: the model, DDP-wrapped and/or compiled
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    temperature: TemperatureSchedule | None
+    loss: StudentLoss
+    steps_per_epoch: int
+    out: Path | None
+
+    def set_schedules(self, epoch: int, step: int) -> None:
+        """Learning rate and temperature for this step (every step, or at each epoch's start)."""
+        cfg = self.cfg
+        if self.temperature is not None:
+            set_temperature(self.model, self.temperature(epoch + (step / self.steps_per_epoch
+                                                                  if cfg.schedule_per_step else 0.0)))
+        if cfg.schedule_per_step:
+            self.scheduler.step_update(epoch * self.steps_per_epoch + step)
+        elif step == 0:
+            self.scheduler.step(epoch)
+
+
+def _optimizer_and_schedule(cfg: TrainConfig, model: nn.Module, steps_per_epoch: int):
     from timm.scheduler import CosineLRScheduler
 
-    steps_per_epoch = len(train_loader) if folder is None else len(folder["train"].loader(
-        cfg.batch_size, True, cfg.seed, d, 0))
-    if steps_per_epoch == 0:
-        raise ValueError(f"the training split has fewer samples than one batch ({cfg.batch_size})")
     # the fused kernel (torch >= 2.4, CPU and CUDA) is the same AdamW update, ~5x faster than the per-tensor loop
     fused = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4)
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.wd_conv, cfg.wd_other), lr=cfg.lr,
@@ -450,138 +410,200 @@ def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], s
     scheduler = CosineLRScheduler(optimizer, t_initial=max(1, round(cfg.epochs * unit)), lr_min=cfg.min_lr,
                                   warmup_t=round(warmup * unit), warmup_lr_init=cfg.warmup_lr, warmup_prefix=True,
                                   t_in_epochs=not cfg.schedule_per_step)
-    temperature = TemperatureSchedule(cfg.epochs, reach=cfg.temperature_reach)
+    return optimizer, scheduler
+
+
+def _trainer(cfg: TrainConfig, d: _Dist, device: torch.device, data: _Data, given: Mapping[str, Teacher]
+             ) -> _Trainer:
+    if data.steps_per_epoch == 0:
+        raise ValueError(f"the training split has fewer samples than one batch ({cfg.batch_size})")
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, data.num_classes, data.in_chans, **cfg.model_options()).to(device)
+    net = model
+    if d.world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+    optimizer, scheduler = _optimizer_and_schedule(cfg, model, data.steps_per_epoch)
+    teachers = {n: given[n].model.eval().requires_grad_(False).to(device) for n in cfg.teachers}
+    # CUDA: the official fp16 autocast for the teachers; CPU: bf16 with --amp
+    autocast = {"device_type": device.type, "dtype": torch.float16 if device.type == "cuda" else torch.bfloat16,
+                "enabled": device.type == "cuda" or cfg.amp}
+    smoothing = data.augmenter.config.label_smoothing if data.augmenter is not None else 0.0
+    loss = StudentLoss(teachers, cfg.kd_weighting, cfg.kd_granularity, smoothing, autocast)
     has_temperature = get_temperature(model) is not None
-    trace_every = max(1, steps_per_epoch // 16)
+    temperature = TemperatureSchedule(cfg.epochs, reach=cfg.temperature_reach) if has_temperature else None
+    return _Trainer(cfg, d, device, model, net, optimizer, scheduler, temperature, loss, data.steps_per_epoch,
+                    Path(cfg.out) if cfg.out else None)
 
-    if resume_state is not None:
-        model.load_state_dict(resume_state["model"])
-        optimizer.load_state_dict(resume_state["optimizer"])
-        start_epoch, history = resume_state["epoch"] + 1, resume_state["history"]
-        trace = resume_state.get("trace", [])
 
-    teacher_dtype = torch.float16 if device_kind == "cuda" else torch.bfloat16  # CUDA: the official autocast
-    wall_offset = history[-1]["wall_s"] if history else 0.0
+def _read_resume_state(cfg: TrainConfig) -> dict | None:
+    """The checkpoint to resume from (``None``: start afresh); refuses to overwrite or mix runs."""
+    if cfg.out is None:
+        return None
+    ckpt = Path(cfg.out) / "last.pt"
+    if not ckpt.exists():
+        return None
+    if not cfg.resume:
+        raise FileExistsError(f"{cfg.out} already holds a run; pass --resume to continue it or choose another --out")
+    state = read_checkpoint(ckpt)
+    if state.get("config_hash") != config_hash(cfg):
+        raise CheckpointError(f"{ckpt} was written by a different configuration; use another --out")
+    return state
+
+
+# --------------------------------------------------------------------------------------------- one epoch
+def train_one_epoch(tr: _Trainer, data: _Data, epoch: int, active: Sequence[str], trace: list[dict]) -> dict:
+    """One pass over the training batches; appends 16 trace points; returns the epoch's training metrics."""
+    cfg, d, device = tr.cfg, tr.d, tr.device
+    t_epoch = time.perf_counter()
+    _seed_everything(epoch_seed(cfg.seed, epoch) + d.rank)
+    tr.model.train()
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss * n, correct, n (n filled at the end)
+    alpha_sum = torch.zeros(max(1, len(active)), dtype=torch.float64, device=device)
+    seen, trace_every = 0, max(1, tr.steps_per_epoch // 16)
     from .progress import tqdm_class
-    tqdm = tqdm_class()  # a widget in Jupyter, text elsewhere
+    bar = tqdm_class()(data.train(epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                       disable=not (cfg.progress and d.main), total=tr.steps_per_epoch)
+    for step, (images, labels) in enumerate(bar):
+        tr.set_schedules(epoch, step)
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        x, target = data.augmenter.train_batch(images, labels) if data.augmenter is not None else (images, labels)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+            logits = tr.net(x)
+        logits = logits.float()
+        loss, alpha = tr.loss(logits, x, target, active)
+        if alpha is not None:
+            alpha_sum += alpha.detach().double() * len(labels)
+        # A CUDA step must not wait for the GPU: there the check (and the host copy of the sums) happens only at
+        # trace points and at the end of the epoch; on the CPU it costs nothing, so every step.
+        at_trace = step % trace_every == 0 or step == tr.steps_per_epoch - 1
+        if (device.type == "cpu" or at_trace) and not torch.isfinite(loss):
+            kept = f" (last good checkpoint kept: {tr.out / 'last.pt'})" if tr.out is not None and epoch else ""
+            raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}{kept}; "
+                                   "lower the learning rate or check the data")
+        tr.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(tr.model.parameters(), cfg.clip_grad)
+        tr.optimizer.step()
+        sums[:2] += torch.stack([loss.detach().double() * len(labels), (logits.argmax(1) == labels).sum().double()])
+        seen += len(labels)
+        if at_trace:
+            bar.set_postfix(loss=f"{sums[0].item() / seen:.3f}", refresh=False)
+            trace.append({"progress": epoch + step / tr.steps_per_epoch, "loss": loss.item(),
+                          "lr": tr.optimizer.param_groups[0]["lr"], **_binarization(tr)})
+    sums[2] = seen
+    sums, alpha_sum = _all_sum(sums, d, device), _all_sum(alpha_sum, d, device)
+    seconds = time.perf_counter() - t_epoch
+    row = {"train_loss": sums[0].item() / sums[2].item(), "train_top1": 100 * sums[1].item() / sums[2].item(),
+           "train_images_s": sums[2].item() / seconds}
+    row.update({f"alpha_{k}": alpha_sum[k].item() / sums[2].item() for k in range(len(active))})
+    return row
 
+
+def _binarization(tr: _Trainer) -> dict:
+    has = tr.temperature is not None
+    return {"temperature": get_temperature(tr.model) if has else None,
+            "saturated": saturated_fraction(tr.model) if has else None}
+
+
+def validate(model: nn.Module, batches, augmenter: Augmenter | None, device: torch.device, d: _Dist
+             ) -> tuple[float, float]:
+    """Mean cross-entropy and top-1 (%) over ``batches`` in eval mode, summed over all processes."""
+    model.eval()
+    ev = torch.zeros(3, dtype=torch.float64)
+    with torch.no_grad():
+        for images, labels in batches:
+            images, labels = images.to(device), labels.to(device)
+            x = augmenter.eval_batch(images) if augmenter is not None else images
+            logits = model(x).float()
+            ev += torch.tensor([F.cross_entropy(logits, labels, reduction="sum").item(),
+                                (logits.argmax(1) == labels).sum().item(), len(labels)], dtype=torch.float64)
+    ev = _all_sum(ev, d, device)
+    n = max(1.0, ev[2].item())
+    return ev[0].item() / n, 100 * ev[1].item() / n
+
+
+# --------------------------------------------------------------------------------------------- the run
+def _epoch_row(tr: _Trainer, data: _Data, epoch: int, active: Sequence[str], t_epoch: float,
+               train_row: dict) -> dict:
+    test_loss, test_top1 = validate(tr.model, data.test(), data.augmenter, tr.device, tr.d)
+    row = {"epoch": epoch + 1, "train_loss": train_row["train_loss"], "train_top1": train_row["train_top1"],
+           "test_loss": test_loss, "test_top1": test_top1, "lr": tr.optimizer.param_groups[0]["lr"],
+           **_binarization(tr), "teachers": "+".join(active), "train_images_s": train_row["train_images_s"],
+           "epoch_s": time.perf_counter() - t_epoch}
+    if data.train_eval is not None:
+        row["train_eval_loss"], row["train_eval_top1"] = validate(tr.model, data.train_eval(), data.augmenter,
+                                                                  tr.device, tr.d)
+    row.update({k: v for k, v in train_row.items() if k.startswith("alpha_")})
+    return row
+
+
+def _checkpoint(tr: _Trainer, epoch: int, history: list[dict], trace: list[dict]) -> None:
+    """``last.pt`` (model, optimiser, history) and the metric files, atomically, on the main process."""
+    if tr.out is None or not tr.d.main:
+        return
+    tr.out.mkdir(parents=True, exist_ok=True)
+    atomic_save({"epoch": epoch, "model": tr.model.state_dict(), "optimizer": tr.optimizer.state_dict(),
+                 "history": history, "trace": trace, "config": tr.cfg.to_dict(),
+                 "config_hash": config_hash(tr.cfg)}, tr.out / "last.pt")
+    _write_metrics(tr.out, history, trace)
+
+
+def _log(cfg: TrainConfig, row: dict) -> None:
+    msg = (f"{cfg.model} epoch {row['epoch']}/{cfg.epochs}: train loss {row['train_loss']:.4f} top-1 "
+           f"{row['train_top1']:.2f} | test loss {row['test_loss']:.4f} top-1 {row['test_top1']:.2f} | "
+           f"lr {row['lr']:.2e}")
+    if row["temperature"] is not None:
+        msg += f" tau {row['temperature']:.2e}"
+    print(msg + f" | {row['train_images_s']:.0f} img/s", file=sys.stderr, flush=True)
+
+
+def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], single_process: bool,
+           given: Mapping[str, Teacher]) -> dict:
+    device_kind = resolve_device(cfg.device).type
+    d = _Dist() if single_process else _init_distributed(device_kind)
+    device = torch.device(f"cuda:{d.local_rank}" if device_kind == "cuda" else "cpu")
+    if device_kind == "cuda":
+        torch.cuda.set_device(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if device_kind == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    resume = _read_resume_state(cfg)
+    t_start = time.perf_counter()
+    _seed_everything(cfg.seed)
+    data = _data(cfg, d)
+    tr = _trainer(cfg, d, device, data, given)
+    start_epoch, history, trace = 0, [], []
+    if resume is not None:
+        tr.model.load_state_dict(resume["model"])
+        tr.optimizer.load_state_dict(resume["optimizer"])
+        start_epoch, history, trace = resume["epoch"] + 1, resume["history"], resume.get("trace", [])
+    wall_offset = history[-1]["wall_s"] if history else 0.0
+    rounds = ConsecutiveKD.from_list(list(cfg.teachers), cfg.epochs) if cfg.teachers else None
     for epoch in range(start_epoch, cfg.epochs):
         t_epoch = time.perf_counter()
-        _seed_everything(epoch_seed(cfg.seed, epoch) + d.rank)
-        active = schedule_kd.teachers_for(epoch) if schedule_kd is not None else []
-        model.train()
-        if folder is None:
-            train_loader.set_epoch(epoch)
-            batches = train_loader
-        else:
-            batches = folder["train"].loader(cfg.batch_size, True, cfg.seed, d, _workers())
-            batches.sampler.set_epoch(epoch)
-        sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss * n, correct, n (n filled at the end)
-        seen = 0
-        alpha_sum = torch.zeros(max(1, len(active)), dtype=torch.float64, device=device)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=not (cfg.progress and d.main), total=steps_per_epoch)
-        for step, (images, labels) in enumerate(bar):
-            progress = epoch + (step / steps_per_epoch if cfg.schedule_per_step else 0.0)
-            if has_temperature:
-                set_temperature(model, temperature(progress))
-            if cfg.schedule_per_step:
-                scheduler.step_update(epoch * steps_per_epoch + step)
-            elif step == 0:
-                scheduler.step(epoch)
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            if augmenter is not None:
-                x, target = augmenter.train_batch(images, labels)
-            else:
-                x, target = images, labels
-            with torch.autocast(device_kind, dtype=torch.bfloat16, enabled=cfg.amp):
-                logits = ddp_model(x)
-            logits = logits.float()
-            if active:
-                with torch.no_grad(), torch.autocast(device_kind, dtype=teacher_dtype,
-                                                     enabled=device_kind == "cuda" or cfg.amp):
-                    t_logits = [teachers[t](x).float() for t in active]
-                loss, alpha = kd_loss(logits, t_logits)
-                alpha_sum += alpha.detach().double() * len(labels)
-            elif target.ndim == 2:  # mixup / cutmix targets
-                loss = soft_ce(logits, target)
-            else:
-                smoothing = augmenter.config.label_smoothing if augmenter is not None else 0.0
-                loss = F.cross_entropy(logits, target, label_smoothing=smoothing)
-            # A CUDA step must not wait for the GPU: there the check (and the host copy of the sums) happens
-            # only at trace points and at the end of the epoch; on the CPU it costs nothing, so every step.
-            at_trace = step % trace_every == 0 or step == steps_per_epoch - 1
-            if (device_kind == "cpu" or at_trace) and not torch.isfinite(loss):
-                where = f" (last good checkpoint kept: {out / 'last.pt'})" if out is not None and epoch else ""
-                raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}{where}; "
-                                       "lower the learning rate or check the data")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip_grad > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            optimizer.step()
-            n = len(labels)
-            sums[:2] += torch.stack([loss.detach().double() * n, (logits.argmax(1) == labels).sum().double()])
-            seen += n
-            if at_trace:
-                bar.set_postfix(loss=f"{sums[0].item() / seen:.3f}", refresh=False)
-                trace.append({"progress": epoch + step / steps_per_epoch, "loss": loss.item(),
-                              "lr": optimizer.param_groups[0]["lr"],
-                              "temperature": get_temperature(model) if has_temperature else None,
-                              "saturated": saturated_fraction(model) if has_temperature else None})
-        sums[2] = seen
-        sums = _all_sum(sums, d, device)
-        train_time = time.perf_counter() - t_epoch
-        alpha_sum = _all_sum(alpha_sum, d, device)
-
-        # evaluation
-        test_batches = test_loader if folder is None else folder["test"].loader(max(cfg.batch_size, 256), False,
-                                                                                 cfg.seed, d, _workers())
-        ev = _evaluate(model, test_batches, augmenter, device, d)
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": sums[0].item() / sums[2].item(),
-            "train_top1": 100 * sums[1].item() / sums[2].item(),
-            "test_loss": ev[0].item() / max(1.0, ev[2].item()),
-            "test_top1": 100 * ev[1].item() / max(1.0, ev[2].item()),
-            "lr": optimizer.param_groups[0]["lr"],
-            "temperature": get_temperature(model) if has_temperature else None,
-            "saturated": saturated_fraction(model) if has_temperature else None,
-            "teachers": "+".join(active),
-            "train_images_s": sums[2].item() / train_time,
-            "epoch_s": time.perf_counter() - t_epoch,
-        }
-        if train_eval_loader is not None:
-            tr = _evaluate(model, train_eval_loader, augmenter, device, d)
-            row["train_eval_loss"] = tr[0].item() / max(1.0, tr[2].item())
-            row["train_eval_top1"] = 100 * tr[1].item() / max(1.0, tr[2].item())
-        for k, name in enumerate(active):
-            row[f"alpha_{k}"] = alpha_sum[k].item() / sums[2].item()
+        active = rounds.teachers_for(epoch) if rounds is not None else []
+        train_row = train_one_epoch(tr, data, epoch, active, trace)
+        row = _epoch_row(tr, data, epoch, active, t_epoch, train_row)
         row["wall_s"] = wall_offset + (time.perf_counter() - t_start)
         history.append(row)
-        if out is not None and d.main:
-            out.mkdir(parents=True, exist_ok=True)
-            atomic_save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "history": history, "trace": trace, "config": cfg.to_dict(),
-                         "config_hash": config_hash(cfg)}, out / "last.pt")
-            _write_metrics(out, history, trace)
+        _checkpoint(tr, epoch, history, trace)
         if d.main:
-            msg = (f"{cfg.model} epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} top-1 {row['train_top1']:.2f}"
-                   f" | test loss {row['test_loss']:.4f} top-1 {row['test_top1']:.2f} | lr {row['lr']:.2e}")
-            if has_temperature:
-                msg += f" tau {row['temperature']:.2e}"
-            msg += f" | {row['train_images_s']:.0f} img/s"
-            print(msg, file=sys.stderr, flush=True)
+            _log(cfg, row)
         for cb in callbacks:
             cb(epoch, row)
     if d.world > 1:
         dist.barrier()
     summary = {"final": history[-1] if history else None, "history": history, "trace": trace,
-               "wall_s": history[-1]["wall_s"] if history else 0.0, "out": str(out) if out else None,
-               "config": cfg.to_dict(), "teachers": teacher_acc, "num_classes": num_classes, "in_chans": in_chans}
-    if out is not None and d.main:
-        atomic_write_text(out / "result.json", json.dumps(summary, indent=1))
-    summary["model"] = model
+               "wall_s": history[-1]["wall_s"] if history else 0.0, "out": cfg.out,
+               "config": cfg.to_dict(), "teachers": {n: given[n].test_top1 for n in cfg.teachers},
+               "num_classes": data.num_classes, "in_chans": data.in_chans}
+    if tr.out is not None and d.main:
+        atomic_write_text(tr.out / "result.json", json.dumps(summary, indent=1))
+    summary["model"] = tr.model
     return summary
 
 
