@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/conv_paths.py --model bnext_nano --size 28 --in-chans 1 --stem-stride 2
 
 For every distinct binary convolution shape of the model at that input: forward + backward time (median of
-repeats, sign inputs, batch 64) through ``F.conv2d`` (all oneDNN) and through ``_ConvGemmWeightGrad`` (oneDNN
+repeats, sign inputs, batch 64) through ``F.conv2d`` (all oneDNN) and through ``ConvGemmWeightGrad`` (oneDNN
 forward and input gradient, GEMM weight gradient), their ratio, the largest relative difference of the weight
 gradients (output and input gradient are identical by construction), and which one ``BinaryConv2d`` takes in
 training. Prints figures; asserts nothing.
@@ -16,7 +16,9 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from bnext_lib.binary import BinaryConv2d, _ConvGemmWeightGrad, _gemm_weight_grad_pays
+from bnext_lib.binary import BinaryConv2d
+from bnext_lib.cpu_kernels import ConvGemmWeightGrad as _ConvGemmWeightGrad
+from bnext_lib.cpu_kernels import gemm_weight_grad_pays as _gemm_weight_grad_pays
 from bnext_lib.models import create_model
 from timing import median_seconds
 

@@ -1,7 +1,9 @@
 """Binary primitives: quantizers with straight-through gradients, the binary convolution, the temperature.
 
 Quantizers follow larq's layout: a pure autograd function with the documented forward and pseudo-gradient, and a
-thin module holding only its settings and a ``precision`` attribute (1 = binary) that cost accounting reads.
+thin :class:`Quantizer` module holding its settings and declaring ``precision`` (1 = binary), ``latent_clip`` and
+``scaled``, which cost accounting, export and packed inference read. Speed paths for particular CPUs live in
+:mod:`bnext_lib.cpu_kernels` (same numbers, other kernels).
 
 BNext (Guo et al., arXiv 2211.12933; ``docs/method.md`` §5) binarizes
 
@@ -26,9 +28,11 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
+from . import cpu_kernels
+
 __all__ = [
     "sign_ste", "approx_sign", "progressive_sign", "magnitude_aware_sign",
-    "SignSTE", "ApproxSign", "ProgressiveSign", "MagnitudeAwareSign", "BinaryConv2d",
+    "Quantizer", "SignSTE", "ApproxSign", "ProgressiveSign", "MagnitudeAwareSign", "BinaryConv2d",
     "temperature_buffers", "set_temperature", "get_temperature", "saturated_fraction", "TemperatureSchedule",
     "get_quantizer",
 ]
@@ -133,7 +137,37 @@ def magnitude_aware_sign(w: torch.Tensor, clip_value: float = 1.0) -> torch.Tens
 
 
 # --------------------------------------------------------------------------------------------- quantizer modules
-class SignSTE(nn.Module):
+class Quantizer(nn.Module):
+    """What every quantizer declares, and what cost accounting, export and packed inference read (larq's
+    quantizer interface is the model). Subclasses set the class attributes and override what differs.
+
+    Attributes:
+        precision: bits of the output once training has converged (1: binary, 32: full precision).
+        latent_clip: a binary layer keeps its latent weights in ``[-latent_clip, latent_clip]`` while training
+            (``None``: no clip).
+        scaled: the output is ``scale(w) * sign(w)`` with one scale per output channel (export stores it, packed
+            inference multiplies the integer result by it); ``False``: the output is ``sign``.
+    """
+
+    precision: int = 32
+    latent_clip: float | None = None
+    scaled: bool = False
+
+    @property
+    def is_binary(self) -> bool:
+        """Whether the forward gives its ``precision``-bit values now (a progressive quantizer: only at the end)."""
+        return self.precision == 1
+
+    def scale(self, w: torch.Tensor) -> torch.Tensor | None:
+        """The per-output-channel scale of a ``scaled`` quantizer (``None`` otherwise)."""
+        return None
+
+    def binary_state(self) -> dict[str, torch.Tensor]:
+        """The quantizer's buffers in its binary state (what a packed file restores; a temperature at zero)."""
+        return {}
+
+
+class SignSTE(Quantizer):
     """Activation (or weight) binarizer ``sign`` with the straight-through window ``|x| < clip_value``.
 
     Args:
@@ -158,7 +192,7 @@ class SignSTE(nn.Module):
         return f"clip_value={self.clip_value}"
 
 
-class ApproxSign(nn.Module):
+class ApproxSign(Quantizer):
     """Bi-Real Net's activation binarizer (see :func:`approx_sign`)."""
 
     precision = 1
@@ -167,7 +201,7 @@ class ApproxSign(nn.Module):
         return approx_sign(x)
 
 
-class ProgressiveSign(nn.Module):
+class ProgressiveSign(Quantizer):
     """BNext's progressive weight binarizer (see :func:`progressive_sign`), holding the ``temperature`` buffer.
 
     ``precision`` is 1: that is the state every run ends in (the temperature reaches its floor at ~30 % of
@@ -190,6 +224,9 @@ class ProgressiveSign(nn.Module):
     def is_binary(self) -> bool:
         return bool(self.temperature.item() < self.floor)
 
+    def binary_state(self) -> dict[str, torch.Tensor]:
+        return {"temperature": torch.zeros(1)}
+
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         return progressive_sign(w, self.temperature, self.floor)
 
@@ -197,15 +234,18 @@ class ProgressiveSign(nn.Module):
         return f"floor={self.floor}, latent_clip={self.latent_clip}"
 
 
-class MagnitudeAwareSign(nn.Module):
+class MagnitudeAwareSign(Quantizer):
     """Weight binarizer ``mean|w| * sign(w)`` per output channel (XNOR-Net, Bi-Real, ReActNet)."""
 
     precision = 1
-    latent_clip = None
+    scaled = True
 
     def __init__(self, clip_value: float = 1.0):
         super().__init__()
         self.clip_value = float(clip_value)
+
+    def scale(self, w: torch.Tensor) -> torch.Tensor:
+        return w.abs().mean(dim=tuple(range(1, w.dim())))
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         return magnitude_aware_sign(w, self.clip_value)
@@ -219,75 +259,19 @@ _QUANTIZERS = {
 }
 
 
-def get_quantizer(identifier: str | nn.Module | None) -> nn.Module | None:
-    """Resolve ``None``, a quantizer module, or a quantizer name (``sign_ste``, ``approx_sign``, ...)."""
-    if identifier is None or isinstance(identifier, nn.Module):
+def get_quantizer(identifier: str | Quantizer | None) -> Quantizer | None:
+    """Resolve ``None``, a :class:`Quantizer`, or a quantizer name (``sign_ste``, ``approx_sign``, ...)."""
+    if identifier is None or isinstance(identifier, Quantizer):
         return identifier
+    if isinstance(identifier, nn.Module):
+        raise TypeError(f"{type(identifier).__name__} is not a bnext_lib.binary.Quantizer: declare precision, "
+                        "latent_clip and scaled by subclassing it")
     if isinstance(identifier, str) and identifier in _QUANTIZERS:
         return _QUANTIZERS[identifier]()
     raise ValueError(f"unknown quantizer {identifier!r}; choose one of {sorted(_QUANTIZERS)} or pass a module")
 
 
 # --------------------------------------------------------------------------------------------- binary convolution
-class _ConvGemmWeightGrad(torch.autograd.Function):
-    """``conv2d`` whose forward and input gradient are oneDNN's (bit for bit what ``F.conv2d`` gives) and whose
-    weight gradient is one GEMM over im2col columns, ``g (O, N*L) @ cols (N*L, C*k*k)``.
-
-    oneDNN's weight gradient is slow on tiny maps with many channels: BNext-T on 32x32 images ends on 2x2 maps
-    with 1024 channels, where it takes ~120 ms per step at batch 64 on 2 cores against ~40 ms as a GEMM. Only the
-    weight gradient changes, and only in summation order (~1e-6 relative); nothing feeds back into the forward.
-
-    Under autocast the operands are cast once, as autocast casts ``conv2d``'s, and the backward runs in that dtype
-    (a custom function's backward sees no autocast casts); the gradients go back in the inputs' dtypes.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int],
-                padding: tuple[int, int]) -> torch.Tensor:
-        ctx.dtypes = x.dtype, weight.dtype
-        if torch.is_autocast_enabled(x.device.type):
-            dtype = torch.get_autocast_dtype(x.device.type)
-            x, weight = x.to(dtype), weight.to(dtype)
-        ctx.save_for_backward(x, weight)
-        ctx.stride, ctx.padding = stride, padding
-        with torch.autocast(x.device.type, enabled=False):
-            return nn.functional.conv2d(x, weight, None, stride, padding)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        grad = grad.to(x.dtype)
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, ctx.stride, ctx.padding, (1, 1),
-                                                         False, (0, 0), 1, (True, False, False))[0]
-        if ctx.needs_input_grad[1]:
-            n, c = x.shape[:2]
-            o, _, kh, kw = weight.shape
-            if (kh, kw) == (1, 1) and ctx.stride == (1, 1) and ctx.padding == (0, 0):
-                cols = x.reshape(n, c, -1)
-            else:
-                cols = nn.functional.unfold(x, (kh, kw), padding=ctx.padding, stride=ctx.stride)
-            length = cols.shape[-1]
-            g = grad.reshape(n, o, length).transpose(0, 1).reshape(o, n * length)
-            grad_w = (g @ cols.transpose(1, 2).reshape(n * length, c * kh * kw)).view_as(weight)
-        x_dtype, w_dtype = ctx.dtypes
-        return (None if grad_x is None else grad_x.to(x_dtype)), (None if grad_w is None else grad_w.to(w_dtype)), \
-            None, None
-
-
-def _gemm_weight_grad_pays(conv: nn.Conv2d, x: torch.Tensor) -> bool:
-    """Training on CPU, maps of <= 4 pixels, filters of >= 512 weights (1x1) or >= 4096 (larger kernels): where
-    the GEMM weight gradient measured faster than oneDNN's on 2 AVX-512 cores (1x1 over 512 / 1024 channels on
-    2x2: 1.4x / 1.7x; 3x3 over 1024 channels on 2x2: 3x). Smaller filters, such as all of bnext_nano's, take
-    < 1 ms either way and keep oneDNN, so the report's models train bit for bit as before."""
-    if not (conv.training and torch.is_grad_enabled() and conv.weight.requires_grad and conv.bias is None
-            and x.device.type == "cpu" and x.dim() == 4 and conv.groups == 1 and conv.dilation == (1, 1)
-            and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple)):
-        return False
-    return x.shape[-2] * x.shape[-1] <= 4 and conv.weight[0].numel() >= (512 if conv.kernel_size == (1, 1) else 4096)
-
-
 class BinaryConv2d(nn.Conv2d):
     """A convolution whose input and kernel pass through quantizers (larq's ``QuantConv2D`` pattern).
 
@@ -322,26 +306,25 @@ class BinaryConv2d(nn.Conv2d):
 
     @property
     def input_precision(self) -> int:
-        return getattr(self.input_quantizer, "precision", 32)
+        return 32 if self.input_quantizer is None else self.input_quantizer.precision
 
     @property
     def weight_precision(self) -> int:
-        return getattr(self.weight_quantizer, "precision", 32)
+        return 32 if self.weight_quantizer is None else self.weight_quantizer.precision
 
     def quantized_weight(self) -> torch.Tensor:
         """The kernel the convolution uses (binary once the temperature is at its floor)."""
         return self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        clip = getattr(self.weight_quantizer, "latent_clip", None)
+        clip = None if self.weight_quantizer is None else self.weight_quantizer.latent_clip
         if self.training and clip is not None:
             with torch.no_grad():
                 self.weight.clamp_(-clip, clip)
         if self.input_quantizer is not None:
             x = self.input_quantizer(x)
-        if _gemm_weight_grad_pays(self, x):
-            return _ConvGemmWeightGrad.apply(x, self.quantized_weight(), self.stride, self.padding)
-        return self._conv_forward(x, self.quantized_weight(), self.bias)
+        fast = cpu_kernels.binary_conv2d(self, x, self.quantized_weight())  # None where no speed path applies
+        return fast if fast is not None else self._conv_forward(x, self.quantized_weight(), self.bias)
 
 
 # --------------------------------------------------------------------------------------------- temperature

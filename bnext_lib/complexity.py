@@ -81,7 +81,7 @@ def _is_binary(module: nn.Module) -> bool:
 def binary_weight_params(model: nn.Module) -> int:
     """Number of weights that are binary at inference (kernels of binary layers)."""
     return sum(m.weight.numel() for m in model.modules()
-               if isinstance(m, BinaryConv2d) and getattr(m, "weight_precision", 32) <= 1)
+               if isinstance(m, BinaryConv2d) and m.weight_precision <= 1)
 
 
 @torch.no_grad()

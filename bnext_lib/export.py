@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .binary import BinaryConv2d, MagnitudeAwareSign, ProgressiveSign
+from .binary import BinaryConv2d
 from .checkpoints import atomic_write
 
 __all__ = ["save_packed", "load_packed", "PackedFileError", "NotBinaryError", "FORMAT", "FORMAT_VERSION"]
@@ -53,7 +53,7 @@ class NotBinaryError(ValueError):
 
 def _binary_layers(model: nn.Module) -> dict[str, BinaryConv2d]:
     return {name: m for name, m in model.named_modules()
-            if isinstance(m, BinaryConv2d) and getattr(m, "weight_precision", 32) <= 1}
+            if isinstance(m, BinaryConv2d) and m.weight_precision <= 1}
 
 
 def _batchnorms(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
@@ -103,7 +103,7 @@ def _layout(model: nn.Module, format: str) -> list[tuple[str, torch.dtype, tuple
     out = []
     for name, m in layers.items():
         out.append((f"{name}.weight.bits", torch.uint8, ((m.weight.numel() + 7) // 8,)))
-        if isinstance(m.weight_quantizer, MagnitudeAwareSign):
+        if m.weight_quantizer.scaled:
             out.append((f"{name}.weight.scale", scale_dtype, (m.weight.shape[0],)))
     skip = {f"{n}.weight" for n in layers}
     if format == "compact":
@@ -148,14 +148,13 @@ def save_packed(model: nn.Module, path: str | os.PathLike, format: str = "exact"
         raise ValueError("save_packed needs a model built by bnext_lib.models.create_model (it records how to "
                          "rebuild it)")
     layers = _binary_layers(model)
-    not_binary = [(n, float(m.weight_quantizer.temperature.item()), m.weight_quantizer.floor)
-                  for n, m in layers.items()
-                  if isinstance(m.weight_quantizer, ProgressiveSign) and not m.weight_quantizer.is_binary]
+    not_binary = [(n, m.weight_quantizer) for n, m in layers.items() if not m.weight_quantizer.is_binary]
     if not_binary:
-        name, tau, floor = not_binary[0]
+        name, q = not_binary[0]
+        state = ", ".join(f"{k} {float(v.flatten()[0]):.3g}" for k, v in q.named_buffers()) or q.extra_repr()
         raise NotBinaryError(
-            f"{len(not_binary)} binary layers are not binary yet (e.g. {name}: temperature {tau:.3g} >= floor "
-            f"{floor:g}); finish training (the schedule reaches the floor at 30 % of the run) or call "
+            f"{len(not_binary)} binary layers are not binary yet (e.g. {name}: {type(q).__name__} with {state}); "
+            "finish training (the schedule reaches the floor at 30 % of the run) or call "
             "bnext_lib.binary.set_temperature(model, 0.0) if you mean to binarize now")
     values: dict[str, torch.Tensor] = {}
     zeros: dict[str, int] = {}
@@ -167,8 +166,8 @@ def save_packed(model: nn.Module, path: str | os.PathLike, format: str = "exact"
         if len(idx):  # sign(0) = 0: the rare exact zeros are listed
             zeros[name] = len(idx)
             zero_index.append(idx)
-        if isinstance(m.weight_quantizer, MagnitudeAwareSign):
-            values[f"{name}.weight.scale"] = w.abs().mean(dim=tuple(range(1, w.dim())))
+        if m.weight_quantizer.scaled:
+            values[f"{name}.weight.scale"] = m.weight_quantizer.scale(w)
     if format == "compact":
         for name, bn in _batchnorms(model).items():
             std = torch.sqrt(bn.running_var.double() + bn.eps)
@@ -256,8 +255,8 @@ def load_packed(path: str | os.PathLike) -> nn.Module:
         if scale is not None:  # mean|scale * sign| is the scale again
             weight = weight * scale.float().view(-1, *([1] * (len(shape) - 1)))
         state[f"{name}.weight"] = weight
-        if isinstance(m.weight_quantizer, ProgressiveSign):
-            state[f"{name}.weight_quantizer.temperature"] = torch.zeros(1)
+        for k, v in m.weight_quantizer.binary_state().items():
+            state[f"{name}.weight_quantizer.{k}"] = v
     for name, bn in _batchnorms(model).items():
         scale, shift = tensors.pop(f"{name}.bn_scale", None), tensors.pop(f"{name}.bn_shift", None)
         if scale is None:

@@ -39,7 +39,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .binary import ApproxSign, BinaryConv2d, MagnitudeAwareSign, ProgressiveSign, SignSTE
+from .binary import BinaryConv2d
 
 __all__ = ["PackedBinaryConv2d", "packed_model", "load_packed_inference", "pack_bits", "xnor_popcount",
            "kernel_backend"]
@@ -148,7 +148,6 @@ std::vector<torch::Tensor> pack_signs(torch::Tensor x, int64_t groups, int64_t p
 
 _EXT = None
 _EXT_ERROR: str | None = None
-_SIGN_FORWARD = (SignSTE, ApproxSign)  # input quantizers whose forward is exactly torch.sign
 
 
 def _cpu_tag() -> str:
@@ -247,12 +246,12 @@ class PackedBinaryConv2d(nn.Module):
         if conv.input_precision != 1 or conv.weight_precision != 1:
             raise ValueError("only convolutions with 1-bit inputs and 1-bit weights run on packed bits")
         wq = conv.weight_quantizer
-        if isinstance(wq, ProgressiveSign) and not wq.is_binary:
-            raise ValueError("the weights are not binary yet (temperature above its floor)")
+        if not wq.is_binary:
+            raise ValueError(f"the weights are not binary yet ({type(wq).__name__}: {wq.extra_repr()})")
         with torch.no_grad():
             w = conv.weight.detach().float()
-            if isinstance(wq, MagnitudeAwareSign):
-                scale = w.abs().mean(dim=(1, 2, 3))
+            if wq.scaled:
+                scale = wq.scale(w)
                 signs = torch.sign(w)
             else:
                 scale = None
@@ -297,7 +296,8 @@ class PackedBinaryConv2d(nn.Module):
         ho, wo = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
         g, og = self.groups, self.out_channels // self.groups
         ext = _extension()
-        if type(self.input_quantizer) in _SIGN_FORWARD and ext is not None and x.dtype == torch.float32:
+        iq = self.input_quantizer  # a binary, unscaled quantizer's forward is exactly torch.sign (Quantizer)
+        if iq.is_binary and not iq.scaled and ext is not None and x.dtype == torch.float32:
             # sign, bit packing, zero padding and the exact-zero count in one pass over x
             words, n_zero = ext.pack_signs(x, g, ph, pw)                                # (N, H+2ph, W+2pw, G, Wc)
             q = x if int(n_zero) == 0 else torch.sign(x)

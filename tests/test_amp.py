@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bnext_lib.binary import _ConvGemmWeightGrad
+from bnext_lib.cpu_kernels import ConvGemmWeightGrad as _ConvGemmWeightGrad
 from bnext_lib.models import create_model, list_models
 from bnext_lib.runs import load_teachers
 from bnext_lib.train import TrainConfig, train

@@ -146,7 +146,7 @@ def test_progressive_sign_cpu_shortcut_equals_the_graph_form(tau, monkeypatch):
                                                     (512, 3, 2, 2, True)])
 def test_gemm_weight_gradient_on_tiny_maps(cin, k, side, stride, gemm):
     """Forward and input gradient bit for bit oneDNN's; the weight gradient equal in float tolerance."""
-    from bnext_lib.binary import _gemm_weight_grad_pays
+    from bnext_lib.cpu_kernels import gemm_weight_grad_pays as _gemm_weight_grad_pays
     conv = BinaryConv2d(cin, cin, k, stride, input_quantizer=SignSTE(1.5), weight_quantizer=ProgressiveSign())
     x = torch.randn(16, cin, side, side, requires_grad=True)
     assert _gemm_weight_grad_pays(conv.train(), x) == gemm
@@ -172,3 +172,71 @@ def test_window_gradient_is_the_same_eager_and_in_compiled_graphs(monkeypatch):
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     assert torch.equal(eager, _window_grad(g, x, 1.5))  # the formula inductor fuses
     assert torch.equal(eager, g * (x.abs() < 1.5))
+
+
+# ------------------------------------------------------------------------------------------ the quantizer interface
+def _quantizers():
+    from bnext_lib.models import create_model, list_models
+    seen = {}
+    for name in list_models():
+        for m in create_model(name, num_classes=10).modules():
+            if isinstance(m, BinaryConv2d):
+                for q in (m.input_quantizer, m.weight_quantizer):
+                    if q is not None:
+                        seen.setdefault(type(q).__name__, (name, q))
+    return seen
+
+
+def test_every_quantizer_of_every_model_declares_the_interface():
+    from bnext_lib.binary import Quantizer
+    found = _quantizers()
+    assert {"SignSTE", "ApproxSign", "ProgressiveSign", "MagnitudeAwareSign"} <= set(found)
+    for kind, (model, q) in found.items():
+        assert isinstance(q, Quantizer), (model, kind)
+        assert q.precision in (1, 32) and isinstance(q.scaled, bool)
+        assert q.latent_clip is None or q.latent_clip > 0
+
+
+def test_cost_export_and_packed_inference_read_the_declared_precision(tmp_path):
+    """A quantizer that declares 8 bits, in place of a model's 1-bit ones: cost accounting counts its layers as
+    full-precision, export leaves them float, packed inference refuses them; with the same quantizer declaring
+    1 bit all three treat the layers as binary."""
+    from bnext_lib.binary import Quantizer, set_temperature
+    from bnext_lib.complexity import profile
+    from bnext_lib.export import load_packed, save_packed
+    from bnext_lib.models import create_model
+    from bnext_lib.packed import PackedBinaryConv2d
+
+    class Declared(Quantizer):
+        def __init__(self, bits):
+            super().__init__()
+            self.precision = bits
+
+        def forward(self, x):
+            return torch.sign(x)
+
+    def model_with(bits):
+        model = create_model("bnext_pico", num_classes=10).eval()
+        set_temperature(model, 0.0)
+        for m in model.modules():
+            if isinstance(m, BinaryConv2d):
+                m.input_quantizer = Declared(bits)
+                m.weight_quantizer = Declared(bits)
+        return model
+
+    x = torch.randn(1, 3, 28, 28)
+    binary, eight = model_with(1), model_with(8)
+    assert profile(binary, x.shape).binarization_degree > 0.5
+    assert profile(eight, x.shape).binarization_degree == 0
+    conv = next(m for m in eight.modules() if isinstance(m, BinaryConv2d))
+    with pytest.raises(ValueError, match="1-bit"):
+        PackedBinaryConv2d(conv)
+    PackedBinaryConv2d(next(m for m in binary.modules() if isinstance(m, BinaryConv2d)))
+    small = save_packed(binary, tmp_path / "b.safetensors").stat().st_size
+    large = save_packed(eight, tmp_path / "e.safetensors").stat().st_size
+    assert large > 4 * small  # the 8-bit layers stay float32 in the file
+
+
+def test_a_module_that_does_not_declare_the_interface_is_refused():
+    with pytest.raises(TypeError, match="Quantizer"):
+        BinaryConv2d(8, 8, input_quantizer=nn.Tanh())
