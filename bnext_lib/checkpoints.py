@@ -74,14 +74,26 @@ def read_checkpoint(path: str | os.PathLike, trusted: bool = False) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=not trusted)
     except pickle.UnpicklingError as e:
-        if trusted:
-            raise CheckpointError(f"checkpoint {path} is corrupt or not a torch file: {e}") from e
+        if trusted or "Unsupported global" not in str(e):  # not a refused object: the bytes are not a checkpoint
+            raise CheckpointError(f"checkpoint {path} is corrupt or not a torch file "
+                                  f"({_first_line(e)}); re-download or re-create it") from e
         raise CheckpointError(
-            f"checkpoint {path} holds objects other than tensors and plain containers ({e}). If you trust the "
-            f"file, pass trusted=True to load it with weights_only=False.") from e
+            f"checkpoint {path} holds objects other than tensors and plain containers ({_first_line(e)}). If you "
+            f"trust the file, pass trusted=True to load it with weights_only=False.") from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {e}); "
                               f"re-download or re-create it") from e
+
+
+def _first_line(e: BaseException) -> str:
+    """The gist of a library error (torch's unpickling errors run to a dozen lines of advice)."""
+    text = str(e)
+    if "Unsupported global" in text:  # torch's advice comes first; the refused object is what matters
+        return "Unsupported global" + text.split("Unsupported global", 1)[1].split(" was not", 1)[0]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if lines and lines[0].startswith("Weights only load failed"):
+        lines = [ln for ln in lines[1:] if not ln.startswith(("Please file an issue", "Check the documentation"))]
+    return lines[0] if lines else type(e).__name__
 
 
 def _unwrap(obj: Any, where: str) -> dict[str, torch.Tensor]:

@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", help="run folder for metrics and checkpoints")
     ap.add_argument("--resume", action="store_true", default=None, help="continue from OUT/last.pt")
     ap.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    ap.add_argument("--debug", action="store_true", help="show the Python traceback of a data or checkpoint error")
     return ap
 
 
@@ -77,6 +78,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
     """Parse CLI arguments into a validated :class:`TrainConfig` (profile defaults, then explicit flags)."""
     ap = _parser()
     args = vars(ap.parse_args(argv))
+    args.pop("debug")
     values: dict[str, Any] = {}
     profile = args.pop("profile")
     if profile is not None:
@@ -96,15 +98,16 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = config_from_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # show the traceback of a user error too
+    cfg = config_from_args([a for a in argv if a != "--debug"])
     try:
         result = train(cfg, teachers=load_teachers(cfg) if cfg.teachers else None)
-    except TrainingDiverged as e:
+    except (TrainingDiverged, DatasetError, CheckpointError, FileExistsError) as e:
+        if debug:  # the user's files or a diverged run: the message says it all, unless asked for more
+            raise
         print(f"error: {e}", file=sys.stderr)
-        return 3
-    except (DatasetError, CheckpointError, FileExistsError) as e:  # the user's files: the message says it all
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return 3 if isinstance(e, TrainingDiverged) else 2
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -68,6 +68,19 @@ def test_the_cli_names_a_bad_data_file_in_one_line(tmp_path, capsys):
     assert main(["--data-root", str(tmp_path), "--epochs", "1", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {tmp_path / 'fashion-mnist'}/") and "is corrupt" in err[0]
+    with pytest.raises(DatasetError, match="is corrupt"):  # --debug: the traceback, for a bug report
+        main(["--data-root", str(tmp_path), "--epochs", "1", "--no-progress", "--debug"])
+
+
+def test_the_cli_names_a_bad_checkpoint_in_one_line(tmp_path, capsys):
+    from bnext_lib.cli import main
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.pt").write_bytes(b"not a checkpoint")
+    assert main(["--dataset", "synthetic", "--data-root", str(tmp_path), "--epochs", "1", "--no-progress",
+                 "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "last.pt" in err[0]
 
 
 def test_missing_dataset_says_how_to_install(tmp_path, monkeypatch):
