@@ -95,23 +95,25 @@ def cpu_name() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", nargs="+", default=None, help=f"candidates (default all): {', '.join(CANDIDATES)}")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--only", nargs="+", default=None,
+                    help=f"candidates (default all), NAME or NAME@SEED,SEED: {', '.join(CANDIDATES)}")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of candidates named without @")
     ap.add_argument("--workers", type=int, default=1, help="runs side by side")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
     ap.add_argument("--csv", default=str(ROOT / "reports/tables/student_frontier.csv"))
     ap.add_argument("--figure", default=str(ROOT / "reports/figures/00_student_frontier.png"))
     args = ap.parse_args()
-    names = args.only or list(CANDIDATES)
     try:
-        configs = [candidate_config(n, s, args.threads) for n in names for s in args.seeds]
+        keys = [(n.split("@")[0], int(s)) for n in (args.only or list(CANDIDATES))
+                for s in (n.split("@")[1].split(",") if "@" in n else args.seeds)]
+        configs = [candidate_config(n, s, args.threads) for n, s in keys]
         for c in configs:
             c.validate()
     except ValueError as e:
         ap.error(str(e))
     runs = run_many(configs, workers=args.workers, threads=args.threads)
     rows = []
-    for (name, seed), run, cfg in zip([(n, s) for n in names for s in args.seeds], runs, configs):
+    for (name, seed), run, cfg in zip(keys, runs, configs):
         hist = run.history()
         wall = float(hist["wall_s"].iloc[-1])
         rows.append({"candidate": name, "seed": seed, "model": cfg.model, "stem_stride": cfg.stem_stride,

@@ -498,9 +498,37 @@ def assemble(out: str | os.PathLike = REPO_ROOT / "reports") -> Path:
             lines += [f"**{t['caption']}** ([csv]({t['csv']}))", "", (out / t["md"]).read_text().rstrip(), ""]
         for f in s["figures"]:
             lines += [f"![{f['caption']}]({f['png']})", "", f"*{f['caption']}* ([svg]({f['svg']}))", ""]
+    lines += _regime_section(out)
     path = out / "REPORT.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+# the benchmarks that chose the profile's student, recipe, teachers and over-fitting regime (their own outputs)
+REGIME_EVIDENCE = (
+    ("student_frontier", "Binary students and short-run recipes on the full training set: test top-1 (full test "
+     "set) against training cost", "benchmarks/student_frontier.py"),
+    ("teacher_ladder", "Full-precision teachers: test top-1 and training cost", "benchmarks/teacher_ladder.py"),
+    ("overfitting_regime", "The CE student on training subsets: train (eval mode) minus test top-1 per epoch",
+     "benchmarks/overfitting_regime.py"),
+)
+
+
+def _regime_section(out: Path) -> list[str]:
+    """REPORT.md's account of how the regime was chosen, from the benchmarks' tables and figures in ``out``."""
+    import pandas as pd
+
+    found = [(n, c, s) for n, c, s in REGIME_EVIDENCE if (out / "tables" / f"{n}.csv").exists()]
+    if not found:
+        return []
+    lines = ["", "## How the student, recipe, teachers and regimes were chosen", ""]
+    for name, caption, script in found:
+        df = pd.read_csv(out / "tables" / f"{name}.csv")
+        lines += [f"**{caption}** (`{script}`; [csv](tables/{name}.csv))", "",
+                  df.to_markdown(index=False, floatfmt=".2f"), ""]
+        if (out / "figures" / f"00_{name}.png").exists():
+            lines += [f"![{caption}](figures/00_{name}.png)", ""]
+    return lines
 
 
 def _images_per_run(settings: Mapping[str, Any]) -> int | None:
