@@ -1,0 +1,352 @@
+"""What the notebooks call: a :class:`Study` (validated parameters, cached runs, the tables, figures and claims it
+writes) and :class:`RunSet` (runs of several variants over seeds, compared with :func:`bnext_lib.verdicts.compare`).
+
+A notebook opens a :class:`Study` from its ``parameters`` cell (bad parameters fail there, before any work), asks
+it for runs (:meth:`Study.run`, cached under ``data/runs/`` and shared between notebooks), saves tables and figures
+through it and records claims with a verdict; :meth:`Study.finish` writes ``results/<study>.json``, which
+:mod:`bnext_lib.assembly` turns into ``REPORT.md``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .checkpoints import atomic_write_text
+from .profiles import get_profile
+from .verdicts import VERDICTS, compare
+
+__all__ = ["REPO_ROOT", "NOTEBOOKS", "Study", "RunSet", "parse_seeds", "distillation_recipes"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+COMPARISON_FIELDS = ("comparison", "verdict", "delta", "ci_low", "ci_high", "p_value", "n_a", "n_b")
+NOTEBOOKS = ("01_architecture_study", "02_overfitting_analysis", "03_distillation", "04_augmentation_ablation")
+
+
+# --------------------------------------------------------------------------------------------- run sets
+@dataclass
+class RunSet:
+    """Runs of several labelled variants over seeds.
+
+    Attributes:
+        runs: ``{(label, seed): Run}``.
+        df: one row per run: label, seed, model, test/train top-1 and loss, gap (train - test top-1), minutes,
+            digest.
+    """
+
+    runs: dict
+    df: Any
+
+    def values(self, label: str, metric: str = "test_top1") -> list[float]:
+        rows = self.df[self.df.label == label]
+        if rows.empty:
+            raise KeyError(f"no runs labelled {label!r}; labels: {list(self.labels)}")
+        return rows[metric].tolist()
+
+    @property
+    def labels(self) -> list[str]:
+        return list(dict.fromkeys(self.df.label))
+
+    def compare(self, better: str, worse: str, metric: str = "test_top1", lower: bool = False) -> dict:
+        """:func:`~bnext_lib.verdicts.compare` on "``better`` has a higher (``lower=True``: lower) ``metric`` than
+        ``worse``"."""
+        unit = "%" if metric.endswith("top1") else " pts" if metric == "gap" else ""
+        return compare(self.values(better, metric), self.values(worse, metric), better, worse, unit, lower)
+
+    def summary(self, metrics: Sequence[str] = ("test_top1", "train_top1", "gap")):
+        """Mean, sample std, min and max per label (columns ``<metric>_mean`` ...), in label order."""
+        import pandas as pd
+
+        g = self.df.groupby("label", sort=False)
+        out = pd.DataFrame({"seeds": g.size()})
+        for m in metrics:
+            out[f"{m}_mean"] = g[m].mean()
+            out[f"{m}_std"] = g[m].std(ddof=1)
+            out[f"{m}_min"] = g[m].min()
+            out[f"{m}_max"] = g[m].max()
+        out["minutes"] = g["minutes"].mean()
+        return out
+
+    def table(self, metrics: Sequence[str] = ("test_top1", "train_top1", "gap")):
+        """A readable table: ``mean ± std [min, max]`` per metric and label."""
+        import pandas as pd
+
+        s = self.summary(metrics)
+        out = pd.DataFrame(index=s.index)
+        out["seeds"] = s["seeds"]
+        for m in metrics:
+            out[m] = [_fmt(r[f"{m}_mean"], r[f"{m}_std"], r[f"{m}_min"], r[f"{m}_max"]) for _, r in s.iterrows()]
+        out["min/run"] = s["minutes"].round(2)
+        return out
+
+    def histories(self):
+        """Every run's per-epoch metrics, long format with ``label`` and ``seed``."""
+        import pandas as pd
+
+        frames = []
+        for (label, seed), run in self.runs.items():
+            h = run.history()
+            h.insert(0, "label", label)
+            h.insert(1, "seed", seed)
+            frames.append(h)
+        return pd.concat(frames, ignore_index=True)
+
+
+def distillation_recipes(ladder: Sequence[str]) -> dict:
+    """The distillation study's recipes from a teacher ladder ``[weak, middle, strong]`` (measured order).
+
+    The two-teacher recipes pair the weak teacher as assistant with the strong one as main teacher (official
+    BNext-T: EfficientNet-B0 + B2); consecutive KD runs two rounds with the weak, then the middle teacher as
+    assistant and the strong one as main teacher throughout (official BNext-M: B0 -> B2 with B4).
+    """
+    if len(ladder) < 3:
+        raise ValueError(f"the distillation study needs three teachers (weak, middle, strong), got {list(ladder)}")
+    weak, mid, strong = ladder[0], ladder[len(ladder) // 2], ladder[-1]
+    return {
+        "CE only": {},
+        "single weak": {"teachers": [weak]},
+        "single strong": {"teachers": [strong]},
+        "two, fixed 0.5/0.5": {"teachers": [weak, strong], "kd_weighting": "fixed"},
+        "two, adaptive (batch)": {"teachers": [weak, strong]},
+        "two, adaptive (instance)": {"teachers": [weak, strong], "kd_granularity": "instance"},
+        "consecutive (weak→mid, strong)": {"teachers": [weak, mid, strong]},
+    }
+
+
+def _fmt(mean: float, std: float, lo: float, hi: float) -> str:
+    if math.isnan(std):
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ± {std:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+# --------------------------------------------------------------------------------------------- the study
+def parse_seeds(seeds: Any) -> Any:
+    """Seeds as a notebook user gives them: a list, or the text papermill's ``-p seeds ...`` passes on (``-p``
+    turns only numbers, ``True``/``False`` and ``None`` into Python values), e.g. ``'[0, 1, 2]'`` or ``'0,1,2'``.
+    A string that reads as neither is returned unchanged, for the validation to name it."""
+    if not isinstance(seeds, str):
+        return seeds
+    text = seeds.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    parts = [p.strip() for p in text.split(",")]
+    if parts[-1] == "" and len(parts) > 1:  # a trailing comma, as in '[0, 1, 2,]'
+        parts.pop()
+    if not all(p.isdigit() and p.isascii() for p in parts):
+        return seeds
+    return [int(p) for p in parts]
+
+
+class Study:
+    """One notebook's study: validated parameters, cached runs, and the files it writes.
+
+    Args:
+        name: the notebook's name (``01_architecture_study``...).
+        profile: ``smoke`` (seconds, the notebooks' default and the tests'), ``cpu`` (the committed report) or
+            ``gpu`` (paper scale).
+        seeds: seeds of every compared variant (``None``: the profile's); also as text, ``'[0, 1, 2]'`` or
+            ``'0,1,2'``, which is what ``papermill -p seeds '[0, 1, 2]'`` passes.
+        epochs, dataset, model, device: override the profile's training settings.
+        workers: runs trained side by side (``None``: the profile's).
+        out_dir: where figures, tables and results go (``None``: ``reports/`` for ``cpu``/``gpu``,
+            ``reports/.scratch/`` for ``smoke``, so tests never overwrite the committed report).
+
+    Raises:
+        ValueError: on an unknown profile, model or dataset, or on non-positive epochs, seeds or workers,
+            before anything is trained.
+    """
+
+    def __init__(self, name: str, profile: str = "smoke", seeds: Sequence[int] | None = None,
+                 epochs: int | None = None, dataset: str | None = None, model: str | None = None,
+                 device: str = "auto", workers: int | None = None, out_dir: str | os.PathLike | None = None):
+        errors = []
+        try:
+            self.profile = get_profile(profile)
+        except ValueError as e:
+            raise ValueError(str(e)) from None
+        if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
+            errors.append(f"epochs must be a positive integer or None, got {epochs!r}")
+        seeds = parse_seeds(seeds)
+        if seeds is not None and (isinstance(seeds, (str, int)) or len(seeds) == 0
+                                  or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                             for s in seeds)):
+            errors.append(f"seeds must be a non-empty list of non-negative integers or None, got {seeds!r}")
+        if workers is not None and (not isinstance(workers, int) or workers < 1):
+            errors.append(f"workers must be a positive integer or None, got {workers!r}")
+        if not errors:  # the training options: TrainConfig's own validation says what is wrong
+            from .train import TrainConfig
+            given = {k: v for k, v in dict(dataset=dataset, model=model, device=device).items() if v is not None}
+            try:
+                TrainConfig(**{**self.profile.train, **given}).validate()
+            except (ValueError, TypeError) as e:
+                errors += [line.strip() for line in str(e).splitlines()[1:]] or [str(e)]
+        if errors:
+            raise ValueError(f"invalid parameters for {name}:\n  " + "\n  ".join(errors))
+        self.name = name
+        self.key = name.split("_")[0]
+        self.seeds = tuple(seeds) if seeds is not None else self.profile.seeds
+        self.workers = workers or self.profile.workers
+        self.threads = self.profile.threads if self.workers > 1 else None
+        self.overrides = {k: v for k, v in dict(epochs=epochs, dataset=dataset, model=model).items() if v is not None}
+        self.overrides["device"] = device
+        default_out = REPO_ROOT / "reports" / (".scratch" if profile == "smoke" else "")
+        self.out = Path(out_dir) if out_dir else default_out
+        for sub in ("figures", "tables", "results"):
+            (self.out / sub).mkdir(parents=True, exist_ok=True)
+        self.tables: list[dict] = []
+        self.figures: list[dict] = []
+        self.claims: list[dict] = []
+        self.notes: list[str] = []
+        self.trained = self.cached = 0
+        self.t0 = time.perf_counter()
+
+    def __repr__(self) -> str:
+        return (f"Study({self.name!r}, profile={self.profile.name!r}, seeds={list(self.seeds)}, "
+                f"workers={self.workers}, settings={self.settings})")
+
+    @property
+    def settings(self) -> dict:
+        """The profile's training settings with this study's overrides."""
+        return {**self.profile.train, **self.overrides}
+
+    @property
+    def teachers(self) -> tuple[str, ...]:
+        """The profile's teacher ladder, weak to strong."""
+        return self.profile.teachers
+
+    def config(self, **overrides):
+        """A validated :class:`~bnext_lib.train.TrainConfig`: profile, study overrides, then ``overrides``."""
+        from .train import TrainConfig
+
+        values = {**self.settings, "progress": False, **overrides}
+        if "teachers" in values:
+            values["teachers"] = tuple(values["teachers"])
+        cfg = TrainConfig(**values)
+        cfg.validate()
+        return cfg
+
+    def run(self, variants: Mapping[str, Mapping[str, Any]], seeds: Sequence[int] | None = None) -> RunSet:
+        """Train (or read from the cache) every variant at every seed.
+
+        Args:
+            variants: ``{label: TrainConfig overrides}``.
+            seeds: default: the study's seeds.
+        """
+        import pandas as pd
+
+        from .runs import is_done, run_many
+
+        seeds = tuple(seeds) if seeds is not None else self.seeds
+        keys = [(label, seed) for label in variants for seed in seeds]
+        configs = [self.config(**{**variants[label], "seed": seed}) for label, seed in keys]
+        done = sum(is_done(c) for c in configs)
+        runs = run_many(configs, workers=self.workers, threads=self.threads)
+        self.cached += done
+        self.trained += len(configs) - done
+        rows = []
+        for (label, seed), run in zip(keys, runs):
+            f = run.final
+            t_acc = run.result.get("teachers") or {}
+            rows.append({"label": label, "seed": seed, "model": run.config.model, "augment": run.config.augment,
+                         "teachers": "+".join(t.removeprefix("timm:") for t in run.config.teachers) or "none",
+                         "teacher_top1": max(t_acc.values()) if t_acc else float("nan"),
+                         "test_top1": f["test_top1"],
+                         "train_top1": f["train_top1"], "gap": f["train_top1"] - f["test_top1"],
+                         "test_loss": f["test_loss"], "train_loss": f["train_loss"],
+                         "minutes": run.result["wall_s"] / 60, "digest": run.digest})
+        return RunSet(dict(zip(keys, runs)), pd.DataFrame(rows))
+
+    def teacher_table(self, names: Sequence[str] | None = None):
+        """Train (or find) the profile's teachers; their test/train top-1, size and cost, weak to strong."""
+        import pandas as pd
+
+        from .runs import ensure_teachers, teacher_config
+        from .train import config_hash
+
+        names = list(names or self.teachers)
+        base = self.config(teachers=tuple(names))
+        runs = ensure_teachers([base], self.workers, self.threads)
+        rows = []
+        for n in names:
+            t_cfg = teacher_config(n, base)
+            run = runs[config_hash(t_cfg)]
+            model = run.load_model()
+            rows.append({"teacher": n, "test_top1": run.final["test_top1"],
+                         "train_top1": run.final.get("train_top1", float("nan")),
+                         "params_M": sum(p.numel() for p in model.parameters()) / 1e6, "epochs": t_cfg.epochs,
+                         "train_images": t_cfg.train_subset or "all", "recipe": base.teacher_recipe,
+                         "minutes": run.result.get("wall_s", float("nan")) / 60})
+        return pd.DataFrame(rows).set_index("teacher")
+
+    def landscapes(self, runset: RunSet, labels: Sequence[str]) -> dict:
+        """Loss-landscape slices (the profile's grid, the same direction seed) of every seed's run of each label,
+        computed side by side and cached in the runs' folders; ``{(label, seed): Landscape}``."""
+        from .landscape import run_landscape
+        from .runs import parallel_map
+
+        g = self.profile.landscape
+        keys = [(label, seed) for label in labels for (lab, seed) in runset.runs if lab == label]
+        jobs = [(runset.runs[k].config, g["steps"], g["span"], g["images"], 0) for k in keys]
+        return dict(zip(keys, parallel_map(run_landscape, jobs, self.workers, self.threads, desc="landscapes")))
+
+    def ladder(self):
+        """The teacher table sorted by measured test top-1 (weak to strong): the ladder the studies use."""
+        return self.teacher_table().sort_values("test_top1")
+
+    @property
+    def sizes(self) -> tuple[str, ...]:
+        """Two student sizes for the augmentation study (the profile's)."""
+        return self.profile.sizes
+
+    # ----------------------------------------------------------------------------------------- outputs
+    def table(self, df, name: str, caption: str, floatfmt: str = ".2f"):
+        """Write ``tables/<key>_<name>.csv`` and ``.md``; returns ``df`` for display."""
+        stem = f"{self.key}_{name}"
+        atomic_write_text(self.out / "tables" / f"{stem}.csv", df.to_csv())
+        atomic_write_text(self.out / "tables" / f"{stem}.md", df.to_markdown(floatfmt=floatfmt) + "\n")
+        self.tables = [t for t in self.tables if t["name"] != stem]
+        self.tables.append({"name": stem, "caption": caption, "csv": f"tables/{stem}.csv", "md": f"tables/{stem}.md"})
+        return df
+
+    def figure(self, fig, name: str, caption: str) -> None:
+        """Write ``figures/<key>_<name>.png`` and ``.svg``."""
+        stem = f"{self.key}_{name}"
+        fig.savefig(self.out / "figures" / f"{stem}.png", dpi=130, bbox_inches="tight")
+        fig.savefig(self.out / "figures" / f"{stem}.svg", bbox_inches="tight", metadata={"Date": None})
+        self.figures = [f for f in self.figures if f["name"] != stem]
+        self.figures.append({"name": stem, "caption": caption, "png": f"figures/{stem}.png",
+                             "svg": f"figures/{stem}.svg"})
+
+    def claim(self, key: str, claim: str, result: Mapping[str, Any], where: str) -> dict:
+        """Record a paper claim with our verdict (``result`` from :func:`~bnext_lib.verdicts.compare`,
+        :func:`~bnext_lib.verdicts.combine`, :func:`~bnext_lib.verdicts.gate`, or a dict with ``verdict`` and
+        ``text`` for a claim that is not a comparison of runs) and where the evidence is."""
+        if result["verdict"] not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {result['verdict']!r}")
+        parts = result.get("parts") or ([result] if "delta" in result else [])
+        entry = {"key": key, "claim": claim, "verdict": result["verdict"], "evidence": result["text"],
+                 "where": f"{self.name}: {where}",
+                 "comparisons": [{k: p.get(k) for k in COMPARISON_FIELDS} for p in parts]}
+        self.claims = [c for c in self.claims if c["key"] != key]
+        self.claims.append(entry)
+        return entry
+
+    def note(self, text: str) -> None:
+        """A sentence for the report's section on this study (what was cut, a caveat)."""
+        self.notes.append(text)
+
+    def finish(self) -> dict:
+        """Write ``results/<name>.json`` (parameters, tables, figures, claims, run counts, wall time)."""
+        result = {"study": self.name, "profile": self.profile.name, "seeds": list(self.seeds),
+                  "settings": self.settings, "teachers": list(self.teachers), "workers": self.workers,
+                  "threads": self.threads, "runs_trained": self.trained, "runs_cached": self.cached,
+                  "wall_s": round(time.perf_counter() - self.t0, 1), "tables": self.tables,
+                  "figures": self.figures, "claims": self.claims, "notes": self.notes}
+        path = self.out / "results" / f"{self.name}.json"
+        atomic_write_text(path, json.dumps(result, indent=1, default=str))
+        return {"claims": len(self.claims), "tables": len(self.tables), "figures": len(self.figures),
+                "runs_trained": self.trained, "runs_cached": self.cached, "wall_s": result["wall_s"]}
