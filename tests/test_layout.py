@@ -24,7 +24,8 @@ def _imports(path: Path) -> set[str]:
         if isinstance(node, ast.ImportFrom):
             base = package[:len(package) - node.level + 1] if node.level else []
             name = ".".join(base + ([node.module] if node.module else [])) if node.level else node.module or ""
-            out.add(name)
+            if node.module:  # "from . import x" imports x (its package is already being imported)
+                out.add(name)
             out.update(f"{name}.{a.name}" for a in node.names)
         elif isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
