@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from student_frontier import candidate_config, cpu_name, write_csv  # noqa: E402
+from student_frontier import candidate_config, cpu_name, save_figure, write_csv  # noqa: E402
 
 from bnext_lib.runs import run_many  # noqa: E402
 
@@ -68,14 +68,10 @@ def _figure(df, path: Path) -> None:
     for n, g in df.groupby("train_subset"):
         ax.plot(g["epoch"], g["gap"], marker="o", ms=3, label=f"{n} training images")
     ax.axhline(3.0, ls="--", lw=0.8, color="grey")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("train (eval mode) - test top-1 (points)")
-    ax.set_title(f"Over-fitting regime of the CE student ({df['candidate'].iloc[0]})")
+    ax.set(xlabel="epoch", ylabel="train (eval mode) - test top-1 (points)",
+           title=f"Over-fitting regime of the CE student ({df['candidate'].iloc[0]})")
     ax.legend()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    print(f"wrote {path}")
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -152,14 +152,20 @@ def _write(rows: list[dict], csv_path: Path, figure: Path) -> None:
     for name, r in mean.iterrows():
         ax.annotate(name, (r["cpu_min"], r["test_top1"]), fontsize=7, xytext=(3, 2), textcoords="offset points")
     ax.axhline(89.0, ls="--", lw=0.8, color="grey")
-    ax.set_xscale("log")
-    ax.set_xlabel("CPU-minutes per run (wall time x threads)")
-    ax.set_ylabel("test top-1 (%), full Fashion-MNIST test set")
-    ax.set_title("Binary students: test top-1 vs training cost (CE only)")
-    figure.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(figure, dpi=130, bbox_inches="tight")
+    ax.set(xscale="log", xlabel="CPU-minutes per run (wall time x threads)",
+           ylabel="test top-1 (%), full Fashion-MNIST test set",
+           title="Binary students: test top-1 vs training cost (CE only)")
+    save_figure(fig, figure)
+    print(f"wrote {csv_path}")
+
+
+def save_figure(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(fig)
-    print(f"wrote {csv_path} and {figure}")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
