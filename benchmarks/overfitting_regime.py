@@ -2,7 +2,7 @@
 training subsets, measured every epoch with the training subset evaluated in eval mode without augmentation
 (``TrainConfig.eval_train``), against the full 10k test set.
 
-    .venv/bin/python benchmarks/overfitting_regime.py --candidate nano-s2-onecycle --subsets 2000 5000 --epochs 12
+    .venv/bin/python benchmarks/overfitting_regime.py --subsets 2000 5000 --epochs 12
 
 The overfitting, distillation and augmentation studies need a regime where the CE student's gap is >= 3 points
 (the counter-intuitive overfitting claim, and the claims that KD and augmentation fight it, cannot show otherwise).
@@ -26,7 +26,8 @@ from bnext_lib.runs import run_many  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--candidate", default="nano-s2-onecycle", help="a student_frontier.py candidate (its recipe)")
+    ap.add_argument("--candidate", default="micro-s1-onecycle-flip-pad32",
+                    help="a student_frontier.py candidate (its recipe)")
     ap.add_argument("--subsets", type=int, nargs="+", default=[2000, 5000])
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0)
@@ -41,7 +42,7 @@ def main() -> None:
         for n in args.subsets:
             c = dataclasses.replace(base, train_subset=n, epochs=args.epochs, eval_train=True)
             if c.warmup_epochs is not None and base.warmup_epochs:  # one-cycle: the same fraction of the run
-                c = dataclasses.replace(c, warmup_epochs=base.warmup_epochs / base.epochs * args.epochs)
+                c = dataclasses.replace(c, warmup_epochs=round(base.warmup_epochs / base.epochs * args.epochs, 6))
             c.validate()
             configs.append(c)
     except ValueError as e:

@@ -38,7 +38,7 @@ def _recipe(epochs: int, name: str) -> dict:
     parts = name.split("-")
     values: dict = {"augment": "basic", "batch_size": 128}
     if parts[0] == "onecycle":
-        values.update(ONECYCLE, warmup_epochs=0.3 * epochs)
+        values.update(ONECYCLE, warmup_epochs=round(0.3 * epochs, 6))
     elif parts[0] != "official":
         raise ValueError(f"unknown recipe {name!r}")
     for p in parts[1:]:

@@ -46,8 +46,43 @@ def runs_root(data_root: str | os.PathLike | None = None) -> Path:
 
 
 def run_folder(cfg: TrainConfig, root: str | os.PathLike | None = None) -> Path:
-    """The folder a configuration's run lives in."""
-    return Path(root or runs_root(cfg.data_root)) / config_hash(cfg)
+    """The folder a configuration's run lives in. A finished run cached by an earlier version, whose digest then
+    covered options that do not change the run (the teacher options of a run without teachers), is found under
+    its old name."""
+    base = Path(root or runs_root(cfg.data_root))
+    digest = config_hash(cfg)
+    folder = base / digest
+    if not folder.exists():
+        return _older_names(base).get(digest, folder)
+    return folder
+
+
+_OLDER: dict[Path, tuple[int, dict[str, Path]]] = {}
+
+
+def _older_names(base: Path) -> dict[str, Path]:
+    """``{today's digest: folder}`` of the finished runs under ``base`` stored under another name (read from their
+    ``config.json``; cached until the folder changes)."""
+    try:
+        stamp = base.stat().st_mtime_ns
+    except OSError:
+        return {}
+    if base in _OLDER and _OLDER[base][0] == stamp:
+        return _OLDER[base][1]
+    index = {}
+    for folder in base.iterdir():
+        try:
+            if not (folder / "model.pt").exists():
+                continue
+            values = json.loads((folder / "config.json").read_text())
+            values["teachers"] = tuple(values.get("teachers", ()))
+            digest = config_hash(TrainConfig(**values))
+        except (OSError, ValueError, TypeError):  # an unreadable or foreign folder is not a run of ours
+            continue
+        if digest != folder.name:
+            index.setdefault(digest, folder)
+    _OLDER[base] = (stamp, index)
+    return index
 
 
 def is_done(cfg: TrainConfig, root: str | os.PathLike | None = None) -> bool:
@@ -272,7 +307,7 @@ def teacher_config(name: str, student: TrainConfig) -> TrainConfig:
 
 def _legacy_teacher(cfg: TrainConfig, root: str | os.PathLike | None) -> None:
     """Move a teacher cached by earlier versions (``data/teachers/<digest>/teacher.pt``) into the run cache."""
-    old = (Path(cfg.data_root) if cfg.data_root else default_data_root()) / "teachers" / config_hash(cfg)
+    old = (Path(cfg.data_root) if cfg.data_root else default_data_root()) / "teachers" / config_hash(cfg, legacy=True)
     if not (old / "teacher.pt").exists() or is_done(cfg, root):
         return
     state = read_checkpoint(old / "teacher.pt")

@@ -213,11 +213,18 @@ class TrainConfig:
 _LATER_OPTIONS = {"pad_to": None, "eval_train": False, "teacher_recipe": "adamw-cosine"}
 
 
+_TEACHER_OPTIONS = ("teacher_epochs", "teacher_subset", "teacher_recipe", "kd_weighting", "kd_granularity")
+
+
 def config_hash(cfg: TrainConfig,
-                ignore: Sequence[str] = ("out", "resume", "progress", "threads", "device", "compile")) -> str:
-    """A short digest of everything that changes a run's numbers."""
+                ignore: Sequence[str] = ("out", "resume", "progress", "threads", "device", "compile"),
+                legacy: bool = False) -> str:
+    """A short digest of everything that changes a run's numbers (a run without teachers: not the teacher and
+    distillation options). ``legacy=True``: the digest of versions that hashed those options too, under which
+    earlier runs were cached (:func:`bnext_lib.runs.run_folder` falls back to it)."""
     d = {k: v for k, v in cfg.to_dict().items()
-         if k not in ignore and not (k in _LATER_OPTIONS and v == _LATER_OPTIONS[k])}
+         if k not in ignore and not (k in _LATER_OPTIONS and v == _LATER_OPTIONS[k])
+         and (legacy or cfg.teachers or k not in _TEACHER_OPTIONS)}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

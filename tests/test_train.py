@@ -261,11 +261,28 @@ def test_in_place_clips_survive_compilation():
     assert unit.binary_conv.weight.max().item() == 1.5 and unit.recoupling.scale.max().item() == 1.0
 
 
-def test_digest_of_older_configurations_is_unchanged():
-    """Options added later are left out of the digest at their default: runs cached before keep their key (this
-    digest was computed for TrainConfig() before ``pad_to`` and ``eval_train`` existed)."""
-    assert train_mod.config_hash(TrainConfig()) == "722fd9d8bad82006"
-    assert train_mod.config_hash(TrainConfig(pad_to=32)) != train_mod.config_hash(TrainConfig())
+def test_digests_old_and_new():
+    """Options added later are left out of the digest at their default, so the older digest of a configuration
+    is reproducible (this one was computed for TrainConfig() before ``pad_to``, ``eval_train`` and
+    ``teacher_recipe`` existed); today's digest of a run without teachers leaves the teacher options out."""
+    h = train_mod.config_hash
+    assert h(TrainConfig(), legacy=True) == "722fd9d8bad82006"
+    assert h(TrainConfig(pad_to=32)) != h(TrainConfig())
+    assert h(TrainConfig(teacher_epochs=9, teacher_recipe="onecycle")) == h(TrainConfig())
+    with_teacher = TrainConfig(teachers=("timm:resnet10t",))
+    assert h(with_teacher) != h(TrainConfig(teachers=("timm:resnet10t",), teacher_epochs=9))
+
+
+def test_a_run_cached_under_its_older_digest_is_found(tmp_path):
+    from bnext_lib.runs import Run, is_done, run_one
+    cfg = _cfg(tmp_path, epochs=1, train_subset=64, test_subset=32, out=None)
+    folder = run_folder(cfg, tmp_path / "runs")
+    run_one(cfg, tmp_path / "runs")
+    older = folder.with_name(train_mod.config_hash(cfg, legacy=True))
+    folder.rename(older)
+    again = _cfg(tmp_path, epochs=1, train_subset=64, test_subset=32, out=None, teacher_epochs=7)
+    assert is_done(again, tmp_path / "runs") and run_folder(again, tmp_path / "runs") == older
+    assert Run.load(again, tmp_path / "runs").final["epoch"] == 1
 
 
 def test_pad_to_and_eval_train(tmp_path):
@@ -283,7 +300,7 @@ def test_a_teacher_cached_by_earlier_versions_is_moved_into_the_run_cache(tmp_pa
     cfg = _cfg(tmp_path, epochs=1, teachers=("timm:mobilenetv3_small_050",), teacher_epochs=1)
     t_cfg = teacher_config("timm:mobilenetv3_small_050", cfg)
     model = build_model(t_cfg.model, 10, 1)
-    old = tmp_path / "data" / "teachers" / config_hash(t_cfg) / "teacher.pt"
+    old = tmp_path / "data" / "teachers" / config_hash(t_cfg, legacy=True) / "teacher.pt"
     atomic_save({"model": model.state_dict(), "test_top1": 87.5, "num_classes": 10, "in_chans": 1,
                  "config": t_cfg.to_dict()}, old)
     monkeypatch.setattr(train_mod, "_train", lambda *a: pytest.fail("a cached teacher was retrained"))
