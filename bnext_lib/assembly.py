@@ -80,7 +80,10 @@ def _read_results(out: Path) -> tuple[list[dict], dict]:
 
 
 def assemble(out: str | os.PathLike = REPO_ROOT / "reports") -> Path:
-    """Write ``REPORT.md`` from ``results/*.json`` and ``run.json`` (if ``make report`` wrote one)."""
+    """Write ``REPORT.md`` from ``results/*.json`` and ``run.json`` (if ``make report`` wrote one), with
+    ``claims.csv`` and ``tables/regime_checks.csv``."""
+    import pandas as pd
+
     out = Path(out)
     studies, run = _read_results(out)
     lines = ["# BNext reproduction: report", ""]
@@ -117,6 +120,9 @@ def assemble(out: str | os.PathLike = REPO_ROOT / "reports") -> Path:
         lines.append(f"| [{s['study']}](executed/{s['study']}.html) | {wall / 60:.1f} | {trained} | "
                      f"{cached} | {len(s['claims'])} |")
     _write_claims_csv(out, studies)
+    checks = [c for s in studies for c in s.get("regime_checks", [])]
+    if checks:
+        atomic_write_text(out / "tables" / "regime_checks.csv", pd.DataFrame(checks).to_csv(index=False))
     lines += ["", "## Claims", "",
               "Verdict rule (`bnext_lib/verdicts.py`): Welch's t-test per comparison, one-sided in the claimed "
               "direction: *reproduced* when p < 0.05, *contradicted* when p < 0.05 in the opposite direction, "

@@ -200,6 +200,7 @@ class Study:
         self.tables: list[dict] = []
         self.figures: list[dict] = []
         self.claims: list[dict] = []
+        self.regime_checks: list[dict] = []
         self.notes: list[str] = []
         self.trained = self.cached = 0
         self.t0 = time.perf_counter()
@@ -335,6 +336,16 @@ class Study:
         self.claims.append(entry)
         return entry
 
+    def regime_check(self, check: str, value: float, threshold: float, at_least: bool = True) -> dict:
+        """Measure one condition a claim's regime needs (``value >= threshold``, or ``<=`` with
+        ``at_least=False``); the returned check goes to :func:`~bnext_lib.verdicts.gate` and to
+        ``regime_checks.csv``."""
+        passed = bool(value >= threshold if at_least else value <= threshold)
+        entry = {"study": self.name, "check": check, "value": float(value),
+                 "threshold": f"{'>=' if at_least else '<='} {threshold:g}", "passed": passed}
+        self.regime_checks = [c for c in self.regime_checks if c["check"] != check] + [entry]
+        return entry
+
     def note(self, text: str) -> None:
         """A sentence for the report's section on this study (what was cut, a caveat)."""
         self.notes.append(text)
@@ -345,7 +356,8 @@ class Study:
                   "settings": self.settings, "teachers": list(self.teachers), "workers": self.workers,
                   "threads": self.threads, "runs_trained": self.trained, "runs_cached": self.cached,
                   "wall_s": round(time.perf_counter() - self.t0, 1), "tables": self.tables,
-                  "figures": self.figures, "claims": self.claims, "notes": self.notes}
+                  "figures": self.figures, "claims": self.claims, "regime_checks": self.regime_checks,
+                  "notes": self.notes}
         path = self.out / "results" / f"{self.name}.json"
         atomic_write_text(path, json.dumps(result, indent=1, default=str))
         return {"claims": len(self.claims), "tables": len(self.tables), "figures": len(self.figures),

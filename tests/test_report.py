@@ -1,6 +1,5 @@
 """The report's library side: verdicts, parameter checks, the run cache, loss landscapes, REPORT.md assembly and
 the notebooks' shape. (The notebooks themselves run under ``pytest --nbval-lax`` in ``make test``.)"""
-import json
 
 import nbformat
 import numpy as np
@@ -10,7 +9,7 @@ import torch.nn as nn
 
 from bnext_lib.binary import BinaryConv2d, saturated_fraction, set_temperature
 from bnext_lib.landscape import filter_normalized_direction, loss_landscape, roughness
-from bnext_lib.report import NOTEBOOKS, REPO_ROOT, Study, assemble, combine, distillation_recipes, verdict
+from bnext_lib.report import NOTEBOOKS, REPO_ROOT, Study, assemble, combine, distillation_recipes, gate, verdict
 from bnext_lib.runs import Run, is_done, run_folder, run_many, run_one
 from bnext_lib.train import TrainConfig
 
@@ -85,6 +84,10 @@ def test_study_outputs(tmp_path):
     s.claim("k", "a claim", {"verdict": "inconclusive", "text": "1 vs 2"}, "table 02_t")
     tested = combine([verdict([3.0, 3.1, 2.9], [1.0, 1.1, 0.9], "A", "B"), verdict([1, 2, 3], [2, 1, 3], "C", "D")])
     s.claim("t", "a tested claim", tested, "table 02_t")
+    gap = s.regime_check("CE student train-minus-test gap", 1.5, 3.0)
+    teacher = s.regime_check("strongest teacher top-1", 94.0, 93.0)
+    assert not gap["passed"] and teacher["passed"]
+    s.claim("g", "a gated claim", gate(verdict([3.0, 3.1, 2.9], [1.0, 1.1, 0.9]), [gap, teacher]), "x")
     with pytest.raises(ValueError, match="verdict must be"):
         s.claim("k", "a claim", {"verdict": "maybe", "text": ""}, "x")
     s.finish()
@@ -101,6 +104,11 @@ def test_study_outputs(tmp_path):
     assert rows.comparison.tolist() == ["A > B", "C > D"] and rows.verdict.tolist() == ["reproduced", "inconclusive"]
     assert (rows.claim_verdict == "inconclusive").all() and (rows.n_a == 3).all()
     assert rows.delta.iloc[0] == pytest.approx(2.0) and rows.ci_low.iloc[0] > 0
+    gated = claims[claims.claim == "a gated claim"]
+    assert gated.verdict.tolist() == ["not tested"] and gated.delta.iloc[0] == pytest.approx(2.0)
+    checks = pd.read_csv(tmp_path / "tables" / "regime_checks.csv")
+    assert list(checks.columns) == ["study", "check", "value", "threshold", "passed"]
+    assert checks.passed.tolist() == [False, True]
 
 
 def test_assemble_without_results(tmp_path):
