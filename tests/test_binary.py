@@ -203,7 +203,7 @@ def test_cost_export_and_packed_inference_read_the_declared_precision(tmp_path):
     1 bit all three treat the layers as binary."""
     from bnext_lib.binary import Quantizer, set_temperature
     from bnext_lib.complexity import profile
-    from bnext_lib.export import load_packed, save_packed
+    from bnext_lib.export import save_packed
     from bnext_lib.models import create_model
     from bnext_lib.packed import PackedBinaryConv2d
 
