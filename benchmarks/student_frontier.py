@@ -71,6 +71,7 @@ CANDIDATES = {
     "micro-s1-official-pad32": ("bnext_micro", 1, 2, "official-pad32"),
     "micro-s1-onecycle-pad32-e1": ("bnext_micro", 1, 1, "onecycle-pad32"),
     "micro-s1-onecycle-pad32-e3": ("bnext_micro", 1, 3, "onecycle-pad32"),
+    "micro-s1-onecycle-flip-pad32-e3": ("bnext_micro", 1, 3, "onecycle-flip-pad32"),
 }
 
 
