@@ -31,7 +31,9 @@ __all__ = ["Profile", "PROFILES", "SHORT_RUN", "OVERFITTING", "get_profile"]
 SHORT_RUN = dict(model="bnext_micro", stem_stride=1, dataset="fashion_mnist", pad_to=32, augment="flip", epochs=2,
                  batch_size=128, lr=2e-3, warmup_epochs=0.6, warmup_lr=8e-5, min_lr=1e-6, train_subset=None,
                  test_subset=None)
-# A training subset and length where the CE student over-fits (benchmarks/overfitting_regime.py).
+# A training subset and length where the CE student over-fits (benchmarks/overfitting_regime.py, seed 0): on 5,000
+# images x 12 epochs its train top-1 (eval mode, no augmentation) ends 5.7 points above test (90.84 vs 85.11 %),
+# >= 3 from epoch 6 on, 11 CPU-minutes a run; 2,000 x 12: 6.4 points.
 OVERFITTING = dict(train_subset=5000, epochs=12, warmup_epochs=3.6, eval_train=True)
 
 
