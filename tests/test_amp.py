@@ -84,7 +84,8 @@ def test_gemm_weight_gradient_under_autocast_matches_the_convolution():
                                                            1, (True, True, False))[:2]
     size_x, size_w = torch.ops.aten.convolution_backward(gb.abs(), x64.abs(), w64.abs(), None, (1, 1), (1, 1),
                                                          (1, 1), False, (0, 0), 1, (True, True, False))[:2]
-    for grads, exact, size in (((xs[0].grad, xs[1].grad), exact_x, size_x), ((ws[0].grad, ws[1].grad), exact_w, size_w)):
+    checks = (((xs[0].grad, xs[1].grad), exact_x, size_x), ((ws[0].grad, ws[1].grad), exact_w, size_w))
+    for grads, exact, size in checks:
         for grad in grads:
             assert grad.dtype == torch.float32
             assert ((grad.double() - exact).abs() <= 4 * 2 ** -8 * size).all()
