@@ -34,7 +34,8 @@ from .checkpoints import atomic_save, atomic_write_text, read_checkpoint
 from .data import default_data_root
 from .distill import Teacher
 from .models.teachers import TEACHER_RECIPES
-from .train import TrainConfig, build_model, config_hash, train
+from .models import build_model
+from .train import TrainConfig, config_hash, train
 
 __all__ = ["Run", "runs_root", "run_folder", "is_done", "run_one", "run_many", "parallel_map", "teacher_config",
            "load_teachers", "ensure_teachers"]

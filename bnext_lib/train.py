@@ -50,7 +50,7 @@ from .binary import TemperatureSchedule, get_temperature, saturated_fraction, se
 from .checkpoints import CheckpointError, atomic_save, atomic_write, atomic_write_text, read_checkpoint
 from .data import DATASETS, BatchLoader, FolderData, epoch_seed, load_dataset
 from .distill import ConsecutiveKD, StudentLoss, Teacher
-from .models import create_model, list_models
+from .models import build_model, list_models
 from .models.teachers import TEACHER_RECIPES
 
 __all__ = ["TrainConfig", "TrainingDiverged", "train", "train_one_epoch", "validate", "build_model", "config_hash",
@@ -229,14 +229,6 @@ def config_hash(cfg: TrainConfig,
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def build_model(name: str, num_classes: int, in_chans: int, **options) -> nn.Module:
-    """A registered model, or ``timm:<name>`` built by timm (full precision)."""
-    if name.startswith("timm:"):
-        import timm
-        return timm.create_model(name[5:], num_classes=num_classes, in_chans=in_chans)
-    return create_model(name, num_classes=num_classes, in_chans=in_chans, **options)
-
-
 def _param_groups(model: nn.Module, wd_conv: float, wd_other: float) -> list[dict]:
     kernels, other = [], []
     for name, p in model.named_parameters():

@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch.nn as nn
 
-__all__ = ["register_model", "create_model", "list_models", "model_info", "ModelInfo"]
+__all__ = ["register_model", "create_model", "build_model", "list_models", "model_info", "ModelInfo"]
 
 
 @dataclass(frozen=True)
@@ -116,3 +116,12 @@ def create_model(name: str, num_classes: int = 1000, **kwargs) -> nn.Module:
     # how to rebuild it (used by bnext_lib.export)
     model.model_name, model.model_kwargs = name, {"num_classes": num_classes, **kwargs}
     return model
+
+
+def build_model(name: str, num_classes: int, in_chans: int, **options) -> nn.Module:
+    """A registered model, or ``timm:<name>`` built by timm (full precision): the names a training
+    configuration accepts."""
+    if name.startswith("timm:"):
+        import timm
+        return timm.create_model(name[5:], num_classes=num_classes, in_chans=in_chans)
+    return create_model(name, num_classes=num_classes, in_chans=in_chans, **options)
