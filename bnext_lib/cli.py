@@ -99,8 +99,8 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv  # show the traceback of a user error too
-    cfg = config_from_args([a for a in argv if a != "--debug"])
+    debug = "--debug" in argv  # show the traceback of a user error too (the parser accepts and drops the flag)
+    cfg = config_from_args(argv)
     try:
         result = train(cfg, teachers=load_teachers(cfg) if cfg.teachers else None)
     except (TrainingDiverged, DatasetError, CheckpointError, FileExistsError) as e:
