@@ -27,18 +27,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bnext_lib.profiles import one_cycle  # noqa: E402
 from bnext_lib.runs import run_many  # noqa: E402
 from bnext_lib.train import TrainConfig  # noqa: E402
-
-ONECYCLE = dict(lr=2e-3, warmup_lr=2e-3 / 25, min_lr=1e-6)  # warmup_epochs: 0.3 x epochs, set per candidate
-
 
 def _recipe(epochs: int, name: str) -> dict:
     """TrainConfig fields of a recipe name such as ``onecycle-flip-pad32-b256``."""
     parts = name.split("-")
     values: dict = {"augment": "basic", "batch_size": 128}
     if parts[0] == "onecycle":
-        values.update(ONECYCLE, warmup_epochs=round(0.3 * epochs, 6))
+        values.update(one_cycle(epochs))
     elif parts[0] != "official":
         raise ValueError(f"unknown recipe {name!r}")
     for p in parts[1:]:

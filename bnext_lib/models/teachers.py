@@ -11,6 +11,8 @@ This module only names the recipes; it imports nothing from the engine.
 """
 from __future__ import annotations
 
+from ..profiles import ONE_CYCLE
+
 __all__ = ["TEACHER_RECIPES"]
 
 # TrainConfig fields of each teacher recipe (``warmup_fraction`` is turned into ``warmup_epochs`` per run length).
@@ -19,6 +21,5 @@ TEACHER_RECIPES: dict[str, dict] = {
     "adamw-cosine": dict(batch_size=128, lr=1e-3, wd_conv=0.05, wd_other=0.05, augment="basic"),
     # one-cycle: linear warm-up over 30 % of the run from lr/25 to 2e-3, then cosine to 1e-6 (see
     # benchmarks/teacher_ladder.py for what it reaches)
-    "onecycle": dict(batch_size=128, lr=2e-3, warmup_lr=8e-5, min_lr=1e-6, warmup_fraction=0.3, wd_conv=0.05,
-                     wd_other=0.05, augment="basic"),
+    "onecycle": dict(ONE_CYCLE, batch_size=128, wd_conv=0.05, wd_other=0.05, augment="basic"),
 }
