@@ -28,18 +28,19 @@ ALPHA = 0.05
 
 
 def _welch(a, b, alternative: str):
-    """Welch's test of mean(a) - mean(b) with scipy: (p-value, 95 % CI low, high). Two constant samples give
-    p = 0 or 1 and a zero-width interval (scipy leaves them undefined)."""
+    """Welch's test of mean(a) - mean(b) with scipy: (one-sided p in ``alternative``'s direction, the one-sided p
+    the other way, 95 % CI low, high). Two constant samples give p = 0 or 1 and a zero-width interval (scipy leaves
+    them undefined)."""
     import numpy as np
     from scipy import stats
 
     if np.var(a) == 0 and np.var(b) == 0:
         d = float(a.mean() - b.mean())
-        holds = {"greater": d > 0, "less": d < 0}[alternative]
-        return (0.0 if holds else 1.0), d, d
+        towards, against = (d > 0, d < 0) if alternative == "greater" else (d < 0, d > 0)
+        return (0.0 if towards else 1.0), (0.0 if against else 1.0), d, d
     p = float(stats.ttest_ind(a, b, equal_var=False, alternative=alternative).pvalue)
     ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
-    return p, float(ci.low), float(ci.high)
+    return p, 1.0 - p, float(ci.low), float(ci.high)  # the t distribution is continuous: the two sides sum to 1
 
 
 def compare(a: Sequence[float], b: Sequence[float], label_a: str = "A", label_b: str = "B", unit: str = "%",
@@ -58,12 +59,11 @@ def compare(a: Sequence[float], b: Sequence[float], label_a: str = "A", label_b:
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise ValueError("compare needs finite values")
     delta = float(a.mean() - b.mean())
-    claimed, opposite = ("less", "greater") if lower else ("greater", "less")
+    claimed = "less" if lower else "greater"
     if min(len(a), len(b)) < 2:
         p, p_opp, lo, hi = math.nan, math.nan, math.nan, math.nan
     else:
-        p, lo, hi = _welch(a, b, claimed)
-        p_opp = _welch(a, b, opposite)[0]
+        p, p_opp, lo, hi = _welch(a, b, claimed)
     if min(len(a), len(b)) < MIN_SEEDS or math.isnan(p):
         v = "inconclusive"
     elif p < ALPHA:
