@@ -360,12 +360,13 @@ def _data(cfg: TrainConfig, d: _Dist) -> _Data:
     train_loader = BatchLoader(train_data, cfg.batch_size, True, True, cfg.seed, d.rank, d.world,
                                augmenter.sample_transform())
     test_loader = BatchLoader(test_data, eval_batch, False, False, cfg.seed, d.rank, d.world)
-    train_eval = BatchLoader(train_data, eval_batch, False, False, cfg.seed, d.rank, d.world)
+    train_eval = (BatchLoader(train_data, eval_batch, False, False, cfg.seed, d.rank, d.world) if cfg.eval_train
+                  else None)
 
     def epoch_batches(epoch: int):
         train_loader.set_epoch(epoch)
         return train_loader
-    return _Data(epoch_batches, lambda: test_loader, (lambda: train_eval) if cfg.eval_train else None,
+    return _Data(epoch_batches, lambda: test_loader, (lambda: train_eval) if train_eval is not None else None,
                  len(train_loader), train_data.num_classes, train_data.in_chans, augmenter)
 
 
