@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
                          "0.3 x epochs this is a one-cycle schedule")
     ap.add_argument("--warmup-lr", dest="warmup_lr", type=float)
     ap.add_argument("--min-lr", dest="min_lr", type=float)
+    ap.add_argument("--anneal-to-end", dest="anneal_to_end", action="store_true", default=None,
+                    help="cosine over the epochs after the warm-up, ending at --min-lr (one-cycle)")
     ap.add_argument("--clip-grad", dest="clip_grad", type=float)
     ap.add_argument("--temperature-reach", dest="temperature_reach", type=float)
     ap.add_argument("--per-epoch-schedules", dest="schedule_per_step", action="store_false", default=None,
@@ -61,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--stem-stride", dest="stem_stride", type=int)
     ap.add_argument("--eval-train", dest="eval_train", action="store_true", default=None,
                     help="also evaluate the training split (eval mode, no augmentation) every epoch")
+    ap.add_argument("--eval-every", dest="eval_every", type=int,
+                    help="evaluate after every N-th epoch and the last (default 1)")
     ap.add_argument("--seed", type=int)
     ap.add_argument("--device", help="auto, cpu, cuda")
     ap.add_argument("--amp", action="store_true", default=None,

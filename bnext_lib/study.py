@@ -8,17 +8,18 @@ through it and records claims with a verdict; :meth:`Study.finish` writes ``resu
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .checkpoints import atomic_write_text
 from .profiles import get_profile
-from .verdicts import VERDICTS, compare
+from .verdicts import VERDICTS, compare, cut
 
 __all__ = ["REPO_ROOT", "NOTEBOOKS", "Study", "RunSet", "parse_seeds", "distillation_recipes"]
 
@@ -34,12 +35,15 @@ class RunSet:
 
     Attributes:
         runs: ``{(label, seed): Run}``.
-        df: one row per run: label, seed, model, test/train top-1 and loss, gap (train - test top-1), minutes,
-            digest.
+        df: one row per run: label, seed, model, test/train top-1 and loss, ``train_eval_top1`` (the training
+            split in eval mode, runs with ``eval_train``), gap (train - test top-1, from ``train_eval_top1`` where
+            measured, else from the running top-1 on augmented batches), minutes, digest.
+        cut: ``{label: why}`` of variants asked for but not trained (the profile cut them).
     """
 
     runs: dict
     df: Any
+    cut: dict = field(default_factory=dict)
 
     def values(self, label: str, metric: str = "test_top1") -> list[float]:
         rows = self.df[self.df.label == label]
@@ -55,6 +59,8 @@ class RunSet:
         """:func:`~bnext_lib.verdicts.compare` on "``better`` has a higher (``lower=True``: lower) ``metric`` than
         ``worse``"."""
         unit = "%" if metric.endswith("top1") else " pts" if metric == "gap" else ""
+        if better in self.cut or worse in self.cut:
+            return cut(better, worse, self.cut.get(better) or self.cut.get(worse), lower)
         return compare(self.values(better, metric), self.values(worse, metric), better, worse, unit, lower)
 
     def summary(self, metrics: Sequence[str] = ("test_top1", "train_top1", "gap")):
@@ -97,24 +103,26 @@ class RunSet:
 
 
 def distillation_recipes(ladder: Sequence[str]) -> dict:
-    """The distillation study's recipes from a teacher ladder ``[weak, middle, strong]`` (measured order).
+    """The distillation study's recipes from a teacher ladder ``[weak, (middle,) strong]`` (measured order).
 
     The two-teacher recipes pair the weak teacher as assistant with the strong one as main teacher (official
-    BNext-T: EfficientNet-B0 + B2); consecutive KD runs two rounds with the weak, then the middle teacher as
-    assistant and the strong one as main teacher throughout (official BNext-M: B0 -> B2 with B4).
+    BNext-T: EfficientNet-B0 + B2); with a middle teacher, consecutive KD runs two rounds with the weak, then the
+    middle teacher as assistant and the strong one as main teacher throughout (official BNext-M: B0 -> B2 with B4).
     """
-    if len(ladder) < 3:
-        raise ValueError(f"the distillation study needs three teachers (weak, middle, strong), got {list(ladder)}")
-    weak, mid, strong = ladder[0], ladder[len(ladder) // 2], ladder[-1]
-    return {
+    if len(ladder) < 2:
+        raise ValueError(f"the distillation study needs at least two teachers (weak, strong), got {list(ladder)}")
+    weak, strong = ladder[0], ladder[-1]
+    recipes = {
         "CE only": {},
         "single weak": {"teachers": [weak]},
         "single strong": {"teachers": [strong]},
         "two, fixed 0.5/0.5": {"teachers": [weak, strong], "kd_weighting": "fixed"},
         "two, adaptive (batch)": {"teachers": [weak, strong]},
         "two, adaptive (instance)": {"teachers": [weak, strong], "kd_granularity": "instance"},
-        "consecutive (weak→mid, strong)": {"teachers": [weak, mid, strong]},
     }
+    if len(ladder) > 2:
+        recipes["consecutive (weak→mid, strong)"] = {"teachers": [weak, ladder[len(ladder) // 2], strong]}
+    return recipes
 
 
 def _fmt(mean: float, std: float, lo: float, hi: float) -> str:
@@ -154,6 +162,8 @@ class Study:
         workers: runs trained side by side (``None``: the profile's).
         out_dir: where figures, tables and results go (``None``: ``reports/`` for ``cpu``/``gpu``,
             ``reports/.scratch/`` for ``smoke``, so tests never overwrite the committed report).
+        regime: ``"full"`` (the profile's training settings: the architecture study) or ``"overfitting"`` (with
+            the profile's over-fitting overrides: a training subset the CE student over-fits).
 
     Raises:
         ValueError: on an unknown profile, model or dataset, or on non-positive epochs, seeds or workers,
@@ -162,7 +172,8 @@ class Study:
 
     def __init__(self, name: str, profile: str = "smoke", seeds: Sequence[int] | None = None,
                  epochs: int | None = None, dataset: str | None = None, model: str | None = None,
-                 device: str = "auto", workers: int | None = None, out_dir: str | os.PathLike | None = None):
+                 device: str = "auto", workers: int | None = None, out_dir: str | os.PathLike | None = None,
+                 regime: str = "full"):
         errors = []
         try:
             self.profile = get_profile(profile)
@@ -177,16 +188,19 @@ class Study:
             errors.append(f"seeds must be a non-empty list of non-negative integers or None, got {seeds!r}")
         if workers is not None and (not isinstance(workers, int) or workers < 1):
             errors.append(f"workers must be a positive integer or None, got {workers!r}")
+        if regime not in ("full", "overfitting"):
+            errors.append(f"regime must be 'full' or 'overfitting', got {regime!r}")
         if not errors:  # the training options: TrainConfig's own validation says what is wrong
             from .train import TrainConfig
             given = {k: v for k, v in dict(dataset=dataset, model=model, device=device).items() if v is not None}
             try:
-                TrainConfig(**{**self.profile.train, **given}).validate()
+                TrainConfig(**{**self.profile.train, **self.profile.overfitting, **given}).validate()
             except (ValueError, TypeError) as e:
                 errors += [line.strip() for line in str(e).splitlines()[1:]] or [str(e)]
         if errors:
             raise ValueError(f"invalid parameters for {name}:\n  " + "\n  ".join(errors))
         self.name = name
+        self.regime = regime
         self.key = name.split("_")[0]
         self.seeds = tuple(seeds) if seeds is not None else self.profile.seeds
         self.workers = workers or self.profile.workers
@@ -206,13 +220,14 @@ class Study:
         self.t0 = time.perf_counter()
 
     def __repr__(self) -> str:
-        return (f"Study({self.name!r}, profile={self.profile.name!r}, seeds={list(self.seeds)}, "
-                f"workers={self.workers}, settings={self.settings})")
+        return (f"Study({self.name!r}, profile={self.profile.name!r}, regime={self.regime!r}, "
+                f"seeds={list(self.seeds)}, workers={self.workers}, settings={self.settings})")
 
     @property
     def settings(self) -> dict:
-        """The profile's training settings with this study's overrides."""
-        return {**self.profile.train, **self.overrides}
+        """The profile's training settings (with its over-fitting overrides in that regime) and this study's."""
+        regime = self.profile.overfitting if self.regime == "overfitting" else {}
+        return {**self.profile.train, **regime, **self.overrides}
 
     @property
     def teachers(self) -> tuple[str, ...]:
@@ -242,7 +257,9 @@ class Study:
         from .runs import is_done, run_many
 
         seeds = tuple(seeds) if seeds is not None else self.seeds
-        keys = [(label, seed) for label in variants for seed in seeds]
+        cut = {label: f"{label} cut at the {self.profile.name} profile (budget)" for label in variants
+               if any(fnmatch.fnmatchcase(label, pattern) for pattern in self.profile.cut)}
+        keys = [(label, seed) for label in variants if label not in cut for seed in seeds]
         configs = [self.config(**{**variants[label], "seed": seed}) for label, seed in keys]
         done = sum(is_done(c) for c in configs)
         runs = run_many(configs, workers=self.workers, threads=self.threads)
@@ -252,14 +269,20 @@ class Study:
         for (label, seed), run in zip(keys, runs):
             f = run.final
             t_acc = run.result.get("teachers") or {}
+            seen = f.get("train_eval_top1")
+            seen = f["train_top1"] if seen is None else seen
             rows.append({"label": label, "seed": seed, "model": run.config.model, "augment": run.config.augment,
                          "teachers": "+".join(t.removeprefix("timm:") for t in run.config.teachers) or "none",
                          "teacher_top1": max(t_acc.values()) if t_acc else float("nan"),
                          "test_top1": f["test_top1"],
-                         "train_top1": f["train_top1"], "gap": f["train_top1"] - f["test_top1"],
+                         "train_top1": f["train_top1"], "train_eval_top1": f.get("train_eval_top1", math.nan),
+                         "gap": seen - f["test_top1"],
                          "test_loss": f["test_loss"], "train_loss": f["train_loss"],
                          "minutes": run.result["wall_s"] / 60, "digest": run.digest})
-        return RunSet(dict(zip(keys, runs)), pd.DataFrame(rows))
+        if cut:
+            self.note("Cut at this profile to fit its budget: " + ", ".join(f"'{c}'" for c in cut) + ".")
+        df = pd.DataFrame(rows, columns=None if rows else ["label", "seed", "test_top1", "gap", "minutes"])
+        return RunSet(dict(zip(keys, runs)), df, cut)
 
     def teacher_table(self, names: Sequence[str] | None = None):
         """Train (or find) the profile's teachers; their test/train top-1, size and cost, weak to strong."""
@@ -289,7 +312,7 @@ class Study:
         from .landscape import run_landscape
         from .runs import parallel_map
 
-        g = self.profile.landscape
+        g = self.profile.landscape  # labels the profile cut have no runs, hence no slices
         keys = [(label, seed) for label in labels for (lab, seed) in runset.runs if lab == label]
         jobs = [(runset.runs[k].config, g["steps"], g["span"], g["images"], 0) for k in keys]
         return dict(zip(keys, parallel_map(run_landscape, jobs, self.workers, self.threads, desc="landscapes")))
@@ -346,9 +369,31 @@ class Study:
         self.regime_checks = [c for c in self.regime_checks if c["check"] != check] + [entry]
         return entry
 
+    def check_student(self, runs: RunSet, label: str) -> list[dict]:
+        """The CE student learns the task: its mean test top-1 over seeds reaches the profile's ``student_top1``."""
+        values = runs.values(label)
+        return [self.regime_check(f"CE student test top-1 ({label}, mean of {len(values)} seeds)",
+                                  sum(values) / len(values), self.profile.thresholds["student_top1"])]
+
+    def check_teachers(self, ladder, runs: RunSet, label: str) -> list[dict]:
+        """The strongest teacher reaches ``teacher_top1`` and leads the CE student ``label`` of ``runs`` (the
+        student it teaches, same regime) by ``teacher_lead`` points."""
+        t, ce = self.profile.thresholds, runs.values(label)
+        best = float(ladder["test_top1"].max())
+        return [self.regime_check("strongest teacher test top-1", best, t["teacher_top1"]),
+                self.regime_check(f"strongest teacher minus CE student test top-1 ({self.regime} regime)",
+                                  best - sum(ce) / len(ce), t["teacher_lead"])]
+
+    def check_overfitting(self, runs: RunSet, label: str) -> list[dict]:
+        """The CE student ``label`` over-fits: mean train (eval mode) minus test top-1 reaches ``overfit_gap``."""
+        gaps = runs.values(label, "gap")
+        return [self.regime_check(f"CE student train-minus-test top-1 gap ({self.regime} regime)",
+                                  sum(gaps) / len(gaps), self.profile.thresholds["overfit_gap"])]
+
     def note(self, text: str) -> None:
         """A sentence for the report's section on this study (what was cut, a caveat)."""
-        self.notes.append(text)
+        if text not in self.notes:
+            self.notes.append(text)
 
     def finish(self) -> dict:
         """Write ``results/<name>.json`` (parameters, tables, figures, claims, run counts, wall time)."""

@@ -13,14 +13,15 @@ A claim "A is higher than B" (or lower) is judged from per-seed values of both s
 
 A claim resting on several comparisons (:func:`combine`) is reproduced only when every comparison is (an
 intersection-union test: each at level 0.05, no multiplicity correction is needed for "all must hold"), contradicted
-when any comparison is contradicted, inconclusive otherwise.
+when any comparison is contradicted, inconclusive otherwise. A comparison whose variant a profile does not train
+(:func:`cut`) is listed but left out of the combination; a claim left with no comparison is not tested.
 """
 from __future__ import annotations
 
 import math
 from typing import Iterable, Mapping, Sequence
 
-__all__ = ["VERDICTS", "MIN_SEEDS", "ALPHA", "compare", "combine", "gate"]
+__all__ = ["VERDICTS", "MIN_SEEDS", "ALPHA", "compare", "cut", "combine", "gate"]
 
 VERDICTS = ("reproduced", "contradicted", "inconclusive", "not tested")
 MIN_SEEDS = 3
@@ -76,11 +77,20 @@ def compare(a: Sequence[float], b: Sequence[float], label_a: str = "A", label_b:
     def fmt(x):
         return f"{x.mean():.2f} ± {x.std(ddof=1):.2f}{unit}" if len(x) > 1 else f"{x.mean():.2f}{unit}"
     few = f"; fewer than {MIN_SEEDS} seeds" if min(len(a), len(b)) < MIN_SEEDS else ""
-    text = (f"{label_a} {fmt(a)} vs {label_b} {fmt(b)}: Δ {delta:+.2f} [{lo:+.2f}, {hi:+.2f}], "
+    ci = "CI n/a" if math.isnan(lo) else f"[{lo:+.2f}, {hi:+.2f}]"
+    text = (f"{label_a} {fmt(a)} vs {label_b} {fmt(b)}: Δ {delta:+.2f} {ci}, "
             f"p = {_p(p)} (n={len(a)}/{len(b)}{few})")
     return {"verdict": v, "delta": delta, "ci_low": lo, "ci_high": hi, "p_value": p, "p_opposite": p_opp,
             "n_a": len(a), "n_b": len(b), "comparison": f"{label_a} {'<' if lower else '>'} {label_b}",
             "test": "Welch t-test, one-sided", "text": text}
+
+
+def cut(label_a: str, label_b: str, why: str, lower: bool = False) -> dict:
+    """The place of a comparison that was not run (``why``: e.g. which variant the profile cut): not tested."""
+    nan = math.nan
+    return {"verdict": "not tested", "cut": True, "delta": nan, "ci_low": nan, "ci_high": nan, "p_value": nan,
+            "p_opposite": nan, "n_a": 0, "n_b": 0, "comparison": f"{label_a} {'<' if lower else '>'} {label_b}",
+            "test": "not run", "text": f"{label_a} vs {label_b}: {why}"}
 
 
 def _p(p: float) -> str:
@@ -89,11 +99,11 @@ def _p(p: float) -> str:
 
 def combine(parts: Iterable[dict]) -> dict:
     """All parts reproduced -> reproduced; any part contradicted -> contradicted; else inconclusive (any part not
-    tested -> not tested)."""
+    tested -> not tested). Parts from :func:`cut` are listed and left out; all of them cut -> not tested."""
     parts = list(parts)
     if not parts:
         raise ValueError("combine needs at least one comparison")
-    vs = {p["verdict"] for p in parts}
+    vs = {p["verdict"] for p in parts if not p.get("cut")} or {"not tested"}
     if "not tested" in vs:
         v = "not tested"
     elif vs == {"reproduced"}:

@@ -31,8 +31,10 @@ def test_distillation_recipes():
     assert rec["single strong"]["teachers"] == ["s"]
     assert rec["two, fixed 0.5/0.5"] == {"teachers": ["w", "s"], "kd_weighting": "fixed"}
     assert rec["consecutive (weak→mid, strong)"]["teachers"] == ["w", "m", "s"]
-    with pytest.raises(ValueError, match="three teachers"):
-        distillation_recipes(["w", "s"])
+    two = distillation_recipes(["w", "s"])  # no middle teacher: no consecutive rounds
+    assert "consecutive (weak→mid, strong)" not in two and two["two, adaptive (batch)"] == {"teachers": ["w", "s"]}
+    with pytest.raises(ValueError, match="at least two teachers"):
+        distillation_recipes(["s"])
 
 
 # --------------------------------------------------------------------------------------------- parameters
@@ -109,6 +111,31 @@ def test_study_outputs(tmp_path):
     checks = pd.read_csv(tmp_path / "tables" / "regime_checks.csv")
     assert list(checks.columns) == ["study", "check", "value", "threshold", "passed"]
     assert checks.passed.tolist() == [False, True]
+
+
+def test_cut_variants_are_not_trained_and_their_comparisons_not_tested(tmp_path):
+    """A profile's cut patterns drop variants before training; a claim keeps the comparisons that ran, and the
+    regime checks are measured from the runs."""
+    import dataclasses
+
+    s = Study("01_architecture_study", out_dir=tmp_path)
+    tiny = dict(model="bnext_pico", dataset="synthetic", epochs=1, batch_size=32, train_subset=64, test_subset=32,
+                augment="none", data_root=str(tmp_path / "data"), eval_train=True)
+    s.profile = dataclasses.replace(s.profile, train=tiny, cut=("ELM *",), workers=1, threads=1)
+    runs = s.run({"both": {}, "ELM only": {"info_recoupling": False}, "neither": {"elm_attention": False,
+                                                                                  "info_recoupling": False}})
+    assert runs.labels == ["both", "neither"] and list(runs.cut) == ["ELM only"]
+    assert not (tmp_path / "data" / "runs").exists() or len(list((tmp_path / "data" / "runs").iterdir())) == 2
+    part = runs.compare("both", "ELM only")
+    assert part["verdict"] == "not tested" and part["cut"] and "cut at the smoke profile" in part["text"]
+    assert combine([part])["verdict"] == "not tested"
+    assert combine([part, runs.compare("both", "neither")])["verdict"] == "inconclusive"  # 1 seed: inconclusive
+    assert any("'ELM only'" in n for n in s.notes)
+    (student,) = s.check_student(runs, "both")
+    assert student["value"] == pytest.approx(runs.values("both")[0]) and student["passed"] is False  # 89 % bar
+    (gap,) = s.check_overfitting(runs, "both")
+    row = runs.df.iloc[0]
+    assert gap["value"] == pytest.approx(row["train_eval_top1"] - row["test_top1"])
 
 
 def test_assemble_without_results(tmp_path):
@@ -241,15 +268,21 @@ def test_notebook_shape(name):
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu", "paper"])
 def test_every_profile_defines_valid_studies(profile, tmp_path):
     """Every configuration a profile's notebooks would train validates (the paper profile is never run here)."""
-    s = Study("04_augmentation_ablation", profile=profile, device="cpu", out_dir=tmp_path)
-    assert len(s.teachers) >= 3 and len(s.sizes) == 2 and len(s.seeds) >= 1
+    from bnext_lib.models import EARLIER_BLOCKS
+
+    s = Study("04_augmentation_ablation", profile=profile, device="cpu", out_dir=tmp_path, regime="overfitting")
+    assert len(s.teachers) >= 2 and len(s.sizes) >= 1 and len(s.seeds) >= 1
     for recipe in distillation_recipes(list(s.teachers)).values():
         for size in s.sizes:
             for preset in ("none", "basic", "randaugment", "mixup", "cutmix", "random_erasing", "released"):
                 s.config(**{**recipe, "model": size, "augment": preset}).validate()
+    full = Study("01_architecture_study", profile=profile, device="cpu", out_dir=tmp_path)
+    baselines = EARLIER_BLOCKS[full.settings["model"]]
     for variant in ({"elm_attention": False}, {"info_recoupling": False}, {"temperature_reach": 1e-3},
-                    {"model": "birealnet18_nano"}, {"model": "reactnet_nano"}, {"model": "binary_resnet18_nano"}):
-        s.config(**variant).validate()
+                    *({"model": name} for name in baselines.values())):
+        full.config(**variant).validate()
+    if profile in ("cpu", "gpu"):  # the over-fitting regime is a subset of the full regime's training set
+        assert s.settings["train_subset"] < (full.settings["train_subset"] or 60000) and s.settings["eval_train"]
 
 
 @pytest.mark.parametrize("params, message", [({"profile": "laptop"}, "unknown profile"),

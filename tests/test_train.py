@@ -269,6 +269,8 @@ def test_digests_old_and_new():
     assert h(TrainConfig(), legacy=True) == "722fd9d8bad82006"
     assert h(TrainConfig(pad_to=32)) != h(TrainConfig())
     assert h(TrainConfig(teacher_epochs=9, teacher_recipe="onecycle")) == h(TrainConfig())
+    assert h(TrainConfig(anneal_to_end=False, eval_every=1)) == h(TrainConfig())
+    assert h(TrainConfig(anneal_to_end=True)) != h(TrainConfig()) != h(TrainConfig(eval_every=2))
     with_teacher = TrainConfig(teachers=("timm:resnet10t",))
     assert h(with_teacher) != h(TrainConfig(teachers=("timm:resnet10t",), teacher_epochs=9))
 
@@ -291,6 +293,34 @@ def test_pad_to_and_eval_train(tmp_path):
     assert 0 <= row["train_eval_top1"] <= 100 and math.isfinite(row["train_eval_loss"])
     with pytest.raises(ValueError, match="pad_to and eval_train"):
         TrainConfig(dataset="imagefolder", eval_train=True).validate()
+
+
+def test_eval_every_skips_evaluations_but_never_the_last(tmp_path):
+    result = train(_cfg(tmp_path, epochs=3, eval_every=2, eval_train=True, train_subset=64, test_subset=32))
+    rows = result["history"]
+    assert [r["test_top1"] is None for r in rows] == [True, False, False]  # after epochs 2 and 3 (the last)
+    assert "train_eval_top1" not in rows[0] and 0 <= rows[2]["train_eval_top1"] <= 100
+    with pytest.raises(ValueError, match="eval_every must be >= 1"):
+        TrainConfig(eval_every=0).validate()
+
+
+@pytest.mark.parametrize("per_step", [True, False])
+def test_anneal_to_end_ends_the_run_at_min_lr(per_step):
+    """timm's cosine starts after the warm-up: lasting ``epochs`` (official) it leaves a run with a 30 % warm-up
+    well above ``min_lr``; ``anneal_to_end`` fits it into the epochs after the warm-up (one-cycle)."""
+    def last_lr(anneal):
+        cfg = TrainConfig(epochs=10, lr=2e-3, warmup_lr=8e-5, min_lr=1e-6, warmup_epochs=3, anneal_to_end=anneal,
+                          schedule_per_step=per_step)
+        optimizer, scheduler = train_mod._optimizer_and_schedule(cfg, torch.nn.Linear(2, 2), steps_per_epoch=50)
+        last = 10 * 50 if per_step else 10  # the end of the run
+        peak = 3 * 50 if per_step else 3
+        lrs = []
+        for t in (peak, last):
+            scheduler.step_update(t) if per_step else scheduler.step(t)
+            lrs.append(optimizer.param_groups[0]["lr"])
+        return lrs
+    assert last_lr(True)[0] == pytest.approx(2e-3) and last_lr(True)[1] < 2e-5
+    assert last_lr(False)[1] > 0.1 * 2e-3
 
 
 def test_a_teacher_cached_by_earlier_versions_is_moved_into_the_run_cache(tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ timm, so ``timm.create_model("bnext_tiny")`` works.
 from .registry import ModelInfo, build_model, create_model, list_models, model_info, register_model
 from . import bnext, baselines  # noqa: F401  (registers the builders)
 from .bnext import BNext, BNext18
-from .baselines import BinaryResNet, ReActNet
+from .baselines import EARLIER_BLOCKS, BinaryResNet, ReActNet
 
-__all__ = ["create_model", "build_model", "list_models", "model_info", "register_model", "ModelInfo",
+__all__ = ["create_model", "build_model", "list_models", "model_info", "register_model", "ModelInfo", "EARLIER_BLOCKS",
            "BNext", "BNext18", "BinaryResNet", "ReActNet"]

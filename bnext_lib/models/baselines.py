@@ -25,7 +25,7 @@ from ..blocks import LearnableBias, shortcut_pool
 from .bnext import BNEXT_CHANNELS, Stem, _check_common
 from .registry import ModelInfo, register_model
 
-__all__ = ["BinaryResNet", "ReActNet"]
+__all__ = ["BinaryResNet", "ReActNet", "EARLIER_BLOCKS"]
 
 
 def _downsample(in_chs: int, out_chs: int, stride: int, avg_pool: bool) -> nn.Module | None:
@@ -213,3 +213,36 @@ def birealnet18_nano(num_classes: int = 1000, stem_stride: int = 2, in_chans: in
 def reactnet_nano(num_classes: int = 1000, stem_stride: int = 2, in_chans: int = 3) -> ReActNet:
     """ReActNet blocks in ``bnext_nano``'s layout, for a like-for-like block comparison on small images."""
     return ReActNet(BNEXT_CHANNELS["nano"], num_classes, in_chans, stem_stride)
+
+
+# bnext_micro's counterparts (32x32 inputs, stride-1 stem): ResNet-18 at widths 18-144 costs about bnext_micro's
+# OPs at 32x32 (0.00075 vs 0.00070 G); ReActNet's blocks take bnext_micro's own layout.
+_MICRO_RESNET_WIDTHS = (18, 36, 72, 144)
+
+
+@register_model(ModelInfo("baseline", "this project (binary ResNet-18 at bnext_micro's cost)", imagenet=False))
+def binary_resnet18_micro(num_classes: int = 1000, stem_stride: int = 1, in_chans: int = 3) -> BinaryResNet:
+    """Naive binary ResNet-18 at widths 18-144 (bnext_micro's OPs at 32x32, stride-1 stem)."""
+    return BinaryResNet("plain", num_classes, in_chans, stem_stride, widths=_MICRO_RESNET_WIDTHS)
+
+
+@register_model(ModelInfo("baseline", "this project (Bi-Real Net 18 at bnext_micro's cost)", imagenet=False))
+def birealnet18_micro(num_classes: int = 1000, stem_stride: int = 1, in_chans: int = 3) -> BinaryResNet:
+    """Bi-Real Net 18 at widths 18-144 (bnext_micro's OPs at 32x32, stride-1 stem)."""
+    return BinaryResNet("bireal", num_classes, in_chans, stem_stride, widths=_MICRO_RESNET_WIDTHS)
+
+
+@register_model(ModelInfo("baseline", "this project (ReActNet-A in bnext_micro's layout)", imagenet=False))
+def reactnet_micro(num_classes: int = 1000, stem_stride: int = 1, in_chans: int = 3) -> ReActNet:
+    """ReActNet blocks in ``bnext_micro``'s layout (stride-1 stem), for a like-for-like block comparison."""
+    return ReActNet(BNEXT_CHANNELS["micro"], num_classes, in_chans, stem_stride)
+
+
+# The earlier binary blocks matched to each small BNext student (the architecture study's comparison).
+EARLIER_BLOCKS = {
+    "bnext_pico": {"plain binary": "binary_resnet18_nano", "Bi-Real": "birealnet18_nano", "ReActNet": "reactnet_nano"},
+    "bnext_nano": {"plain binary": "binary_resnet18_nano", "Bi-Real": "birealnet18_nano", "ReActNet": "reactnet_nano"},
+    "bnext_micro": {"plain binary": "binary_resnet18_micro", "Bi-Real": "birealnet18_micro",
+                    "ReActNet": "reactnet_micro"},
+    "bnext_tiny": {"plain binary": "binary_resnet18", "Bi-Real": "birealnet18", "ReActNet": "reactnet_a"},
+}
