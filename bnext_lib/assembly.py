@@ -143,6 +143,7 @@ def assemble(out: str | os.PathLike = REPO_ROOT / "reports") -> Path:
         for f in s["figures"]:
             lines += [f"![{f['caption']}]({f['png']})", "", f"*{f['caption']}* ([svg]({f['svg']}))", ""]
     lines += _regime_section(out)
+    lines += _regime_section(out, ROBUSTNESS_EVIDENCE, "Do the verdicts depend on the run length or on the CPU?")
     path = out / "REPORT.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
@@ -156,16 +157,24 @@ REGIME_EVIDENCE = (
     ("overfitting_regime", "The CE student on training subsets: train (eval mode) minus test top-1 per epoch",
      "benchmarks/overfitting_regime.py"),
 )
+# the benchmarks that test the verdicts themselves: at another run length, under other CPU kernels
+ROBUSTNESS_EVIDENCE = (
+    ("training_length", "Headline comparisons at two run lengths: Δ test top-1 with its 95 % CI and one-sided p",
+     "benchmarks/training_length.py"),
+    ("kernel_variance", "The CE student and the ablation's two ends under default and AVX2-capped CPU kernels, "
+     "same seeds", "benchmarks/kernel_variance.py"),
+)
 
 
-def _regime_section(out: Path) -> list[str]:
-    """REPORT.md's account of how the regime was chosen, from the benchmarks' tables and figures in ``out``."""
+def _regime_section(out: Path, evidence=REGIME_EVIDENCE,
+                    title: str = "How the student, recipe, teachers and regimes were chosen") -> list[str]:
+    """A REPORT.md section from benchmarks' tables and figures in ``out`` (those that exist)."""
     import pandas as pd
 
-    found = [(n, c, s) for n, c, s in REGIME_EVIDENCE if (out / "tables" / f"{n}.csv").exists()]
+    found = [(n, c, s) for n, c, s in evidence if (out / "tables" / f"{n}.csv").exists()]
     if not found:
         return []
-    lines = ["", "## How the student, recipe, teachers and regimes were chosen", ""]
+    lines = ["", f"## {title}", ""]
     for name, caption, script in found:
         df = pd.read_csv(out / "tables" / f"{name}.csv")
         lines += [f"**{caption}** (`{script}`; [csv](tables/{name}.csv))", "",

@@ -108,14 +108,16 @@ def temperature(trace):
 
 def teacher_strength(df):
     """Student train/test top-1 and their gap against the teacher's test top-1 (``teacher_top1``); runs without
-    a teacher (CE only) are drawn as dashed horizontal lines. Bars span the seeds (min to max)."""
+    a teacher (CE only) are drawn as dashed horizontal lines. Bars span the seeds (min to max). Train top-1 is the
+    eval-mode one (``train_eval_top1``) where every run measured it."""
     _style()
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.9))
+    train = "train_eval_top1" if "train_eval_top1" in df and df["train_eval_top1"].notna().all() else "train_top1"
     kd, ce = df[df.teacher_top1.notna()], df[df.teacher_top1.isna()]
     g = kd.groupby("teacher_top1")
-    m, lo, hi = g[["train_top1", "test_top1", "gap"]].mean(), g.min(numeric_only=True), g.max(numeric_only=True)
+    m, lo, hi = g[[train, "test_top1", "gap"]].mean(), g.min(numeric_only=True), g.max(numeric_only=True)
     x = m.index.to_numpy()
-    panels = ((axes[0], "train_top1", "C0"), (axes[0], "test_top1", "C3"), (axes[1], "gap", "C2"))
+    panels = ((axes[0], train, "C0"), (axes[0], "test_top1", "C3"), (axes[1], "gap", "C2"))
     for ax, col, color in panels:
         ax.errorbar(x, m[col], yerr=[m[col] - lo[col], hi[col] - m[col]], marker="o", color=color, capsize=3,
                     label=f"{col.replace('_', ' ')}, distilled")

@@ -42,7 +42,11 @@ __all__ = ["Run", "runs_root", "run_folder", "is_done", "run_one", "run_many", "
 
 
 def runs_root(data_root: str | os.PathLike | None = None) -> Path:
-    """``<data root>/runs``."""
+    """``$BNEXT_RUNS`` if set (a separate cache: runs under other CPU kernels, see
+    ``benchmarks/kernel_variance.py``), else ``<data root>/runs``."""
+    env = os.environ.get("BNEXT_RUNS")
+    if env:
+        return Path(env)
     return (Path(data_root) if data_root else default_data_root()) / "runs"
 
 
@@ -357,6 +361,19 @@ def ensure_teachers(configs: Sequence[TrainConfig], workers: int = 1, threads: i
     return dict(zip(t_cfgs, runs))
 
 
+def _missing_teachers(configs: Sequence[TrainConfig], threads: int | None) -> dict[str, TrainConfig]:
+    """``{digest: config}`` of the teacher runs the configurations need and the cache lacks (earlier versions'
+    teachers are moved into the cache first)."""
+    missing = {}
+    for c in configs:
+        for name in c.teachers:
+            t = teacher_config(name, c)
+            _legacy_teacher(t, None)
+            if not is_done(t):
+                missing.setdefault(config_hash(t), dataclasses.replace(t, threads=threads or t.threads))
+    return missing
+
+
 def _run_job(args: tuple) -> dict:
     cfg, root = args
     t = time.perf_counter()
@@ -380,19 +397,25 @@ def run_many(configs: Sequence[TrainConfig], root: str | os.PathLike | None = No
         # one seed of every variant before the next seed: workers starting together then compile different graphs,
         # and the later seeds find theirs in Inductor's on-disk cache instead of compiling the same graph at once
         pending = sorted(todo.values(), key=lambda c: c.seed)
-        ensure_teachers(pending, workers, threads)
-        t0 = time.perf_counter()
-
-        def report(i: int, value: dict) -> None:
-            if verbose:
-                c = pending[i]
-                r = Run.load(c, root).final
-                print(f"  trained {c.model} seed {c.seed} ({value['digest']}): test top-1 {r['test_top1']:.2f} %, "
-                      f"{value['seconds']:.0f} s [{time.perf_counter() - t0:.0f} s]", file=sys.stderr, flush=True)
-
+        missing = _missing_teachers(pending, threads)
+        # the missing teachers (strong ones, listed last, first) train side by side with the runs that need none of them, so that no
+        # worker waits for a teacher; the runs that distil from them follow
+        needs = [any(config_hash(teacher_config(n, c)) in missing for n in c.teachers) for c in pending]
+        first = [(t, None) for t in reversed(missing.values())] + [(c, root) for c, n in zip(pending, needs) if not n]
+        later = [(c, root) for c, n in zip(pending, needs) if n]
         if verbose:
-            print(f"training {len(pending)} of {len(configs)} runs ({len(configs) - len(pending)} cached), "
-                  f"{workers} worker(s)", file=sys.stderr, flush=True)
-        parallel_map(_run_job, [(c, root) for c in pending], workers, threads, on_done=report,
-                     desc="runs" if verbose else None)
+            print(f"training {len(pending)} of {len(configs)} runs ({len(configs) - len(pending)} cached)"
+                  + (f" and {len(missing)} teacher(s) they need" if missing else "") + f", {workers} worker(s)",
+                  file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        for batch in (first, later):
+            def report(i: int, value: dict, batch=batch) -> None:
+                if verbose:
+                    c, where = batch[i]
+                    r = Run.load(c, where).final
+                    print(f"  trained {c.model} seed {c.seed} ({value['digest']}): test top-1 {r['test_top1']:.2f} %, "
+                          f"{value['seconds']:.0f} s [{time.perf_counter() - t0:.0f} s]", file=sys.stderr, flush=True)
+
+            if batch:
+                parallel_map(_run_job, batch, workers, threads, on_done=report, desc="runs" if verbose else None)
     return [Run.load(cfg, root) for cfg in configs]

@@ -225,9 +225,13 @@ class Study:
 
     @property
     def settings(self) -> dict:
-        """The profile's training settings (with its over-fitting overrides in that regime) and this study's."""
+        """The profile's training settings (with its over-fitting overrides in that regime) and this study's. A
+        run length given here keeps the profile's warm-up as the same share of the run."""
         regime = self.profile.overfitting if self.regime == "overfitting" else {}
-        return {**self.profile.train, **regime, **self.overrides}
+        values = {**self.profile.train, **regime}
+        if "epochs" in self.overrides and values.get("warmup_epochs") is not None:
+            values["warmup_epochs"] = round(values["warmup_epochs"] * self.overrides["epochs"] / values["epochs"], 6)
+        return {**values, **self.overrides}
 
     @property
     def teachers(self) -> tuple[str, ...]:

@@ -150,6 +150,30 @@ def _tiny_cfg(**kw):
     return TrainConfig(**{**base, **kw})
 
 
+def test_missing_teachers_train_beside_the_runs_that_need_none(tmp_path, monkeypatch, capsys):
+    """run_many trains a missing teacher in the same pass as the runs without teachers, then the runs that distil."""
+    import bnext_lib.runs as runs_mod
+
+    monkeypatch.setenv("BNEXT_DATA", str(tmp_path / "data"))
+    ce = _tiny_cfg(data_root=None)
+    kd = _tiny_cfg(data_root=None, teachers=("timm:resnet10t",), teacher_epochs=1)
+    passes = []
+    real = runs_mod.parallel_map
+    monkeypatch.setattr(runs_mod, "parallel_map",
+                        lambda fn, items, *a, **k: passes.append([c.model for c, _ in items]) or real(fn, items, *a, **k))
+    runs = run_many([kd, ce])
+    assert passes == [["timm:resnet10t", "bnext_pico"], ["bnext_pico"]]
+    assert "and 1 teacher(s) they need" in capsys.readouterr().err
+    assert runs[0].result["teachers"]["timm:resnet10t"] > 0 and is_done(runs_mod.teacher_config("timm:resnet10t", kd))
+
+
+def test_bnext_runs_names_another_run_cache(tmp_path, monkeypatch):
+    from bnext_lib.runs import runs_root
+
+    monkeypatch.setenv("BNEXT_RUNS", str(tmp_path / "capped"))
+    assert runs_root() == tmp_path / "capped" and run_folder(_tiny_cfg()).parent == tmp_path / "capped"
+
+
 def test_run_cache_trains_once_and_resumes(tmp_path, monkeypatch):
     cfg = _tiny_cfg()
     run = run_one(cfg, tmp_path)
