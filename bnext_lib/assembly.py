@@ -94,6 +94,11 @@ def assemble(out: str | os.PathLike = REPO_ROOT / "reports") -> Path:
     prof = studies[0]["profile"]
     settings = studies[0]["settings"]
     lines.append(f"- Profile **{prof}**: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
+    over = next((s for s in studies if s.get("regime") == "overfitting"), None)
+    if over:
+        changed = {k: v for k, v in over["settings"].items() if settings.get(k) != v}
+        names = ", ".join(s["study"] for s in studies if s.get("regime") == "overfitting")
+        lines.append(f"- Over-fitting regime ({names}): " + ", ".join(f"{k}={v}" for k, v in changed.items()))
     lines.append(f"- Seeds per compared variant: {studies[0]['seeds']}; teachers (weak to strong): "
                  f"{', '.join(studies[0]['teachers']) or 'none'}; {studies[0]['workers']} run(s) side by side"
                  + (f", {studies[0]['threads']} torch thread(s) each" if studies[0]["threads"] else ""))
@@ -106,11 +111,13 @@ def assemble(out: str | os.PathLike = REPO_ROOT / "reports") -> Path:
                      f"total wall time {run.get('wall_s', 0) / 60:.1f} min")
         if run.get("note"):
             lines.append(f"- Note: {run['note']}")
-    seen = _images_per_run(settings)
-    if seen:
-        lines.append(f"- Scale: each student run sees {seen:,} training images ({settings.get('train_subset') or 'all'}"
-                     f" x {settings.get('epochs')} epochs); the paper's ImageNet runs see 1,281,167 x 512 "
-                     f"(~{1281167 * 512 / seen:,.0f}x more). Verdicts are about this scale.")
+    for label, s in (("architecture study", studies[0]), ("over-fitting regime", over)):
+        seen = _images_per_run(s["settings"]) if s else None
+        if seen:
+            lines.append(f"- Scale ({label}): each student run sees {seen:,} training images "
+                         f"({s['settings'].get('train_subset') or 'all'} x {s['settings'].get('epochs')} epochs); the "
+                         f"paper's ImageNet runs see 1,281,167 x 512 (~{1281167 * 512 / seen:,.0f}x more). Verdicts "
+                         "are about this scale.")
     lines += ["", "| notebook | wall time (min) | runs trained | runs from cache | claims |", "|---|---|---|---|---|"]
     for s in studies:
         entry = run.get("notebooks", {}).get(s["study"], {})
@@ -134,6 +141,11 @@ def assemble(out: str | os.PathLike = REPO_ROOT / "reports") -> Path:
     for s in studies:
         for c in s["claims"]:
             lines.append(f"| {c['claim']} | **{c['verdict']}** | {c['evidence']} | {c['where']} |")
+    if checks:
+        lines += ["", "## Regime checks", "",
+                  "What each study's claims need before a verdict counts, measured in this run "
+                  "([csv](tables/regime_checks.csv)); a claim whose study failed a check is *not tested*.", "",
+                  pd.DataFrame(checks).to_markdown(index=False, floatfmt=".2f")]
     for s in studies:
         lines += ["", f"## {s['study']}", ""]
         for n in s.get("notes", []):
@@ -193,6 +205,10 @@ def _images_per_run(settings: Mapping[str, Any]) -> int | None:
     return n * settings["epochs"] if n and settings.get("epochs") and settings.get("dataset") in DATASETS else None
 
 
+def _regime_words(settings: Mapping[str, Any]) -> str:
+    return f"{settings.get('train_subset') or 'all'} training images x {settings.get('epochs')} epochs"
+
+
 README_START, README_END = "<!-- report-headline:start -->", "<!-- report-headline:end -->"
 
 
@@ -205,11 +221,14 @@ def update_readme(out: str | os.PathLike = REPO_ROOT / "reports") -> None:
         return
     s0 = studies[0]
     counts = {v: sum(c["verdict"] == v for s in studies for c in s["claims"]) for v in VERDICTS}
-    lines = [README_START, "", "### Headline: the paper's claims at laptop scale ([full report](reports/REPORT.md))", "",
-             f"`make report` ({s0['profile']} profile: {s0['settings'].get('model')} on {s0['settings'].get('dataset')}, "
-             f"{s0['settings'].get('train_subset') or 'all'} training images x {s0['settings'].get('epochs')} epochs, "
-             f"seeds {s0['seeds']}, {run.get('wall_s', 0) / 60:.0f} min on {run.get('machine', {}).get('cores', '?')} "
-             f"CPU cores) gives " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS) + " claims:", "",
+    over = next((s for s in studies if s.get("regime") == "overfitting"), None)
+    regimes = f"{_regime_words(s0['settings'])} for the architecture study" + (
+        f", {_regime_words(over['settings'])} for over-fitting, distillation and augmentation" if over else "")
+    lines = [README_START, "", "### Headline: the paper's claims at laptop scale ([full report](reports/REPORT.md))",
+             "", f"`make report` ({s0['profile']} profile: {s0['settings'].get('model')} on "
+             f"{s0['settings'].get('dataset')}, {regimes}, seeds {s0['seeds']}, {run.get('wall_s', 0) / 60:.0f} min "
+             f"on {run.get('machine', {}).get('cores', '?')} CPU cores) gives "
+             + ", ".join(f"{counts[v]} {v}" for v in VERDICTS) + " claims:", "",
              "| claim | verdict |", "|---|---|"]
     for s in studies:
         for c in s["claims"]:

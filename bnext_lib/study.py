@@ -401,7 +401,7 @@ class Study:
 
     def finish(self) -> dict:
         """Write ``results/<name>.json`` (parameters, tables, figures, claims, run counts, wall time)."""
-        result = {"study": self.name, "profile": self.profile.name, "seeds": list(self.seeds),
+        result = {"study": self.name, "profile": self.profile.name, "regime": self.regime, "seeds": list(self.seeds),
                   "settings": self.settings, "teachers": list(self.teachers), "workers": self.workers,
                   "threads": self.threads, "runs_trained": self.trained, "runs_cached": self.cached,
                   "wall_s": round(time.perf_counter() - self.t0, 1), "tables": self.tables,
