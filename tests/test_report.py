@@ -138,6 +138,32 @@ def test_cut_variants_are_not_trained_and_their_comparisons_not_tested(tmp_path)
     assert gap["value"] == pytest.approx(row["train_eval_top1"] - row["test_top1"])
 
 
+def test_readme_headline_names_both_regimes(tmp_path, monkeypatch):
+    import json
+
+    import bnext_lib.assembly as assembly
+
+    out = tmp_path / "reports"
+    (out / "results").mkdir(parents=True)
+    claim = {"key": "k", "claim": "a claim", "verdict": "reproduced", "evidence": "", "where": "", "comparisons": []}
+    for name, regime, settings in (("01_architecture_study", "full", {"model": "m", "dataset": "d", "epochs": 2}),
+                                   ("02_overfitting_analysis", "overfitting",
+                                    {"model": "m", "dataset": "d", "epochs": 12, "train_subset": 2000})):
+        (out / "results" / f"{name}.json").write_text(json.dumps(
+            {"study": name, "profile": "cpu", "regime": regime, "seeds": [0, 1, 2], "settings": settings,
+             "claims": [claim], "tables": [], "figures": []}))
+    (out / "run.json").write_text(json.dumps({"wall_s": 6000, "machine": {"cores": 2}}))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{assembly.README_START}\nold\n{assembly.README_END}\nrest\n")
+    monkeypatch.setattr(assembly, "REPO_ROOT", tmp_path)
+    assembly.update_readme(out)
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("rest\n") and "old" not in text
+    assert ("all training images x 2 epochs for the architecture study, 2000 training images x 12 epochs for "
+            "over-fitting, distillation and augmentation, seeds [0, 1, 2], 100 min on 2 CPU cores) gives "
+            "2 reproduced") in text
+
+
 def test_assemble_without_results(tmp_path):
     with pytest.raises(FileNotFoundError, match="run the notebooks"):
         assemble(tmp_path)
