@@ -8,9 +8,11 @@ A binary network turns a last-bit difference into a flipped sign, so a run under
 this is one more source of variance, like the seed. The capped runs are trained in a child process with
 ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2``, their own run cache (``$BNEXT_RUNS``: ``data/runs-avx2``) and
 their own torch.compile cache (one filled under other kernels must not be reused); the default-kernel runs are the
-report's own (from the run cache after ``make report``). The comparison is the ELM-Attention + Info-Recoupling
-ablation's two ends (BNext, which is also the CE student, against neither module) in the architecture study's
-regime.
+report's own (from the run cache after ``make report``). ``--regime overfitting`` (the default): the CE student of
+the over-fitting regime and the headline distillation comparison (two teachers, adaptive α, against the strong
+teacher alone), with the teachers copied from the default cache, so that only the students' kernels differ;
+``--regime full``: the ELM-Attention + Info-Recoupling ablation's two ends (BNext, which is the architecture study's
+CE student, against neither module) on the full training set.
 
 Prints per seed the test top-1 under both settings and their difference, the seed standard deviation, and the
 comparison's verdict under each setting; writes ``--csv``. Asserts nothing.
@@ -28,48 +30,77 @@ sys.path.insert(0, str(ROOT))
 
 from student_frontier import cpu_name, write_csv  # noqa: E402
 
-from bnext_lib.study import Study  # noqa: E402
+from bnext_lib.runs import run_folder, runs_root, teacher_config  # noqa: E402
+from bnext_lib.study import Study, distillation_recipes  # noqa: E402
 from bnext_lib.verdicts import compare  # noqa: E402
 
-VARIANTS = {"ELM + IR (BNext)": {}, "neither": {"elm_attention": False, "info_recoupling": False}}
 CAPPED = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
 
-def _runs(profile: str):
-    study = Study("01_architecture_study", profile=profile, out_dir=ROOT / "reports" / ".scratch")
-    return study.run(VARIANTS)
+def _study(profile: str, regime: str) -> Study:
+    name = "01_architecture_study" if regime == "full" else "03_distillation"
+    return Study(name, profile=profile, regime=regime, out_dir=ROOT / "reports" / ".scratch")
+
+
+def variants(study: Study) -> tuple[dict, str, str, str]:
+    """``({label: overrides}, CE student label, A, B)`` for the claim "A beats B"."""
+    if study.regime == "full":
+        return ({"ELM + IR (BNext)": {}, "neither": {"elm_attention": False, "info_recoupling": False}},
+                "ELM + IR (BNext)", "ELM + IR (BNext)", "neither")
+    r = distillation_recipes(list(study.teachers))
+    return ({k: r[k] for k in ("CE only", "single strong", "two, adaptive (batch)")}, "CE only",
+            "two, adaptive (batch)", "single strong")
+
+
+def _copy_teachers(study: Study, into: Path) -> None:
+    """The default cache's teacher runs into the capped cache (the students' kernels are what is measured)."""
+    import shutil
+
+    for name in study.teachers:
+        src = run_folder(teacher_config(name, study.config()))
+        dst = into / src.name
+        if src.exists() and not dst.exists():
+            shutil.copytree(src, dst)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--regime", default="overfitting", choices=["overfitting", "full"])
     ap.add_argument("--capped-runs", default=str(ROOT / "data" / "runs-avx2"), help="run cache of the capped runs")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--csv", default=str(ROOT / "reports/tables/kernel_variance.csv"))
     args = ap.parse_args()
     try:
-        Study("01_architecture_study", profile=args.profile, out_dir=ROOT / "reports" / ".scratch")
+        study = _study(args.profile, args.regime)
     except ValueError as err:
         ap.error(str(err))
+    chosen, ce, a, b = variants(study)
     if args.child:  # under the capped kernels, set by the parent
-        _runs(args.profile)
+        study.run(chosen)
         return
-    default = _runs(args.profile)
-    env = dict(os.environ, **CAPPED, BNEXT_RUNS=args.capped_runs,
+    default = study.run(chosen)
+    capped_root = Path(args.capped_runs)
+    capped_root.mkdir(parents=True, exist_ok=True)
+    _copy_teachers(study, capped_root)
+    env = dict(os.environ, **CAPPED, BNEXT_RUNS=str(capped_root),
                TORCHINDUCTOR_CACHE_DIR=str(ROOT / "build" / "inductor-avx2"))
-    subprocess.run([sys.executable, __file__, "--profile", args.profile, "--child"], env=env, check=True)
-    os.environ["BNEXT_RUNS"] = args.capped_runs
-    capped = _runs(args.profile)  # all cached now
+    subprocess.run([sys.executable, __file__, "--profile", args.profile, "--regime", args.regime, "--child"],
+                   env=env, check=True)
+    os.environ["BNEXT_RUNS"] = str(capped_root)
+    assert runs_root() == capped_root
+    capped = study.run(chosen)  # all cached now
     rows = []
-    for label in VARIANTS:
+    for label in chosen:
         for (lab, seed), run in default.runs.items():
             if lab != label:
                 continue
-            a, b = run.final["test_top1"], capped.runs[(lab, seed)].final["test_top1"]
-            rows.append({"variant": label, "seed": seed, "default_kernels": a, "avx2_kernels": b, "difference": b - a})
+            x, y = run.final["test_top1"], capped.runs[(lab, seed)].final["test_top1"]
+            rows.append({"variant": label + (" (the CE student)" if label == ce else ""), "seed": seed,
+                         "default_kernels": x, "avx2_kernels": y, "difference": y - x})
     for name, rs in (("default kernels", default), ("AVX2 kernels", capped)):
-        r = compare(rs.values("ELM + IR (BNext)"), rs.values("neither"), "ELM + IR (BNext)", "neither")
-        rows.append({"variant": f"BNext vs neither under {name}", "delta": r["delta"], "ci_low": r["ci_low"],
+        r = compare(rs.values(a), rs.values(b), a, b)
+        rows.append({"variant": f"{a} > {b} under {name}", "delta": r["delta"], "ci_low": r["ci_low"],
                      "ci_high": r["ci_high"], "p_value": r["p_value"], "verdict": r["verdict"]})
     print(f"machine: {cpu_name()}")
     df = write_csv(rows, Path(args.csv))

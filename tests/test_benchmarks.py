@@ -1,0 +1,36 @@
+"""The report's robustness benchmarks run end to end at the smoke profile (seconds) and write what the report reads."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(script: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--profile", "smoke", *args],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_training_length_writes_one_row_per_claim_and_length(tmp_path):
+    out = _run("training_length.py", "--full-epochs", "1", "2", "--overfitting-epochs", "1",
+               "--csv", str(tmp_path / "t.csv"), "--figure", str(tmp_path / "t.png"))
+    df = pd.read_csv(tmp_path / "t.csv")
+    assert (tmp_path / "t.png").stat().st_size > 0 and "machine:" in out
+    assert df.groupby("claim")["epochs"].apply(list).to_dict() == {
+        "ELM + IR beat neither": [1, 2], "BNext's block beats ReActNet's": [1, 2],
+        "two teachers beat the strong one": [1], "RandAugment on crop + flip helps": [1]}
+    assert set(df["verdict"]) <= {"inconclusive"}  # one seed a side at the smoke profile
+
+
+def test_kernel_variance_compares_the_same_seeds_under_two_kernel_settings(tmp_path):
+    out = _run("kernel_variance.py", "--capped-runs", str(tmp_path / "capped"), "--csv", str(tmp_path / "k.csv"))
+    df = pd.read_csv(tmp_path / "k.csv")
+    per_run = df.dropna(subset=["default_kernels"])
+    assert list(per_run["variant"]) == ["CE only (the CE student)", "single strong", "two, adaptive (batch)"]
+    assert (per_run["difference"] == per_run["avx2_kernels"] - per_run["default_kernels"]).all()
+    assert df["verdict"].dropna().tolist() == ["inconclusive", "inconclusive"] and "seed std" in out
+    assert len(list((tmp_path / "capped").iterdir())) >= 3 + 3  # the three student runs and the copied teachers
