@@ -59,10 +59,14 @@ def execute(notebooks: Sequence[str], profile: str, out: Path, html: bool = True
 
     (out / "executed").mkdir(parents=True, exist_ok=True)
     times = {}
-    for name in notebooks:
+    expected = _recorded_minutes(out, profile)
+    for k, name in enumerate(notebooks):
         src = REPO_ROOT / "notebooks" / f"{name}.ipynb"
         dst = out / "executed" / f"{name}.ipynb"
-        print(f"== {name} ({profile})", file=sys.stderr, flush=True)
+        left = [expected.get(n) for n in notebooks[k:]]
+        eta = (f"; time left at most ~{sum(left):.0f} min (the last recorded {profile} run's times; cached runs "
+               "make it less)" if left and None not in left else "")
+        print(f"== {name} ({profile}) [notebook {k + 1} of {len(notebooks)}{eta}]", file=sys.stderr, flush=True)
         t = time.perf_counter()
         with _text_progress():
             pm.execute_notebook(str(src), str(dst), parameters={"profile": profile, "out_dir": str(out)},
@@ -74,6 +78,18 @@ def execute(notebooks: Sequence[str], profile: str, out: Path, html: bool = True
             body, _ = HTMLExporter().from_filename(str(dst))
             atomic_write_text(dst.with_suffix(".html"), body)
     return times
+
+
+def _recorded_minutes(out: Path, profile: str) -> dict:
+    """Minutes per notebook of the last report recorded in ``out/run.json`` at this profile (a committed report
+    comes with one), for the runner's estimate of the time left."""
+    try:
+        run = json.loads((out / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if run.get("profile") != profile:
+        return {}
+    return {n: v.get("first_wall_s", v.get("wall_s", 0)) / 60 for n, v in run.get("notebooks", {}).items()}
 
 
 def refresh_notebooks(notebooks: Sequence[str] = NOTEBOOKS) -> None:

@@ -164,6 +164,21 @@ def test_readme_headline_names_both_regimes(tmp_path, monkeypatch):
             "2 reproduced") in text
 
 
+def test_runner_estimates_the_time_left_from_the_last_recorded_run(tmp_path, capsys, monkeypatch):
+    import json
+
+    import bnext_lib.report as runner
+
+    (tmp_path / "run.json").write_text(json.dumps({"profile": "cpu", "notebooks": {
+        "01_architecture_study": {"wall_s": 600, "first_wall_s": 1200}, "02_overfitting_analysis": {"wall_s": 300}}}))
+    assert runner._recorded_minutes(tmp_path, "cpu") == {"01_architecture_study": 20, "02_overfitting_analysis": 5}
+    assert runner._recorded_minutes(tmp_path, "gpu") == {}
+    monkeypatch.setattr("papermill.execute_notebook", lambda *a, **k: None)
+    runner.execute(["01_architecture_study", "02_overfitting_analysis"], "cpu", tmp_path, html=False)
+    err = capsys.readouterr().err
+    assert "[notebook 1 of 2; time left at most ~25 min" in err and "[notebook 2 of 2; time left at most ~5 min" in err
+
+
 def test_assemble_without_results(tmp_path):
     with pytest.raises(FileNotFoundError, match="run the notebooks"):
         assemble(tmp_path)
