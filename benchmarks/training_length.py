@@ -56,6 +56,9 @@ def measure(profile: str, regime: str, epochs: int) -> list[dict]:
     for claim, study, a, over_a, b, over_b in headline(profile, regime, epochs):
         runs = study.run({a: over_a, b: over_b})
         r = runs.compare(a, b)
+        if r.get("cut"):
+            print(f"{claim}: {r['text']}")
+            continue
         images = study.settings.get("train_subset") or 60000
         rows.append({"claim": claim, "comparison": r["comparison"], "regime": regime, "epochs": epochs,
                      "images_seen": images * epochs, "mean_a": sum(runs.values(a)) / len(runs.values(a)),
