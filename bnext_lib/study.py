@@ -249,16 +249,19 @@ class Study:
         cfg.validate()
         return cfg
 
-    def run(self, variants: Mapping[str, Mapping[str, Any]], seeds: Sequence[int] | None = None) -> RunSet:
+    def run(self, variants: Mapping[str, Mapping[str, Any]], seeds: Sequence[int] | None = None,
+            with_teachers: bool = False) -> RunSet:
         """Train (or read from the cache) every variant at every seed.
 
         Args:
             variants: ``{label: TrainConfig overrides}``.
             seeds: default: the study's seeds.
+            with_teachers: also train the profile's missing teachers (strongest first) in the same pool, for the
+                studies that come later: a long teacher then overlaps these runs instead of leaving workers idle.
         """
         import pandas as pd
 
-        from .runs import is_done, run_many
+        from .runs import is_done, run_many, teacher_config
 
         seeds = tuple(seeds) if seeds is not None else self.seeds
         cut = {label: f"{label} cut at the {self.profile.name} profile (budget)" for label in variants
@@ -266,7 +269,8 @@ class Study:
         keys = [(label, seed) for label in variants if label not in cut for seed in seeds]
         configs = [self.config(**{**variants[label], "seed": seed}) for label, seed in keys]
         done = sum(is_done(c) for c in configs)
-        runs = run_many(configs, workers=self.workers, threads=self.threads)
+        extra = [teacher_config(n, self.config()) for n in reversed(self.teachers)] if with_teachers else []
+        runs = run_many(extra + configs, workers=self.workers, threads=self.threads)[len(extra):]
         self.cached += done
         self.trained += len(configs) - done
         rows = []
