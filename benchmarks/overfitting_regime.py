@@ -30,6 +30,7 @@ def main() -> None:
                     help="a student_frontier.py candidate (its recipe)")
     ap.add_argument("--subsets", type=int, nargs="+", default=[2000, 5000])
     ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--augment", default=None, help="augmentation preset (default: the candidate's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
@@ -40,7 +41,8 @@ def main() -> None:
         base = candidate_config(args.candidate, args.seed, args.threads)
         configs = []
         for n in args.subsets:
-            c = dataclasses.replace(base, train_subset=n, epochs=args.epochs, eval_train=True)
+            c = dataclasses.replace(base, train_subset=n, epochs=args.epochs, eval_train=True,
+                                    augment=args.augment or base.augment)
             if c.warmup_epochs is not None and base.warmup_epochs:  # one-cycle: the same fraction of the run
                 c = dataclasses.replace(c, warmup_epochs=round(base.warmup_epochs / base.epochs * args.epochs, 6))
             c.validate()
@@ -51,7 +53,8 @@ def main() -> None:
     rows = []
     for cfg, run in zip(configs, runs):
         for _, r in run.history().iterrows():
-            rows.append({"candidate": args.candidate, "train_subset": cfg.train_subset, "epoch": int(r["epoch"]),
+            rows.append({"candidate": args.candidate, "augment": cfg.augment, "train_subset": cfg.train_subset,
+                         "epoch": int(r["epoch"]),
                          "train_eval_top1": r["train_eval_top1"], "test_top1": r["test_top1"],
                          "gap": r["train_eval_top1"] - r["test_top1"], "train_top1_augmented": r["train_top1"],
                          "wall_s": round(float(r["wall_s"]), 1)})
@@ -66,8 +69,8 @@ def _figure(df, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for n, g in df.groupby("train_subset"):
-        ax.plot(g["epoch"], g["gap"], marker="o", ms=3, label=f"{n} training images")
+    for (n, augment), g in df.groupby(["train_subset", "augment"]):
+        ax.plot(g["epoch"], g["gap"], marker="o", ms=3, label=f"{n} training images, {augment}")
     ax.axhline(3.0, ls="--", lw=0.8, color="grey")
     ax.set(xlabel="epoch", ylabel="train (eval mode) - test top-1 (points)",
            title=f"Over-fitting regime of the CE student ({df['candidate'].iloc[0]})")

@@ -89,8 +89,9 @@ def cut(label_a: str, label_b: str, why: str, lower: bool = False) -> dict:
     """The place of a comparison that was not run (``why``: e.g. which variant the profile cut): not tested."""
     nan = math.nan
     return {"verdict": "not tested", "cut": True, "delta": nan, "ci_low": nan, "ci_high": nan, "p_value": nan,
-            "p_opposite": nan, "n_a": 0, "n_b": 0, "comparison": f"{label_a} {'<' if lower else '>'} {label_b}",
-            "test": "not run", "text": f"{label_a} vs {label_b}: {why}"}
+            "p_opposite": nan, "n_a": None, "n_b": None,
+            "comparison": f"{label_a} {'<' if lower else '>'} {label_b} (not run: {why})", "test": "not run",
+            "text": f"{label_a} vs {label_b}: {why}"}
 
 
 def _p(p: float) -> str:
