@@ -33,7 +33,7 @@ import torch.nn as nn
 from .checkpoints import atomic_save, atomic_write_text, read_checkpoint
 from .data import default_data_root
 from .distill import Teacher
-from .models.teachers import TEACHER_RECIPES
+from .models.teachers import TEACHER_RECIPES, split_teacher
 from .models import build_model
 from .train import TrainConfig, config_hash, train
 
@@ -299,13 +299,16 @@ def _pool_map(fn, items, workers, threads, results, bar, on_done) -> None:
 # --------------------------------------------------------------------------------------------- teachers
 def teacher_config(name: str, student: TrainConfig) -> TrainConfig:
     """The run that trains teacher ``name`` for ``student``: the student's data (dataset, teacher subset, padding),
-    the student's ``teacher_epochs`` and ``teacher_recipe``, seed 0, cross-entropy."""
+    the student's ``teacher_epochs`` (or the name's own ``@<epochs>``) and ``teacher_recipe``, seed 0,
+    cross-entropy."""
+    model, epochs = split_teacher(name)
+    epochs = epochs or student.teacher_epochs
     recipe = dict(TEACHER_RECIPES[student.teacher_recipe])
     fraction = recipe.pop("warmup_fraction", None)
     if fraction is not None:
-        recipe["warmup_epochs"] = fraction * student.teacher_epochs
-    return TrainConfig(model=name, dataset=student.dataset, data_root=student.data_root, download=student.download,
-                       epochs=student.teacher_epochs, train_subset=student.teacher_subset, pad_to=student.pad_to,
+        recipe["warmup_epochs"] = fraction * epochs
+    return TrainConfig(model=model, dataset=student.dataset, data_root=student.data_root, download=student.download,
+                       epochs=epochs, train_subset=student.teacher_subset, pad_to=student.pad_to,
                        seed=0, progress=False, compile=student.compile, threads=student.threads,
                        device=student.device, **recipe)
 
@@ -401,7 +404,8 @@ def run_many(configs: Sequence[TrainConfig], root: str | os.PathLike | None = No
         # the missing teachers (strong ones, listed last, first) train side by side with the runs that need none of them, so that no
         # worker waits for a teacher; the runs that distil from them follow
         needs = [any(config_hash(teacher_config(n, c)) in missing for n in c.teachers) for c in pending]
-        first = [(t, None) for t in reversed(missing.values())] + [(c, root) for c, n in zip(pending, needs) if not n]
+        first = [(t, None) for t in reversed(missing.values())]
+        first += [(c, root) for c, n in zip(pending, needs) if not n]
         later = [(c, root) for c, n in zip(pending, needs) if n]
         if verbose:
             print(f"training {len(pending)} of {len(configs)} runs ({len(configs) - len(pending)} cached)"

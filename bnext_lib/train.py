@@ -51,7 +51,7 @@ from .checkpoints import CheckpointError, atomic_save, atomic_write, atomic_writ
 from .data import DATASETS, BatchLoader, FolderData, epoch_seed, load_dataset
 from .distill import ConsecutiveKD, StudentLoss, Teacher
 from .models import build_model, list_models
-from .models.teachers import TEACHER_RECIPES
+from .models.teachers import TEACHER_RECIPES, split_teacher
 
 __all__ = ["TrainConfig", "TrainingDiverged", "train", "train_one_epoch", "validate", "build_model", "config_hash",
            "resolve_device"]
@@ -187,13 +187,18 @@ class TrainConfig:
             errors.append(f"kd_weighting must be 'adaptive' or 'fixed', got {self.kd_weighting!r}")
         if self.kd_granularity not in ("batch", "instance"):
             errors.append(f"kd_granularity must be 'batch' or 'instance', got {self.kd_granularity!r}")
-        for t in self.teachers:
+        for name in self.teachers:
+            try:
+                t, _ = split_teacher(name)
+            except ValueError as e:
+                errors.append(str(e))
+                continue
             if not t.startswith("timm:") and t not in list_models():
-                errors.append(f"teacher {t!r} must be 'timm:<name>' or a registered model")
+                errors.append(f"teacher {name!r} must be 'timm:<name>' or a registered model (optionally '@<epochs>')")
             elif t.startswith("timm:"):
                 import timm
                 if not timm.is_model(t[5:]):
-                    errors.append(f"teacher {t!r}: timm has no model {t[5:]!r}")
+                    errors.append(f"teacher {name!r}: timm has no model {t[5:]!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             errors.append(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():

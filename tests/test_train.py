@@ -295,6 +295,19 @@ def test_pad_to_and_eval_train(tmp_path):
         TrainConfig(dataset="imagefolder", eval_train=True).validate()
 
 
+def test_a_teacher_name_may_fix_its_own_length():
+    student = TrainConfig(teachers=("timm:mobilenetv3_small_050@3", "timm:resnet10t"), teacher_epochs=9,
+                          teacher_recipe="onecycle")
+    student.validate()
+    weak, strong = (teacher_config(n, student) for n in student.teachers)
+    assert (weak.model, weak.epochs, weak.warmup_epochs) == ("timm:mobilenetv3_small_050", 3, pytest.approx(0.9))
+    assert (strong.model, strong.epochs) == ("timm:resnet10t", 9)
+    assert teacher_config("timm:resnet10t@9", student) == strong  # the same run as the profile's length
+    for bad in ("timm:resnet10t@0", "timm:resnet10t@x"):
+        with pytest.raises(ValueError, match="positive number of epochs"):
+            TrainConfig(teachers=(bad,)).validate()
+
+
 def test_eval_every_skips_evaluations_but_never_the_last(tmp_path):
     result = train(_cfg(tmp_path, epochs=3, eval_every=2, eval_train=True, train_subset=64, test_subset=32))
     rows = result["history"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ..profiles import ONE_CYCLE
 
-__all__ = ["TEACHER_RECIPES"]
+__all__ = ["TEACHER_RECIPES", "split_teacher"]
 
 # TrainConfig fields of each teacher recipe (``warmup_fraction`` is turned into ``warmup_epochs`` per run length).
 TEACHER_RECIPES: dict[str, dict] = {
@@ -23,3 +23,18 @@ TEACHER_RECIPES: dict[str, dict] = {
     # benchmarks/teacher_ladder.py for what it reaches)
     "onecycle": dict(ONE_CYCLE, batch_size=128, wd_conv=0.05, wd_other=0.05, augment="basic"),
 }
+
+
+def split_teacher(name: str) -> tuple[str, int | None]:
+    """``"timm:resnet10t@16"`` -> ``("timm:resnet10t", 16)``: a teacher name may fix its own training length
+    (a weak teacher needs fewer epochs than the strong one); without ``@`` the student's ``teacher_epochs`` apply.
+
+    Raises:
+        ValueError: on a length that is not a positive integer.
+    """
+    model, sep, epochs = name.partition("@")
+    if not sep:
+        return name, None
+    if not epochs.isdigit() or int(epochs) < 1:
+        raise ValueError(f"teacher {name!r}: the length after '@' must be a positive number of epochs")
+    return model, int(epochs)
