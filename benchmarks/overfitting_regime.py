@@ -2,7 +2,8 @@
 training subsets, measured every epoch with the training subset evaluated in eval mode without augmentation
 (``TrainConfig.eval_train``), against the full 10k test set.
 
-    .venv/bin/python benchmarks/overfitting_regime.py --subsets 2000 5000 --epochs 12
+    .venv/bin/python benchmarks/overfitting_regime.py --subsets 1000 2000 --epochs 12
+    .venv/bin/python benchmarks/overfitting_regime.py --subsets 1000 --augment basic   # crop + flip instead
 
 The overfitting, distillation and augmentation studies need a regime where the CE student's gap is >= 3 points
 (the counter-intuitive overfitting claim, and the claims that KD and augmentation fight it, cannot show otherwise).
@@ -30,7 +31,8 @@ def main() -> None:
                     help="a student_frontier.py candidate (its recipe)")
     ap.add_argument("--subsets", type=int, nargs="+", default=[2000, 5000])
     ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--augment", default=None, help="augmentation preset (default: the candidate's)")
+    ap.add_argument("--augment", nargs="+", default=[None],
+                    help="augmentation presets, each with every subset (default: the candidate's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
@@ -40,9 +42,9 @@ def main() -> None:
     try:
         base = candidate_config(args.candidate, args.seed, args.threads)
         configs = []
-        for n in args.subsets:
+        for n, augment in ((n, a) for a in args.augment for n in args.subsets):
             c = dataclasses.replace(base, train_subset=n, epochs=args.epochs, eval_train=True,
-                                    augment=args.augment or base.augment)
+                                    augment=augment or base.augment)
             if c.warmup_epochs is not None and base.warmup_epochs:  # one-cycle: the same fraction of the run
                 c = dataclasses.replace(c, warmup_epochs=round(base.warmup_epochs / base.epochs * args.epochs, 6))
             c.validate()

@@ -289,7 +289,9 @@ class Study:
                          "minutes": run.result["wall_s"] / 60, "digest": run.digest})
         if cut:
             self.note("Cut at this profile to fit its budget: " + ", ".join(f"'{c}'" for c in cut) + ".")
-        df = pd.DataFrame(rows, columns=None if rows else ["label", "seed", "test_top1", "gap", "minutes"])
+        columns = ["label", "seed", "model", "augment", "teachers", "teacher_top1", "test_top1", "train_top1",
+                   "train_eval_top1", "gap", "test_loss", "train_loss", "minutes", "digest"]
+        df = pd.DataFrame(rows, columns=columns)
         return RunSet(dict(zip(keys, runs)), df, cut)
 
     def teacher_table(self, names: Sequence[str] | None = None):

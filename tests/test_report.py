@@ -133,6 +133,8 @@ def test_cut_variants_are_not_trained_and_their_comparisons_not_tested(tmp_path)
     assert combine([part])["verdict"] == "not tested"
     assert combine([part, runs.compare("both", "neither")])["verdict"] == "inconclusive"  # 1 seed: inconclusive
     assert any("'ELM only'" in n for n in s.notes)
+    nothing = s.run({"ELM alone": {"info_recoupling": False}})  # a study whose variants are all cut
+    assert nothing.labels == [] and nothing.table().empty and nothing.compare("ELM alone", "both")["cut"]
     (student,) = s.check_student(runs, "both")
     assert student["value"] == pytest.approx(runs.values("both")[0]) and student["passed"] is False  # 89 % bar
     (gap,) = s.check_overfitting(runs, "both")
