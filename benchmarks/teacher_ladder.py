@@ -4,6 +4,9 @@ script trains is reused by the report and the other way round.
 
     .venv/bin/python benchmarks/teacher_ladder.py --models timm:resnet10t timm:resnet18 --epochs 6 10 \\
         --recipe onecycle --pad-to 32 --workers 2
+    .venv/bin/python benchmarks/teacher_ladder.py --models timm:mobilenetv3_small_050@6 --pad-to 32 --append
+
+A model named ``<name>@<epochs>`` trains for its own length (as in a profile's teacher list).
 
 Prints per candidate: test top-1 after each epoch, train top-1, wall time and CPU-minutes (wall x threads); writes
 ``--csv``. Asserts nothing.
@@ -28,34 +31,44 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["timm:mobilenetv3_small_050", "timm:resnet10t", "timm:resnet18"])
     ap.add_argument("--epochs", type=int, nargs="+", default=[6])
-    ap.add_argument("--recipe", default="onecycle", choices=sorted(TEACHER_RECIPES))
+    ap.add_argument("--recipe", nargs="+", default=["onecycle"], choices=sorted(TEACHER_RECIPES),
+                    help="teacher recipes, each with every model and length")
     ap.add_argument("--pad-to", type=int, default=None, help="the student's padding (teachers see its images)")
     ap.add_argument("--subset", type=int, default=None, help="training images (default: all)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--csv", default=str(ROOT / "reports/tables/teacher_ladder.csv"))
+    ap.add_argument("--append", action="store_true", help="add the rows to --csv (replacing equal teacher, length "
+                                                          "and recipe) instead of overwriting it")
     args = ap.parse_args()
     configs = []
     try:
-        for epochs in args.epochs:
-            student = TrainConfig(dataset="fashion_mnist", pad_to=args.pad_to, teacher_epochs=epochs,
-                                  teacher_subset=args.subset, teacher_recipe=args.recipe, compile=True,
-                                  threads=args.threads, teachers=tuple(args.models))
-            student.validate()
-            configs += [teacher_config(m, student) for m in args.models]
+        for recipe in args.recipe:
+            for epochs in args.epochs:
+                student = TrainConfig(dataset="fashion_mnist", pad_to=args.pad_to, teacher_epochs=epochs,
+                                      teacher_subset=args.subset, teacher_recipe=recipe, compile=True,
+                                      threads=args.threads, teachers=tuple(args.models))
+                student.validate()
+                configs += [(recipe, teacher_config(m, student)) for m in args.models]
     except ValueError as e:
         ap.error(str(e))
-    runs = run_many(configs, workers=args.workers, threads=args.threads)
+    runs = run_many([c for _, c in configs], workers=args.workers, threads=args.threads)
     rows = []
-    for cfg, run in zip(configs, runs):
+    for (recipe, cfg), run in zip(configs, runs):
         h = run.history()
         wall = float(run.result["wall_s"])
-        rows.append({"teacher": cfg.model, "epochs": cfg.epochs, "recipe": args.recipe, "pad_to": cfg.pad_to,
+        rows.append({"teacher": cfg.model, "epochs": cfg.epochs, "recipe": recipe, "pad_to": cfg.pad_to,
                      "train_images": cfg.train_subset or 60000, "test_top1": float(h["test_top1"].iloc[-1]),
                      "train_top1": float(h["train_top1"].iloc[-1]),
                      "test_top1_per_epoch": " ".join(f"{v:.2f}" for v in h["test_top1"]),
                      "wall_s": round(wall, 1), "cpu_min": round(wall * args.threads / 60, 2)})
     print(f"machine: {cpu_name()}, CPU-minutes = wall time x threads per run")
+    if args.append and Path(args.csv).exists():
+        import pandas as pd
+
+        old = pd.read_csv(args.csv).to_dict("records")
+        key = [(r["teacher"], r["epochs"], r["recipe"]) for r in rows]
+        rows = [r for r in old if (r["teacher"], r["epochs"], r["recipe"]) not in key] + rows
     write_csv(rows, Path(args.csv))
 
 
