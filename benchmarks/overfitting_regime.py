@@ -3,7 +3,7 @@ training subsets, measured every epoch with the training subset evaluated in eva
 (``TrainConfig.eval_train``), against the full 10k test set.
 
     .venv/bin/python benchmarks/overfitting_regime.py --subsets 1000 2000 --epochs 12
-    .venv/bin/python benchmarks/overfitting_regime.py --subsets 1000 --augment basic   # crop + flip instead
+    .venv/bin/python benchmarks/overfitting_regime.py --subsets 1000 2000 1000:basic   # and crop + flip on 1000
 
 The overfitting, distillation and augmentation studies need a regime where the CE student's gap is >= 3 points
 (the counter-intuitive overfitting claim, and the claims that KD and augmentation fight it, cannot show otherwise).
@@ -29,7 +29,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--candidate", default="micro-s1-onecycle-flip-pad32",
                     help="a student_frontier.py candidate (its recipe)")
-    ap.add_argument("--subsets", type=int, nargs="+", default=[2000, 5000])
+    ap.add_argument("--subsets", nargs="+", default=["1000", "2000"],
+                    help="training subset sizes, N or N:PRESET for another augmentation than --augment's")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--augment", nargs="+", default=[None],
                     help="augmentation presets, each with every subset (default: the candidate's)")
@@ -42,8 +43,11 @@ def main() -> None:
     try:
         base = candidate_config(args.candidate, args.seed, args.threads)
         configs = []
-        for n, augment in ((n, a) for a in args.augment for n in args.subsets):
-            c = dataclasses.replace(base, train_subset=n, epochs=args.epochs, eval_train=True,
+        pairs = [(n.split(":")[0], n.split(":")[1] if ":" in n else a) for a in args.augment for n in args.subsets]
+        for n, augment in dict.fromkeys(pairs):
+            if not n.isdigit():
+                raise ValueError(f"a subset is N or N:PRESET, got {n!r}")
+            c = dataclasses.replace(base, train_subset=int(n), epochs=args.epochs, eval_train=True,
                                     augment=augment or base.augment)
             if c.warmup_epochs is not None and base.warmup_epochs:  # one-cycle: the same fraction of the run
                 c = dataclasses.replace(c, warmup_epochs=round(base.warmup_epochs / base.epochs * args.epochs, 6))
