@@ -227,8 +227,11 @@ class Study:
     def settings(self) -> dict:
         """The profile's training settings (with its over-fitting overrides in that regime) and this study's. A
         run length given here keeps the profile's warm-up as the same share of the run."""
-        regime = self.profile.overfitting if self.regime == "overfitting" else {}
-        values = {**self.profile.train, **regime}
+        return self.regime_settings(self.regime)
+
+    def regime_settings(self, regime: str) -> dict:
+        """:attr:`settings` as they are in ``regime`` (``"full"`` or ``"overfitting"``)."""
+        values = {**self.profile.train, **(self.profile.overfitting if regime == "overfitting" else {})}
         if "epochs" in self.overrides and values.get("warmup_epochs") is not None:
             values["warmup_epochs"] = round(values["warmup_epochs"] * self.overrides["epochs"] / values["epochs"], 6)
         return {**values, **self.overrides}
@@ -238,11 +241,12 @@ class Study:
         """The profile's teacher ladder, weak to strong."""
         return self.profile.teachers
 
-    def config(self, **overrides):
-        """A validated :class:`~bnext_lib.train.TrainConfig`: profile, study overrides, then ``overrides``."""
+    def config(self, regime: str | None = None, **overrides):
+        """A validated :class:`~bnext_lib.train.TrainConfig`: profile, study overrides, then ``overrides``
+        (``regime``: another regime's settings than this study's)."""
         from .train import TrainConfig
 
-        values = {**self.settings, "progress": False, **overrides}
+        values = {**self.regime_settings(regime or self.regime), "progress": False, **overrides}
         if "teachers" in values:
             values["teachers"] = tuple(values["teachers"])
         cfg = TrainConfig(**values)
@@ -250,18 +254,18 @@ class Study:
         return cfg
 
     def run(self, variants: Mapping[str, Mapping[str, Any]], seeds: Sequence[int] | None = None,
-            with_teachers: bool = False) -> RunSet:
+            prefetch: bool = False) -> RunSet:
         """Train (or read from the cache) every variant at every seed.
 
         Args:
             variants: ``{label: TrainConfig overrides}``.
             seeds: default: the study's seeds.
-            with_teachers: also train the profile's missing teachers (strongest first) in the same pool, for the
-                studies that come later: a long teacher then overlaps these runs instead of leaving workers idle.
+            prefetch: also train, in the same pool, what the later studies start from (:meth:`prerequisites`): a
+                long teacher then overlaps these runs instead of leaving a worker idle.
         """
         import pandas as pd
 
-        from .runs import is_done, run_many, teacher_config
+        from .runs import is_done, run_many
 
         seeds = tuple(seeds) if seeds is not None else self.seeds
         cut = {label: f"{label} cut at the {self.profile.name} profile (budget)" for label in variants
@@ -269,7 +273,7 @@ class Study:
         keys = [(label, seed) for label in variants if label not in cut for seed in seeds]
         configs = [self.config(**{**variants[label], "seed": seed}) for label, seed in keys]
         done = sum(is_done(c) for c in configs)
-        extra = [teacher_config(n, self.config()) for n in reversed(self.teachers)] if with_teachers else []
+        extra = self.prerequisites() if prefetch else []
         runs = run_many(extra + configs, workers=self.workers, threads=self.threads)[len(extra):]
         self.cached += done
         self.trained += len(configs) - done
@@ -293,6 +297,16 @@ class Study:
                    "train_eval_top1", "gap", "test_loss", "train_loss", "minutes", "digest"]
         df = pd.DataFrame(rows, columns=columns)
         return RunSet(dict(zip(keys, runs)), df, cut)
+
+    def prerequisites(self) -> list:
+        """The runs every later study starts from: the profile's teachers (strongest first) and, where the profile
+        has an over-fitting regime, its CE student at every seed (the baseline its regime checks measure)."""
+        from .runs import teacher_config
+
+        out = [teacher_config(n, self.config()) for n in reversed(self.teachers)]
+        if self.profile.overfitting:
+            out += [self.config("overfitting", seed=s) for s in self.seeds]
+        return out
 
     def teacher_table(self, names: Sequence[str] | None = None):
         """Train (or find) the profile's teachers; their test/train top-1, size and cost, weak to strong."""

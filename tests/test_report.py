@@ -122,12 +122,15 @@ def test_cut_variants_are_not_trained_and_their_comparisons_not_tested(tmp_path)
     tiny = dict(model="bnext_pico", dataset="synthetic", epochs=1, batch_size=32, train_subset=64, test_subset=32,
                 augment="none", data_root=str(tmp_path / "data"), eval_train=True)
     s.profile = dataclasses.replace(s.profile, train=dict(tiny, teacher_epochs=1), cut=("ELM *",), workers=1,
-                                    threads=1, teachers=("timm:resnet10t",))
+                                    threads=1, teachers=("timm:resnet10t",), overfitting=dict(train_subset=48))
+    assert [c.model for c in s.prerequisites()] == ["timm:resnet10t", "bnext_pico"]
+    assert s.prerequisites()[1].train_subset == 48 and s.prerequisites()[1] == s.config("overfitting", seed=0)
     runs = s.run({"both": {}, "ELM only": {"info_recoupling": False}, "neither": {"elm_attention": False,
                                                                                   "info_recoupling": False}},
-                 with_teachers=True)
+                 prefetch=True)
     assert runs.labels == ["both", "neither"] and list(runs.cut) == ["ELM only"]
-    assert s.trained == 2 and len(list((tmp_path / "data" / "runs").iterdir())) == 3  # two runs and the teacher
+    # the two runs, the teacher and the over-fitting regime's CE student (what the later studies start from)
+    assert s.trained == 2 and len(list((tmp_path / "data" / "runs").iterdir())) == 4
     part = runs.compare("both", "ELM only")
     assert part["verdict"] == "not tested" and part["cut"] and "cut at the smoke profile" in part["text"]
     assert combine([part])["verdict"] == "not tested"
