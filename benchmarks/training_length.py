@@ -77,7 +77,7 @@ def figure(df, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     claims = list(dict.fromkeys(df["claim"]))
-    fig, axes = plt.subplots(1, len(claims), figsize=(3.6 * len(claims), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(claims), figsize=(max(6.0, 3.8 * len(claims)), 3.8), squeeze=False)
     for ax, claim in zip(axes[0], claims):
         d = df[df["claim"] == claim].sort_values("epochs")
         ax.errorbar(d["epochs"], d["delta"], yerr=[d["delta"] - d["ci_low"], d["ci_high"] - d["delta"]],
@@ -87,8 +87,8 @@ def figure(df, path: Path) -> None:
                         textcoords="offset points")
         ax.axhline(0, color="grey", lw=0.8, ls="--")
         ax.set(title=claim, xlabel=f"epochs ({d['regime'].iloc[0]} regime)", xticks=list(d["epochs"]))
-    axes[0][0].set_ylabel("Δ test top-1 (points), mean A - mean B, 95 % CI")
-    fig.suptitle("Headline effects at two training lengths (Welch, one-sided p in the claimed direction)")
+    axes[0][0].set_ylabel("Δ test top-1, A - B (points, 95 % CI)")
+    fig.suptitle("Headline effects against run length (one-sided Welch p in the claimed direction)", fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)
 
