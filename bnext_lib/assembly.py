@@ -173,8 +173,8 @@ REGIME_EVIDENCE = (
 ROBUSTNESS_EVIDENCE = (
     ("training_length", "Headline comparisons at two run lengths: Δ test top-1 with its 95 % CI and one-sided p",
      "benchmarks/training_length.py"),
-    ("kernel_variance", "The CE student and the ablation's two ends under default and AVX2-capped CPU kernels, "
-     "same seeds", "benchmarks/kernel_variance.py"),
+    ("kernel_variance", "The same seeds under default and AVX2-capped CPU kernels: a CE student and a headline "
+     "comparison per run, and the comparison's verdict under each", "benchmarks/kernel_variance.py"),
 )
 
 
