@@ -10,7 +10,8 @@
     .venv/bin/python benchmarks/train_speed.py bnext_tiny --size 32 --in-chans 3 --batch 128 --num-classes 10 \
         --official-src .official --amp --channels-last     # also ours under bf16 autocast (+ channels-last)
     python benchmarks/train_speed.py bnext_tiny --size 224 --in-chans 3 --batch 128 --num-classes 1000 \
-        --device cuda --official-src .official --amp --compile --steps 20   # on a GPU
+        --device cuda --official-src .official --amp --compile bf16 --modes train --steps 8
+        # on a GPU: official fp32, ours fp32 and bf16 eager, ours bf16 compiled; train steps only
 
 A train step is forward, cross-entropy, backward and an AdamW step (the same optimizer for every model). The
 variants of one model (official float32, ours float32 eager, ours bf16 autocast, ours compiled) are timed
@@ -80,8 +81,9 @@ class Variant:
         return self.batch / statistics.median(self.times[mode])
 
 
-def measure(variants: list[Variant], steps: int, warmup: int = 3) -> None:
-    for mode in ("train", "eval"):
+def measure(variants: list[Variant], steps: int, warmup: int = 3,
+            modes: tuple[str, ...] = ("train", "eval")) -> None:
+    for mode in modes:
         for v in variants:
             for _ in range(warmup):  # compiles, allocator warm-up
                 v.step(mode, record=False)
@@ -110,10 +112,10 @@ def _ours(args) -> list[tuple[str, bool, bool, bool]]:
         out.append(("bf16 eager", False, True, False))
         if args.channels_last:
             out.append(("bf16 eager channels-last", False, True, True))
-    if args.compile:
+    if args.compile in ("both", "fp32"):
         out.append(("fp32 compiled", True, False, False))
-        if args.amp:
-            out.append(("bf16 compiled", True, True, args.channels_last))
+    if args.compile in ("both", "bf16") and args.amp:
+        out.append(("bf16 compiled", True, True, args.channels_last))
     return out
 
 
@@ -141,12 +143,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="timed steps per variant and mode")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, allocator)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    ap.add_argument("--compile", action="store_true", help="also measure torch.compile'd models")
+    ap.add_argument("--compile", nargs="?", const="both", choices=("both", "fp32", "bf16"),
+                    help="also measure torch.compile'd models (both, or only the fp32 or the bf16 one: each compile "
+                         "of BNext-T costs a minute or more)")
     ap.add_argument("--official-src", help="a clone of hpi-xnor/BNext: also measure the official BNext (same shapes; "
                                            "it takes 3 channels and picks stem stride 1 for num_classes != 1000)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--amp", action="store_true", help="also measure ours under bf16 autocast")
     ap.add_argument("--channels-last", action="store_true", help="the bf16 variants also in channels-last")
+    ap.add_argument("--modes", nargs="+", choices=("train", "eval"), default=["train", "eval"],
+                    help="which steps to time (eval of a compiled model compiles again)")
     ap.add_argument("--profile", metavar="TEXT", help="after timing, profile the train steps of the variants whose "
                                                       "label contains TEXT (torch.profiler, top operators)")
     args = ap.parse_args()
@@ -168,18 +174,19 @@ def main() -> None:
             torch.manual_seed(0)
             model = create_model(name, num_classes=args.num_classes, in_chans=args.in_chans, **kwargs)
             variants.append(Variant(f"{name} {label}", model, compiled, amp=amp, channels_last=cl, **shape))
-        measure(variants, args.steps, args.warmup)
+        measure(variants, args.steps, args.warmup, tuple(args.modes))
         if args.profile:
             for v in variants:
                 if args.profile in v.label:
                     profile_train_step(v)
         base = variants[0]
         for v in variants:
-            train, evals = v.rate("train"), v.rate("eval")
-            print(f"{v.label:>40s} {args.in_chans}x{args.size}x{args.size} batch {args.batch}  {v.params_M:.2f}M params"
-                  f"  train {train:7.1f} img/s ({train / base.rate('train'):.2f}x)"
-                  f"  eval {evals:7.1f} img/s ({evals / base.rate('eval'):.2f}x)"
-                  f"  (60k-image epoch {60000 / train:.0f} s)", flush=True)
+            line = f"{v.label:>40s} {args.in_chans}x{args.size}x{args.size} batch {args.batch}  {v.params_M:.2f}M params"
+            for mode in args.modes:
+                line += f"  {mode} {v.rate(mode):7.1f} img/s ({v.rate(mode) / base.rate(mode):.2f}x)"
+            if "train" in args.modes:
+                line += f"  (60k-image epoch {60000 / v.rate('train'):.0f} s)"
+            print(line, flush=True)
 
 
 if __name__ == "__main__":
