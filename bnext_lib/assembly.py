@@ -54,6 +54,20 @@ def git_commit() -> str:
         return "unknown"
 
 
+def _scope(claim: Mapping[str, Any]) -> tuple[int, int]:
+    """(comparisons run, comparisons) behind a claim; a comparison a profile cut has no sample sizes."""
+    comps = claim.get("comparisons") or []
+    return sum(p.get("n_a") is not None for p in comps), len(comps)
+
+
+def verdict_cell(claim: Mapping[str, Any]) -> str:
+    """The claim's verdict in bold, with its scope when a profile cut some of its comparisons: a claim whose
+    every comparison must hold is then judged on part of it."""
+    run, total = _scope(claim)
+    part = f" (on {run} of {total} comparisons; the others cut)" if 0 < run < total else ""
+    return f"**{claim['verdict']}**{part}"
+
+
 def _write_claims_csv(out: Path, studies: list[dict]) -> None:
     """``claims.csv``: one row per comparison behind each claim (a claim that is no comparison of runs: one row
     without numbers)."""
@@ -65,8 +79,9 @@ def _write_claims_csv(out: Path, studies: list[dict]) -> None:
     for s in studies:
         for c in s["claims"]:
             comps = c.get("comparisons") or [{"comparison": "", "verdict": c["verdict"]}]
+            run, total = _scope(c)
             rows += [{"claim": c["claim"], **{k: p.get(k) for k in COMPARISON_FIELDS}, "claim_verdict": c["verdict"],
-                      "study": s["study"]} for p in comps]
+                      "claim_comparisons_run": f"{run}/{total}" if total else "", "study": s["study"]} for p in comps]
     atomic_write_text(out / "claims.csv", pd.DataFrame(rows).to_csv(index=False))
 
 
@@ -134,13 +149,14 @@ def assemble(out: str | os.PathLike = REPO_ROOT / "reports") -> Path:
               "Verdict rule (`bnext_lib/verdicts.py`): Welch's t-test per comparison, one-sided in the claimed "
               "direction: *reproduced* when p < 0.05, *contradicted* when p < 0.05 in the opposite direction, "
               "*inconclusive* otherwise or with fewer than 3 seeds a side; *not tested* when the regime the claim "
-              "needs was measured and does not hold. A claim resting on several comparisons needs all of them. "
+              "needs was measured and does not hold. A claim resting on several comparisons needs all of them; where "
+              "the profile cut some of them, the verdict says on how many it rests. "
               "Numbers: mean ± sample std over seeds, Δ with its 95 % confidence interval and p; every comparison "
               "is in [claims.csv](claims.csv).", "",
               "| claim | verdict | our numbers | evidence |", "|---|---|---|---|"]
     for s in studies:
         for c in s["claims"]:
-            lines.append(f"| {c['claim']} | **{c['verdict']}** | {c['evidence']} | {c['where']} |")
+            lines.append(f"| {c['claim']} | {verdict_cell(c)} | {c['evidence']} | {c['where']} |")
     if checks:
         lines += ["", "## Regime checks", "",
                   "What each study's claims need before a verdict counts, measured in this run "
@@ -232,7 +248,7 @@ def update_readme(out: str | os.PathLike = REPO_ROOT / "reports") -> None:
              "| claim | verdict |", "|---|---|"]
     for s in studies:
         for c in s["claims"]:
-            lines.append(f"| {c['claim']} | **{c['verdict']}** |")
+            lines.append(f"| {c['claim']} | {verdict_cell(c)} |")
     for name in ("01_ablation", "01_blocks"):
         table = next((t for s in studies for t in s["tables"] if t["name"] == name), None)
         md = REPO_ROOT / "reports" / table["md"] if table else None

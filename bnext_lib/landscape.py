@@ -139,10 +139,12 @@ def run_landscape(args: tuple) -> Landscape:
 
     cfg, steps, span, images, seed = args
     run = Run.load(cfg)
-    cache = run.folder / f"landscape_s{steps}_w{span}_n{images}_seed{seed}.json"
+    # "_v2": earlier slices of runs with pad_to were evaluated on unpadded images
+    cache = run.folder / f"landscape_v2_s{steps}_w{span}_n{images}_seed{seed}.json"
     if cache.exists():
         return Landscape.from_dict(json.loads(cache.read_text()))
-    data = load_dataset(cfg.dataset, "train", cfg.data_root).subset(cfg.train_subset)
+    # the images the run trained on: its training subset, zero-padded as in training
+    data = load_dataset(cfg.dataset, "train", cfg.data_root).subset(cfg.train_subset).padded(cfg.pad_to)
     # a fixed, class-balanced evaluation batch: the stratified subset of the training subset
     batch = data.subset(min(images, len(data)))
     device = resolve_device(cfg.device)

@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ from .verdicts import combine, gate
 from .verdicts import compare as verdict
 
 __all__ = ["REPO_ROOT", "NOTEBOOKS", "Study", "parse_seeds", "RunSet", "verdict", "combine", "gate",
-           "distillation_recipes", "machine_info", "assemble", "update_readme", "execute", "main"]
+           "distillation_recipes", "machine_info", "assemble", "update_readme", "execute", "record_run", "main"]
 
 
 # --------------------------------------------------------------------------------------------- runner
@@ -53,12 +54,16 @@ def _text_progress():
             os.environ[PROGRESS_ENV] = saved
 
 
-def execute(notebooks: Sequence[str], profile: str, out: Path, html: bool = True, log: bool = True) -> dict:
-    """Run notebooks with papermill into ``out/executed`` (and HTML), returning wall seconds per notebook."""
+def execute(notebooks: Sequence[str], profile: str, out: Path, html: bool = True, log: bool = True,
+            times: dict | None = None) -> dict:
+    """Run notebooks with papermill into ``out/executed`` (and HTML), returning wall seconds per notebook.
+
+    ``times`` (filled as the notebooks end) also holds, when an exception or an interrupt stops a notebook, that
+    notebook's seconds so far with ``interrupted: True``: the caller records them before the exception goes on."""
     import papermill as pm
 
     (out / "executed").mkdir(parents=True, exist_ok=True)
-    times = {}
+    times = {} if times is None else times
     expected = _recorded_minutes(out, profile)
     for k, name in enumerate(notebooks):
         src = REPO_ROOT / "notebooks" / f"{name}.ipynb"
@@ -68,9 +73,13 @@ def execute(notebooks: Sequence[str], profile: str, out: Path, html: bool = True
                "make it less)" if left and None not in left else "")
         print(f"== {name} ({profile}) [notebook {k + 1} of {len(notebooks)}{eta}]", file=sys.stderr, flush=True)
         t = time.perf_counter()
-        with _text_progress():
-            pm.execute_notebook(str(src), str(dst), parameters={"profile": profile, "out_dir": str(out)},
-                                cwd=str(src.parent), kernel_name="python3", progress_bar=False, log_output=log)
+        try:
+            with _text_progress():
+                pm.execute_notebook(str(src), str(dst), parameters={"profile": profile, "out_dir": str(out)},
+                                    cwd=str(src.parent), kernel_name="python3", progress_bar=False, log_output=log)
+        except BaseException:
+            times[name] = {"wall_s": round(time.perf_counter() - t, 1), "interrupted": True}
+            raise
         times[name] = {"wall_s": round(time.perf_counter() - t, 1)}
         print(f"== {name}: {times[name]['wall_s'] / 60:.1f} min", file=sys.stderr, flush=True)
         if html:
@@ -118,6 +127,54 @@ def refresh_notebooks(notebooks: Sequence[str] = NOTEBOOKS) -> None:
         print(f"refreshed {src}", file=sys.stderr)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def record_run(out: Path, profile: str, times: dict, started: str, resume_ok: bool = False,
+               interrupted: bool = False) -> dict:
+    """Write ``out/run.json``: profile, commit, machine and wall seconds per notebook of this invocation.
+
+    It continues the recorded run of the same profile when that run was interrupted, or when ``resume_ok`` (a
+    ``--only`` re-execution): a notebook it finished keeps its first time and run counts, the notebook it was
+    stopped in adds its seconds to this invocation's (the runs trained before the stop are not trained again), and
+    the total is the sum. An interrupted invocation is recorded as such, to be continued."""
+    path = out / "run.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    if previous.get("profile") != profile or not (resume_ok or previous.get("interrupted")):
+        previous = {}
+    notebooks = dict(previous.get("notebooks", {}))
+    for name, entry in times.items():
+        entry = dict(entry)
+        if not entry.get("interrupted"):
+            res = json.loads((out / "results" / f"{name}.json").read_text())
+            entry.update(runs_trained=res["runs_trained"], runs_cached=res["runs_cached"])
+        old = notebooks.get(name, {})
+        if old.get("interrupted"):
+            entry["first_wall_s"] = round(old.get("first_wall_s", old["wall_s"]) + entry["wall_s"], 1)
+            entry["resumed"] = True
+            if entry.get("interrupted"):
+                entry["wall_s"] = entry["first_wall_s"]
+        elif old:
+            entry.update({f"first_{k}": old.get(f"first_{k}", old.get(k))
+                          for k in ("wall_s", "runs_trained", "runs_cached") if k in old})
+        notebooks[name] = entry
+    commit = git_commit()
+    run = {"profile": profile, "started": previous.get("started", started), "commit": previous.get("commit", commit),
+           "machine": machine_info(), "notebooks": notebooks,
+           "wall_s": round(sum(v.get("first_wall_s", v["wall_s"]) for v in notebooks.values()), 1)}
+    if interrupted:
+        run["interrupted"] = True
+    if previous:
+        how = ("resumed after an interruption" if previous.get("interrupted") else
+               "re-executed from the cached runs of the first invocation")
+        run["note"] = (f"{', '.join(times)} {how} on {started} (commit {commit[:7]}); the first invocation: commit "
+                       f"{previous.get('commit', '?')[:7]}, started {previous.get('started')}; wall times are the "
+                       "first invocation's, plus the resumed time of a notebook it was stopped in")
+    atomic_write_text(path, json.dumps(run, indent=1))
+    return run
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bnext_lib.report", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -147,28 +204,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.assemble_only:
         started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         t = time.perf_counter()
-        times = execute(chosen, args.profile, out, html=args.html)
-        run_path = out / "run.json"
-        previous = json.loads(run_path.read_text()) if run_path.exists() and args.only else {}
-        notebooks = dict(previous.get("notebooks", {}))
-        for name, entry in times.items():  # a re-run from cached runs keeps the first run's wall time and counts
-            res = json.loads((out / "results" / f"{name}.json").read_text())
-            entry = {**entry, "runs_trained": res["runs_trained"], "runs_cached": res["runs_cached"]}
-            old = notebooks.get(name, {})
-            if old:
-                entry.update({f"first_{k}": old.get(f"first_{k}", old.get(k))
-                              for k in ("wall_s", "runs_trained", "runs_cached") if k in old})
-            notebooks[name] = entry
-        commit = git_commit()
-        run = {"profile": args.profile, "started": previous.get("started", started),
-               "commit": previous.get("commit", commit),
-               "machine": machine_info(), "notebooks": notebooks,
-               "wall_s": round(sum(v.get("first_wall_s", v["wall_s"]) for v in notebooks.values()), 1)}
-        if args.only and previous:
-            run["note"] = (f"{', '.join(chosen)} re-executed on {started} (commit {commit[:7]}) from the "
-                           f"cached runs of the first invocation (commit {previous.get('commit', '?')[:7]}, started "
-                           f"{previous.get('started')}); wall times are the first invocation's")
-        atomic_write_text(run_path, json.dumps(run, indent=1))
+        handler = signal.signal(signal.SIGTERM, _interrupt)  # `timeout`, a scheduler: record what ran, then stop
+        times: dict = {}
+        try:
+            execute(chosen, args.profile, out, html=args.html, times=times)
+        except BaseException:
+            if times:
+                record_run(out, args.profile, times, started, resume_ok=bool(args.only), interrupted=True)
+            print(f"report: interrupted after {(time.perf_counter() - t) / 60:.1f} min; the same command resumes "
+                  "(trained runs are cached)", file=sys.stderr)
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, handler)
+        record_run(out, args.profile, times, started, resume_ok=bool(args.only))
         print(f"report: {(time.perf_counter() - t) / 60:.1f} min", file=sys.stderr)
     path = assemble(out)
     print(f"wrote {path}")

@@ -1,6 +1,8 @@
 """The report's library side: verdicts, parameter checks, the run cache, loss landscapes, REPORT.md assembly and
 the notebooks' shape. (The notebooks themselves run under ``pytest --nbval-lax`` in ``make test``.)"""
 
+import json
+
 import nbformat
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from bnext_lib.binary import BinaryConv2d, saturated_fraction, set_temperature
 from bnext_lib.landscape import filter_normalized_direction, loss_landscape, roughness
 from bnext_lib.report import NOTEBOOKS, REPO_ROOT, Study, assemble, combine, distillation_recipes, gate, verdict
 from bnext_lib.runs import Run, is_done, run_folder, run_many, run_one
+from bnext_lib.verdicts import cut
 from bnext_lib.train import TrainConfig
 
 NB_DIR = REPO_ROOT / "notebooks"
@@ -266,6 +269,65 @@ def test_run_many_in_two_processes(tmp_path):
         Run.load(_tiny_cfg(seed=9), tmp_path)
 
 
+def test_an_interrupted_report_resumes_with_its_time(tmp_path, monkeypatch):
+    """run.json of an interrupted invocation is continued by the next: finished notebooks keep their first times
+    and run counts, the stopped notebook's seconds add up, the total is the sum; a complete run is not continued."""
+    import bnext_lib.report as runner
+
+    monkeypatch.setenv("BNEXT_COMMIT", "abc1234")
+    (tmp_path / "results").mkdir()
+    for name, trained in (("01", 4), ("02", 2)):
+        (tmp_path / "results" / f"{name}.json").write_text(json.dumps({"runs_trained": trained, "runs_cached": 0}))
+    first = runner.record_run(tmp_path, "gpu", {"01": {"wall_s": 240.0}, "02": {"wall_s": 100.0, "interrupted": True}},
+                              "t1", interrupted=True)
+    assert first["interrupted"] and first["wall_s"] == 340.0 and "runs_trained" not in first["notebooks"]["02"]
+    (tmp_path / "results" / "02.json").write_text(json.dumps({"runs_trained": 0, "runs_cached": 9}))
+    second = runner.record_run(tmp_path, "gpu", {"01": {"wall_s": 40.0}, "02": {"wall_s": 16.0}}, "t2")
+    nb = second["notebooks"]
+    assert "interrupted" not in second and second["started"] == "t1"
+    assert nb["01"]["first_wall_s"] == 240.0 and nb["01"]["first_runs_trained"] == 4
+    assert nb["02"]["first_wall_s"] == 116.0 and nb["02"]["resumed"] and nb["02"]["runs_cached"] == 9
+    assert second["wall_s"] == 356.0 and "resumed after an interruption" in second["note"]
+    third = runner.record_run(tmp_path, "gpu", {"01": {"wall_s": 41.0}}, "t3")
+    assert third["wall_s"] == 41.0 and "note" not in third and third["started"] == "t3"
+    assert runner.record_run(tmp_path, "cpu", {"01": {"wall_s": 7.0}}, "t4")["wall_s"] == 7.0  # another profile
+
+
+def test_the_runner_records_an_interrupted_invocation(tmp_path, monkeypatch):
+    """A stop (Ctrl-C, or SIGTERM from `timeout`) during a notebook still writes run.json, marked interrupted."""
+    import signal
+
+    import bnext_lib.report as runner
+
+    def stopped(notebooks, profile, out, html=True, log=True, times=None):
+        times[notebooks[0]] = {"wall_s": 5.0, "interrupted": True}
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "execute", stopped)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        runner.main(["--profile", "smoke", "--out", str(tmp_path)])
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["interrupted"] and run["notebooks"][NOTEBOOKS[0]]["wall_s"] == 5.0
+    assert signal.getsignal(signal.SIGTERM) is before
+    with pytest.raises(KeyboardInterrupt, match="signal"):
+        runner._interrupt(signal.SIGTERM, None)
+
+
+def test_a_claim_judged_on_part_of_its_comparisons_says_so():
+    """A claim whose other comparisons a profile cut shows on how many comparisons its verdict rests."""
+    from bnext_lib.assembly import verdict_cell
+
+    a, b = [90.0, 90.2, 90.1], [89.0, 89.1, 88.9]
+    partly = combine([verdict(a, b, "BNext", "neither"), cut("BNext", "ELM only", "ELM only cut")])
+    claim = {"verdict": partly["verdict"], "comparisons": [
+        {"n_a": p.get("n_a"), "verdict": p["verdict"]} for p in partly["parts"]]}
+    assert verdict_cell(claim) == "**reproduced** (on 1 of 2 comparisons; the others cut)"
+    claim["comparisons"] = claim["comparisons"][:1]
+    assert verdict_cell(claim) == "**reproduced**"
+    assert verdict_cell({"verdict": "reproduced"}) == "**reproduced**"  # a claim that is no comparison of runs
+
+
 # --------------------------------------------------------------------------------------------- landscape
 def test_roughness():
     x = np.linspace(-1, 1, 7)
@@ -307,6 +369,27 @@ def test_loss_landscape_centre_and_restore():
         assert torch.equal(v, before[k]), k
     with pytest.raises(ValueError, match="odd"):
         loss_landscape(model, x, y, steps=4)
+
+
+def test_landscape_sees_the_images_the_run_trained_on(tmp_path, monkeypatch):
+    """A run trained on zero-padded images is sliced on zero-padded images (28x28 ones gave the trained point a
+    top-1 well below the run's own)."""
+    import bnext_lib.landscape as landscape_mod
+
+    monkeypatch.setenv("BNEXT_RUNS", str(tmp_path))
+    cfg = _tiny_cfg(pad_to=32, seed=3)
+    run_one(cfg)
+    seen, real = {}, landscape_mod.loss_landscape
+
+    def spy(model, x, y, **kw):
+        seen["side"] = tuple(x.shape[-2:])
+        return real(model, x, y, **kw)
+
+    monkeypatch.setattr(landscape_mod, "loss_landscape", spy)
+    ls = landscape_mod.run_landscape((cfg, 3, 0.5, 16, 0))
+    assert seen["side"] == (32, 32) and ls.loss.shape == (3, 3)
+    seen.clear()
+    assert landscape_mod.run_landscape((cfg, 3, 0.5, 16, 0)).centre_loss == ls.centre_loss and not seen  # cached
 
 
 def test_saturated_fraction():
