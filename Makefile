@@ -47,7 +47,8 @@ test-portable: $(STAMP) data
 	TORCHINDUCTOR_CACHE_DIR=$(CURDIR)/build/inductor-default ATEN_CPU_CAPABILITY=default \
 		$(BIN)/python -m pytest -m portability tests
 
-# the four notebooks at the cpu profile (PROFILE=smoke|cpu|gpu) -> reports/ (REPORT.md, figures, tables, executed/)
+# the four notebooks at the cpu profile -> reports/ (REPORT.md, figures, tables, executed/); PROFILE=gpu -> reports/gpu/,
+# PROFILE=smoke -> reports/.scratch/
 PROFILE ?= cpu
 report: $(STAMP) data
 	$(BIN)/python -m bnext_lib.report --profile $(PROFILE)

@@ -10,6 +10,7 @@ CLI::
 
     python -m bnext_lib.report                    # all four notebooks at the cpu profile into reports/
     python -m bnext_lib.report --profile smoke    # into reports/.scratch/
+    python -m bnext_lib.report --profile gpu      # into reports/gpu/ (paper: reports/paper/)
     python -m bnext_lib.report --assemble-only    # rebuild REPORT.md from reports/results/
     python -m bnext_lib.report --refresh-notebooks  # re-store the checked (NBVAL_CHECK_OUTPUT) outputs
 """
@@ -127,6 +128,12 @@ def refresh_notebooks(notebooks: Sequence[str] = NOTEBOOKS) -> None:
         print(f"refreshed {src}", file=sys.stderr)
 
 
+def default_out(profile: str) -> Path:
+    """Where a profile's report goes unless ``--out`` says: the committed cpu report in ``reports/``, the others
+    beside it (smoke's in ``reports/.scratch/``, which git ignores), so that no profile overwrites another's."""
+    return REPO_ROOT / "reports" / {"cpu": "", "smoke": ".scratch"}.get(profile, profile)
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -180,7 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="cpu", help="smoke, cpu, gpu or paper (default cpu)")
     ap.add_argument("--only", nargs="+", metavar="NOTEBOOK", help=f"a subset of {', '.join(NOTEBOOKS)}")
-    ap.add_argument("--out", help="output folder (default reports/, reports/.scratch/ for smoke)")
+    ap.add_argument("--out", help="output folder (default: reports/ for cpu, reports/.scratch/ for smoke, "
+                                  "reports/<profile>/ for the others)")
     ap.add_argument("--no-html", dest="html", action="store_false")
     ap.add_argument("--assemble-only", action="store_true", help="only rebuild REPORT.md")
     ap.add_argument("--refresh-notebooks", action="store_true",
@@ -200,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         refresh_notebooks(chosen)
         return 0
     # resolved here: the notebooks run in notebooks/, where a relative path would point elsewhere
-    out = Path(args.out).resolve() if args.out else REPO_ROOT / "reports" / (".scratch" if args.profile == "smoke" else "")
+    out = Path(args.out).resolve() if args.out else default_out(args.profile)
     if not args.assemble_only:
         started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         t = time.perf_counter()

@@ -293,6 +293,14 @@ def test_an_interrupted_report_resumes_with_its_time(tmp_path, monkeypatch):
     assert runner.record_run(tmp_path, "cpu", {"01": {"wall_s": 7.0}}, "t4")["wall_s"] == 7.0  # another profile
 
 
+def test_each_profile_reports_into_its_own_folder():
+    from bnext_lib.report import default_out
+
+    reports = REPO_ROOT / "reports"
+    assert [default_out(p) for p in ("cpu", "smoke", "gpu", "paper")] == [
+        reports, reports / ".scratch", reports / "gpu", reports / "paper"]
+
+
 def test_the_runner_records_an_interrupted_invocation(tmp_path, monkeypatch):
     """A stop (Ctrl-C, or SIGTERM from `timeout`) during a notebook still writes run.json, marked interrupted."""
     import signal
