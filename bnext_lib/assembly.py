@@ -151,8 +151,9 @@ def assemble(out: str | os.PathLike = REPO_ROOT / "reports") -> Path:
               "*inconclusive* otherwise or with fewer than 3 seeds a side; *not tested* when the regime the claim "
               "needs was measured and does not hold. A claim resting on several comparisons needs all of them; where "
               "the profile cut some of them, the verdict says on how many it rests. "
-              "Numbers: mean ± sample std over seeds, Δ with its 95 % confidence interval and p; every comparison "
-              "is in [claims.csv](claims.csv).", "",
+              "Numbers: mean ± sample std over seeds, Δ with its two-sided 95 % confidence interval (Welch) and the "
+              "one-sided p; a p just under 0.05 can come with an interval that just includes 0 (the one-sided test "
+              "at 0.05 matches a two-sided 90 % interval). Every comparison is in [claims.csv](claims.csv).", "",
               "| claim | verdict | our numbers | evidence |", "|---|---|---|---|"]
     for s in studies:
         for c in s["claims"]:
