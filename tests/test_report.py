@@ -172,6 +172,10 @@ def test_readme_headline_names_both_regimes(tmp_path, monkeypatch):
     assert ("all training images x 2 epochs for the architecture study, 2000 training images x 12 epochs for "
             "over-fitting, distillation and augmentation, seeds [0, 1, 2], 100 min on 2 CPU cores) gives "
             "2 reproduced") in text
+    # a make report timed outside the runner (set-up, an invocation stopped by hand) gives its total instead
+    (out / "run.json").write_text(json.dumps({"wall_s": 6000, "total_wall_s": 7200, "machine": {"cores": 2}}))
+    assembly.update_readme(out)
+    assert "seeds [0, 1, 2], 120 min on 2 CPU cores" in readme.read_text()
 
 
 def test_runner_estimates_the_time_left_from_the_last_recorded_run(tmp_path, capsys, monkeypatch):
