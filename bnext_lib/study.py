@@ -39,11 +39,22 @@ class RunSet:
             split in eval mode, runs with ``eval_train``), gap (train - test top-1, from ``train_eval_top1`` where
             measured, else from the running top-1 on augmented batches), minutes, digest.
         cut: ``{label: why}`` of variants asked for but not trained (the profile cut them).
+        cut_patterns, profile: the profile's cut patterns and name: a comparison with a variant the study did not
+            even ask for (a recipe that needs more teachers than the profile has) is cut when a pattern names it.
     """
 
     runs: dict
     df: Any
     cut: dict = field(default_factory=dict)
+    cut_patterns: tuple = ()
+    profile: str = ""
+
+    def _why_cut(self, label: str) -> str | None:
+        if label in self.cut:
+            return self.cut[label]
+        if label not in self.labels and any(fnmatch.fnmatchcase(label, p) for p in self.cut_patterns):
+            return f"{label} cut at the {self.profile} profile (budget)"
+        return None
 
     def values(self, label: str, metric: str = "test_top1") -> list[float]:
         rows = self.df[self.df.label == label]
@@ -59,8 +70,9 @@ class RunSet:
         """:func:`~bnext_lib.verdicts.compare` on "``better`` has a higher (``lower=True``: lower) ``metric`` than
         ``worse``"."""
         unit = "%" if metric.endswith("top1") else " pts" if metric == "gap" else ""
-        if better in self.cut or worse in self.cut:
-            return cut(better, worse, self.cut.get(better) or self.cut.get(worse), lower)
+        why = self._why_cut(better) or self._why_cut(worse)
+        if why:
+            return cut(better, worse, why, lower)
         return compare(self.values(better, metric), self.values(worse, metric), better, worse, unit, lower)
 
     def summary(self, metrics: Sequence[str] = ("test_top1", "train_top1", "gap")):
@@ -296,7 +308,7 @@ class Study:
         columns = ["label", "seed", "model", "augment", "teachers", "teacher_top1", "test_top1", "train_top1",
                    "train_eval_top1", "gap", "test_loss", "train_loss", "minutes", "digest"]
         df = pd.DataFrame(rows, columns=columns)
-        return RunSet(dict(zip(keys, runs)), df, cut)
+        return RunSet(dict(zip(keys, runs)), df, cut, tuple(self.profile.cut), self.profile.name)
 
     def prerequisites(self) -> list:
         """The runs every later study starts from: the profile's teachers (strongest first) and, where the profile

@@ -148,6 +148,23 @@ def test_cut_variants_are_not_trained_and_their_comparisons_not_tested(tmp_path)
     assert gap["value"] == pytest.approx(row["train_eval_top1"] - row["test_top1"])
 
 
+def test_a_recipe_the_profile_cannot_form_is_cut_not_missing():
+    """With two teachers there is no consecutive recipe: at a profile that cuts it, its comparison is cut (not a
+    KeyError in notebook 03); a label nobody cut still raises."""
+    import pandas as pd
+
+    from bnext_lib.report import RunSet
+
+    df = pd.DataFrame({"label": ["two, adaptive (batch)"] * 3, "test_top1": [81.0, 81.5, 82.0]})
+    rs = RunSet({}, df, {}, ("consecutive*",), "cpu")
+    assert set(distillation_recipes(["weak", "strong"])) == set(distillation_recipes(["weak", "mid", "strong"])) - {
+        "consecutive (weak→mid, strong)"}
+    res = rs.compare("consecutive (weak→mid, strong)", "two, adaptive (batch)")
+    assert res["verdict"] == "not tested" and res["cut"] and "cut at the cpu profile" in res["text"]
+    with pytest.raises(KeyError, match="no runs labelled 'two, typo'"):
+        rs.compare("two, typo", "two, adaptive (batch)")
+
+
 def test_readme_headline_names_both_regimes(tmp_path, monkeypatch):
     import json
 
