@@ -30,10 +30,10 @@ from .assembly import assemble, git_commit, machine_info, update_readme
 from .checkpoints import atomic_write_text
 from .profiles import get_profile
 from .study import NOTEBOOKS, REPO_ROOT, RunSet, Study, distillation_recipes, parse_seeds
-from .verdicts import combine, gate
+from .verdicts import combine, cut, gate
 from .verdicts import compare as verdict
 
-__all__ = ["REPO_ROOT", "NOTEBOOKS", "Study", "parse_seeds", "RunSet", "verdict", "combine", "gate",
+__all__ = ["REPO_ROOT", "NOTEBOOKS", "Study", "parse_seeds", "RunSet", "verdict", "combine", "cut", "gate",
            "distillation_recipes", "machine_info", "assemble", "update_readme", "execute", "record_run", "main"]
 
 
@@ -175,9 +175,12 @@ def record_run(out: Path, profile: str, times: dict, started: str, resume_ok: bo
     if previous:
         how = ("resumed after an interruption" if previous.get("interrupted") else
                "re-executed from the cached runs of the first invocation")
-        run["note"] = (f"{', '.join(times)} {how} on {started} (commit {commit[:7]}); the first invocation: commit "
-                       f"{previous.get('commit', '?')[:7]}, started {previous.get('started')}; wall times are the "
-                       "first invocation's, plus the resumed time of a notebook it was stopped in")
+        note = (f"{', '.join(times)} {how} on {started} (commit {commit[:7]}); the first invocation: commit "
+                f"{previous.get('commit', '?')[:7]}, started {previous.get('started')}; wall times are the first "
+                "invocation's, plus the resumed time of a notebook it was stopped in")
+        run["note"] = f"{previous['note']}. Then: {note}" if previous.get("note") else note
+        if "total_wall_s" in previous:  # timed outside the runner (assembly._total_wall_s): a re-execution keeps it
+            run["total_wall_s"] = previous["total_wall_s"]
     atomic_write_text(path, json.dumps(run, indent=1))
     return run
 

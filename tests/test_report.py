@@ -309,6 +309,10 @@ def test_an_interrupted_report_resumes_with_its_time(tmp_path, monkeypatch):
     assert nb["01"]["first_wall_s"] == 240.0 and nb["01"]["first_runs_trained"] == 4
     assert nb["02"]["first_wall_s"] == 116.0 and nb["02"]["resumed"] and nb["02"]["runs_cached"] == 9
     assert second["wall_s"] == 356.0 and "resumed after an interruption" in second["note"]
+    timed = dict(second, total_wall_s=999.0)  # a make report timed outside the runner
+    (tmp_path / "run.json").write_text(json.dumps(timed))
+    kept = runner.record_run(tmp_path, "gpu", {"02": {"wall_s": 3.0}}, "t2b", resume_ok=True)  # an --only re-run
+    assert kept["wall_s"] == 356.0 and kept["total_wall_s"] == 999.0 and kept["note"].startswith(second["note"] + ". Then: 02 re-executed")
     third = runner.record_run(tmp_path, "gpu", {"01": {"wall_s": 41.0}}, "t3")
     assert third["wall_s"] == 41.0 and "note" not in third and third["started"] == "t3"
     assert runner.record_run(tmp_path, "cpu", {"01": {"wall_s": 7.0}}, "t4")["wall_s"] == 7.0  # another profile
