@@ -178,7 +178,7 @@ def record_run(out: Path, profile: str, times: dict, started: str, resume_ok: bo
         note = (f"{', '.join(times)} {how} on {started} (commit {commit[:7]}); the first invocation: commit "
                 f"{previous.get('commit', '?')[:7]}, started {previous.get('started')}; wall times are the first "
                 "invocation's, plus the resumed time of a notebook it was stopped in")
-        run["note"] = f"{previous['note']}. Then: {note}" if previous.get("note") else note
+        run["note"] = f"{previous['note'].rstrip('.')}. Then: {note}" if previous.get("note") else note
         if "total_wall_s" in previous:  # timed outside the runner (assembly._total_wall_s): a re-execution keeps it
             run["total_wall_s"] = previous["total_wall_s"]
     atomic_write_text(path, json.dumps(run, indent=1))
