@@ -26,6 +26,23 @@ def test_training_length_writes_one_row_per_claim_and_length(tmp_path):
     assert set(df["verdict"]) <= {"inconclusive"}  # one seed a side at the smoke profile
 
 
+def test_training_length_lists_the_headline_claims_a_profile_cuts(tmp_path, monkeypatch):
+    """A cut comparison is a row without numbers (the table says what was left out) and no panel."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import training_length
+    from bnext_lib.verdicts import cut
+
+    figures = []
+    monkeypatch.setattr(training_length, "save_figure", lambda fig, path: figures.append(fig))
+
+    rows = [{"claim": "kept", "comparison": "a > b", "regime": "full", "epochs": e, "delta": d, "ci_low": d - 1,
+             "ci_high": d + 1, "p_value": 0.01, "verdict": "reproduced"} for e, d in ((1, 1.0), (2, 1.5))]
+    rows.append({"claim": "cut one", "comparison": cut("x", "y", "x cut")["comparison"], "regime": "full",
+                 "epochs": 1, "verdict": "not tested"})
+    training_length.figure(pd.DataFrame(rows), tmp_path / "f.png")
+    assert [ax.get_title() for ax in figures[0].axes] == ["kept"]
+
+
 def test_kernel_variance_compares_the_same_seeds_under_two_kernel_settings(tmp_path):
     out = _run("kernel_variance.py", "--capped-runs", str(tmp_path / "capped"), "--csv", str(tmp_path / "k.csv"))
     df = pd.read_csv(tmp_path / "k.csv")
