@@ -65,7 +65,7 @@ THRESHOLDS = dict(student_top1=89.0, teacher_top1=93.0, teacher_lead=3.0, overfi
 # headline distillation comparison (two teachers against the strong one). The augmentation study is cut whole: on
 # a subset the crop it adds to flips makes the student under-fit (benchmarks/overfitting_regime.py --augment basic:
 # 1,000 images x 12 epochs, test top-1 70.7 % against 76.6 % with flips only), so at this budget it would measure
-# under-fitting, not RandAugment. The gpu profile runs everything.
+# under-fitting, not RandAugment.
 CPU_CUT = ("ELM only", "IR only", "plain binary", "Bi-Real", "ReActNet", "sign from the first step",
            "two, fixed 0.5/0.5", "two, adaptive (instance)", "consecutive*", "* / *")
 # What the gpu profile leaves out to fit 8 minutes on one GPU: the full-data architecture variants beyond the cpu
