@@ -17,7 +17,6 @@ includes the table and figure when they exist. Asserts nothing.
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import sys
 from pathlib import Path
 
@@ -46,7 +45,7 @@ def headline(profile: str, regime: str, epochs: int | None) -> list[tuple[str, S
     out = [("two teachers beat the strong one", s, "two, adaptive (batch)", recipes["two, adaptive (batch)"],
             "single strong", recipes["single strong"])]
     a, b = f"{size} / released", f"{size} / basic"
-    if any(fnmatch.fnmatchcase(label, p) for label in (a, b) for p in s.profile.cut):
+    if s.profile.cut_reason(a) or s.profile.cut_reason(b):
         return out + [("RandAugment on crop + flip helps", s, a, {}, b, {})]  # reported as cut by measure()
     full_length = Study("03_distillation", profile=profile, regime="overfitting", out_dir=ROOT / "reports" / ".scratch")
     best = full_length.run(recipes).summary()["test_top1_mean"].idxmax()  # notebook 04's pick, at its length

@@ -12,7 +12,7 @@
 * ``gpu``: the cpu protocol on one GPU in <= 8 minutes: the same student, recipe and regimes, 5 seeds instead of
   3, a middle teacher (resnet18, 10 epochs) and the whole distillation study (its fixed and instance-wise
   weightings and consecutive KD, which the cpu profile cuts); the architecture study keeps the cpu profile's two
-  variants (each full-data run costs a GPU worker ~2 minutes) and the augmentation study stays cut for the cpu
+  variants (each full-data run costs a GPU worker 1-1.5 minutes) and the augmentation study stays cut for the cpu
   profile's reason (:data:`GPU_CUT`). 12 runs side by side: ``benchmarks/student_throughput.py`` on an H100
   measured that small students are bound by per-step overhead, so runs side by side are what pays (12 eager
   bnext_nano processes 30k img/s together, one 2.7k). Its run is in ``reports/gpu/``.
@@ -23,6 +23,7 @@ A profile fills the training defaults; anything given explicitly (CLI flag, note
 """
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, field
 
 __all__ = ["Profile", "PROFILES", "ONE_CYCLE", "one_cycle", "SHORT_RUN", "OVERFITTING", "CPU_CUT", "GPU_CUT",
@@ -66,11 +67,12 @@ THRESHOLDS = dict(student_top1=89.0, teacher_top1=93.0, teacher_lead=3.0, overfi
 # a subset the crop it adds to flips makes the student under-fit (benchmarks/overfitting_regime.py --augment basic:
 # 1,000 images x 12 epochs, test top-1 70.7 % against 76.6 % with flips only), so at this budget it would measure
 # under-fitting, not RandAugment.
-CPU_CUT = ("ELM only", "IR only", "plain binary", "Bi-Real", "ReActNet", "sign from the first step",
-           "two, fixed 0.5/0.5", "two, adaptive (instance)", "consecutive*", "* / *")
+_ARCHITECTURE_CUT = ("ELM only", "IR only", "plain binary", "Bi-Real", "ReActNet", "sign from the first step")
+CPU_CUT = _ARCHITECTURE_CUT + ("two, fixed 0.5/0.5", "two, adaptive (instance)", "consecutive*", "* / *")
 # What the gpu profile leaves out to fit 8 minutes on one GPU: the full-data architecture variants beyond the cpu
-# profile's two (5 seeds each, ~2 GPU-worker-minutes a run), and the augmentation study for the reason above.
-GPU_CUT = ("ELM only", "IR only", "plain binary", "Bi-Real", "ReActNet", "sign from the first step", "* / *")
+# profile's two (5 seeds each; a run took a worker 1-1.5 minutes on an H200), and the augmentation study for the
+# reason above.
+GPU_CUT = _ARCHITECTURE_CUT + ("* / *",)
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,12 @@ class Profile:
     overfitting: dict = field(default_factory=dict)
     thresholds: dict = field(default_factory=lambda: dict(THRESHOLDS))
     cut: tuple[str, ...] = ()
+
+    def cut_reason(self, label: str) -> str | None:
+        """Why the variant ``label`` is not trained at this profile (a pattern of :attr:`cut` names it), or None."""
+        if any(fnmatch.fnmatchcase(label, pattern) for pattern in self.cut):
+            return f"{label} cut at the {self.name} profile (budget)"
+        return None
 
 
 PROFILES = {

@@ -8,7 +8,6 @@ through it and records claims with a verdict; :meth:`Study.finish` writes ``resu
 """
 from __future__ import annotations
 
-import fnmatch
 import json
 import math
 import os
@@ -39,21 +38,20 @@ class RunSet:
             split in eval mode, runs with ``eval_train``), gap (train - test top-1, from ``train_eval_top1`` where
             measured, else from the running top-1 on augmented batches), minutes, digest.
         cut: ``{label: why}`` of variants asked for but not trained (the profile cut them).
-        cut_patterns, profile: the profile's cut patterns and name: a comparison with a variant the study did not
-            even ask for (a recipe that needs more teachers than the profile has) is cut when a pattern names it.
+        profile: the :class:`~bnext_lib.profiles.Profile` the runs come from: a comparison with a variant the study
+            did not even ask for (a recipe that needs more teachers than the profile has) is cut where it cuts it.
     """
 
     runs: dict
     df: Any
     cut: dict = field(default_factory=dict)
-    cut_patterns: tuple = ()
-    profile: str = ""
+    profile: Any = None
 
     def _why_cut(self, label: str) -> str | None:
         if label in self.cut:
             return self.cut[label]
-        if label not in self.labels and any(fnmatch.fnmatchcase(label, p) for p in self.cut_patterns):
-            return f"{label} cut at the {self.profile} profile (budget)"
+        if label not in self.labels and self.profile is not None:
+            return self.profile.cut_reason(label)
         return None
 
     def values(self, label: str, metric: str = "test_top1") -> list[float]:
@@ -280,8 +278,7 @@ class Study:
         from .runs import is_done, run_many
 
         seeds = tuple(seeds) if seeds is not None else self.seeds
-        cut = {label: f"{label} cut at the {self.profile.name} profile (budget)" for label in variants
-               if any(fnmatch.fnmatchcase(label, pattern) for pattern in self.profile.cut)}
+        cut = {label: self.profile.cut_reason(label) for label in variants if self.profile.cut_reason(label)}
         keys = [(label, seed) for label in variants if label not in cut for seed in seeds]
         configs = [self.config(**{**variants[label], "seed": seed}) for label, seed in keys]
         done = sum(is_done(c) for c in configs)
@@ -308,7 +305,7 @@ class Study:
         columns = ["label", "seed", "model", "augment", "teachers", "teacher_top1", "test_top1", "train_top1",
                    "train_eval_top1", "gap", "test_loss", "train_loss", "minutes", "digest"]
         df = pd.DataFrame(rows, columns=columns)
-        return RunSet(dict(zip(keys, runs)), df, cut, tuple(self.profile.cut), self.profile.name)
+        return RunSet(dict(zip(keys, runs)), df, cut, self.profile)
 
     def prerequisites(self) -> list:
         """The runs every later study starts from: the profile's teachers (strongest first) and, where the profile
