@@ -163,7 +163,7 @@ def assemble(out: str | os.PathLike = REPO_ROOT / "reports") -> Path:
         lines += ["", "## Regime checks", "",
                   "What each study's claims need before a verdict counts, measured in this run "
                   "([csv](tables/regime_checks.csv)); a claim whose study failed a check is *not tested*.", "",
-                  pd.DataFrame(checks).to_markdown(index=False, floatfmt=".2f")]
+                  markdown_table(pd.DataFrame(checks))]
     for s in studies:
         lines += ["", f"## {s['study']}", ""]
         for n in s.get("notes", []):
@@ -207,11 +207,33 @@ def _regime_section(out: Path, evidence=REGIME_EVIDENCE,
     lines = ["", f"## {title}", ""]
     for name, caption, script in found:
         df = pd.read_csv(out / "tables" / f"{name}.csv")
-        lines += [f"**{caption}** (`{script}`; [csv](tables/{name}.csv))", "",
-                  df.to_markdown(index=False, floatfmt=".2f"), ""]
+        lines += [f"**{caption}** (`{script}`; [csv](tables/{name}.csv))", "", markdown_table(df), ""]
         if (out / "figures" / f"00_{name}.png").exists():
             lines += [f"![{caption}](figures/00_{name}.png)", ""]
     return lines
+
+
+def _number(v: float) -> str:
+    # two decimals, but a small value (a p of 5e-4, a learning rate of 2e-3) in two significant digits, not "0.00"
+    return f"{v:.2f}" if v == 0 or abs(v) >= 0.1 else f"{v:.2g}"
+
+
+def markdown_table(df) -> str:
+    """``df`` as a Markdown table for REPORT.md: whole-number columns (seeds, epochs, n) without decimals, other
+    numbers as ``_number`` writes them, empty cells where a row has no value."""
+    import pandas as pd
+
+    shown, align = df.copy(), []
+    for col in shown.columns:
+        values = shown[col]
+        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+        align.append("right" if numeric else "left")
+        if numeric:
+            whole = (values.dropna() % 1 == 0).all()
+            shown[col] = values.map(lambda v: "" if pd.isna(v) else f"{v:.0f}" if whole else _number(v))
+        else:
+            shown[col] = values.map(lambda v: "" if v is None or (isinstance(v, float) and pd.isna(v)) else v)
+    return shown.to_markdown(index=False, disable_numparse=True, colalign=align)
 
 
 def _images_per_run(settings: Mapping[str, Any]) -> int | None:

@@ -362,6 +362,19 @@ def test_a_claim_judged_on_part_of_its_comparisons_says_so():
     assert verdict_cell({"verdict": "reproduced"}) == "**reproduced**"  # a claim that is no comparison of runs
 
 
+def test_report_tables_show_whole_numbers_small_p_and_empty_cells():
+    """REPORT.md's benchmark tables: a seed column with gaps is not "0.00", a p of 5e-4 is not "0.00", no "nan"."""
+    import pandas as pd
+    from bnext_lib.assembly import markdown_table
+
+    df = pd.DataFrame({"variant": ["a", "a", "a > b"], "seed": [0, 1, None], "top1": [82.823, 83.2, None],
+                       "p_value": [None, None, 4.7e-4], "verdict": [None, None, "reproduced"]})
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in markdown_table(df).splitlines()[2:]]
+    assert rows == [["a", "0", "82.82", "", ""], ["a", "1", "83.20", "", ""],
+                    ["a > b", "", "", "0.00047", "reproduced"]]
+    assert "nan" not in markdown_table(pd.DataFrame({"p": [0.5, float("nan")]}))
+
+
 # --------------------------------------------------------------------------------------------- landscape
 def test_roughness():
     x = np.linspace(-1, 1, 7)
