@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from student_frontier import candidate_config, cpu_name, save_figure, write_csv  # noqa: E402
 
+from bnext_lib.profiles import rescaled_warmup  # noqa: E402
 from bnext_lib.runs import run_many  # noqa: E402
 
 
@@ -48,9 +49,8 @@ def main() -> None:
             if not n.isdigit():
                 raise ValueError(f"a subset is N or N:PRESET, got {n!r}")
             c = dataclasses.replace(base, train_subset=int(n), epochs=args.epochs, eval_train=True,
-                                    augment=augment or base.augment)
-            if c.warmup_epochs is not None and base.warmup_epochs:  # one-cycle: the same fraction of the run
-                c = dataclasses.replace(c, warmup_epochs=round(base.warmup_epochs / base.epochs * args.epochs, 6))
+                                    augment=augment or base.augment,
+                                    warmup_epochs=rescaled_warmup(base.warmup_epochs, base.epochs, args.epochs))
             c.validate()
             configs.append(c)
     except ValueError as e:

@@ -39,6 +39,13 @@ def one_cycle(epochs: float) -> dict:
     values = dict(ONE_CYCLE)
     return dict(values, warmup_epochs=round(values.pop("warmup_fraction") * epochs, 6))
 
+
+def rescaled_warmup(warmup_epochs: float | None, epochs: float, new_epochs: float) -> float | None:
+    """The warm-up of a run of ``epochs`` for the same run at ``new_epochs``: the same share of the run (``None``,
+    the official default of 5/512 of the run, already is)."""
+    return None if warmup_epochs is None else round(warmup_epochs * new_epochs / epochs, 6)
+
+
 # The CE student and recipe the frontier picked (benchmarks/student_frontier.py, full train and test sets, 2-core
 # AMD EPYC, one thread per run, the other core busy): micro-s1-onecycle-flip-pad32 89.69 % (seed 0, 952 s) and
 # 90.10 % (seed 1, 743 s). Without the final annealing (micro-s1-warmcos-flip-pad32: the cosine lasting 2 epochs

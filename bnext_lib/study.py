@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .checkpoints import atomic_write_text
-from .profiles import get_profile
+from .profiles import get_profile, rescaled_warmup
 from .verdicts import VERDICTS, compare, cut
 
 __all__ = ["REPO_ROOT", "NOTEBOOKS", "Study", "RunSet", "parse_seeds", "distillation_recipes"]
@@ -243,7 +243,8 @@ class Study:
         """:attr:`settings` as they are in ``regime`` (``"full"`` or ``"overfitting"``)."""
         values = {**self.profile.train, **(self.profile.overfitting if regime == "overfitting" else {})}
         if "epochs" in self.overrides and values.get("warmup_epochs") is not None:
-            values["warmup_epochs"] = round(values["warmup_epochs"] * self.overrides["epochs"] / values["epochs"], 6)
+            values["warmup_epochs"] = rescaled_warmup(values["warmup_epochs"], values["epochs"],
+                                                      self.overrides["epochs"])
         return {**values, **self.overrides}
 
     @property

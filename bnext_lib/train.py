@@ -170,6 +170,8 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 errors.append(f"{name} must be >= 1 or None, got {v}")
+        if self.train_subset is not None and 1 <= self.train_subset < self.batch_size:  # drop_last: no step at all
+            errors.append(f"train_subset ({self.train_subset}) is smaller than one batch ({self.batch_size})")
         for name in ("lr", "min_lr", "warmup_lr", "wd_conv", "wd_other", "clip_grad"):
             if getattr(self, name) < 0 or not math.isfinite(getattr(self, name)):
                 errors.append(f"{name} must be a finite number >= 0, got {getattr(self, name)}")

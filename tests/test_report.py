@@ -76,6 +76,19 @@ def test_study_config_layers(tmp_path):
     assert Study("01_architecture_study", profile="cpu", out_dir=tmp_path).config().compile
 
 
+def test_another_run_length_keeps_the_warmup_share(tmp_path):
+    """A study (or benchmark) that changes the epochs keeps the profile's warm-up as the same share of the run."""
+    from bnext_lib.profiles import get_profile, rescaled_warmup
+
+    cpu = get_profile("cpu")
+    share = cpu.train["warmup_epochs"] / cpu.train["epochs"]
+    for regime in ("full", "overfitting"):
+        s = Study("02_overfitting_analysis", profile="cpu", epochs=6, out_dir=tmp_path)
+        cfg = s.config(regime)
+        assert cfg.epochs == 6 and cfg.warmup_epochs == pytest.approx(share * 6, abs=1e-6)
+    assert rescaled_warmup(None, 2, 6) is None  # the official 5/512 of the run needs no rescaling
+
+
 def test_study_outputs(tmp_path):
     import matplotlib
     matplotlib.use("Agg")

@@ -97,6 +97,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
     (["--teachers", "timm:not_a_model"], "timm has no model"),
     (["--temperature-reach", "0"], "temperature_reach"),
     (["--resume"], "resume needs an out folder"),
+    (["--train-subset", "64", "--batch-size", "128"], "train_subset (64) is smaller than one batch (128)"),
 ])
 def test_bad_cli_arguments_fail_before_reading_data(args, message, monkeypatch, capsys):
     def no_data(*a, **k):
