@@ -175,10 +175,13 @@ def record_run(out: Path, profile: str, times: dict, started: str, resume_ok: bo
     if previous:
         how = ("resumed after an interruption" if previous.get("interrupted") else
                "re-executed from the cached runs of the first invocation")
-        note = (f"{', '.join(times)} {how} on {started} (commit {commit[:7]}); the first invocation: commit "
-                f"{previous.get('commit', '?')[:7]}, started {previous.get('started')}; wall times are the first "
-                "invocation's, plus the resumed time of a notebook it was stopped in")
-        run["note"] = f"{previous['note'].rstrip('.')}. Then: {note}" if previous.get("note") else note
+        note = f"{', '.join(times)} {how} on {started} (commit {commit[:7]})"
+        if previous.get("note"):  # the first invocation is already described there
+            run["note"] = f"{previous['note'].rstrip('.')}. Then: {note}"
+        else:
+            run["note"] = (f"{note}; the first invocation: commit {previous.get('commit', '?')[:7]}, started "
+                           f"{previous.get('started')}; wall times are the first invocation's, plus the resumed "
+                           "time of a notebook it was stopped in")
         if "total_wall_s" in previous:  # timed outside the runner (assembly._total_wall_s): a re-execution keeps it
             run["total_wall_s"] = previous["total_wall_s"]
     atomic_write_text(path, json.dumps(run, indent=1))

@@ -326,7 +326,7 @@ def test_an_interrupted_report_resumes_with_its_time(tmp_path, monkeypatch):
     timed = dict(second, total_wall_s=999.0)  # a make report timed outside the runner
     (tmp_path / "run.json").write_text(json.dumps(timed))
     kept = runner.record_run(tmp_path, "gpu", {"02": {"wall_s": 3.0}}, "t2b", resume_ok=True)  # an --only re-run
-    assert kept["wall_s"] == 356.0 and kept["total_wall_s"] == 999.0 and kept["note"].startswith(second["note"] + ". Then: 02 re-executed")
+    assert kept["wall_s"] == 356.0 and kept["total_wall_s"] == 999.0 and kept["note"] == second["note"] + ". Then: 02 re-executed from the cached runs of the first invocation on t2b (commit abc1234)"
     third = runner.record_run(tmp_path, "gpu", {"01": {"wall_s": 41.0}}, "t3")
     assert third["wall_s"] == 41.0 and "note" not in third and third["started"] == "t3"
     assert runner.record_run(tmp_path, "cpu", {"01": {"wall_s": 7.0}}, "t4")["wall_s"] == 7.0  # another profile
