@@ -10,8 +10,8 @@
   training subset of :data:`OVERFITTING` (``benchmarks/overfitting_regime.py``). Compiled, two single-thread runs
   side by side; the variants that do not fit 120 minutes are cut (:data:`CPU_CUT`).
 * ``gpu``: the cpu protocol on one GPU in <= 8 minutes: the same student, recipe and regimes, 5 seeds instead of
-  3, a middle teacher (resnet18, 10 epochs) and the whole distillation study (its fixed and instance-wise
-  weightings and consecutive KD, which the cpu profile cuts); the architecture study keeps the cpu profile's two
+  3, a middle teacher (resnet18, 10 epochs) and the whole distillation study (with consecutive KD, which needs
+  the middle teacher the cpu profile does not train); the architecture study keeps the cpu profile's two
   variants (each full-data run costs a GPU worker 1-1.5 minutes) and the augmentation study stays cut for the cpu
   profile's reason (:data:`GPU_CUT`). 12 runs side by side: ``benchmarks/student_throughput.py`` on an H100
   measured that small students are bound by per-step overhead, so runs side by side are what pays (12 eager
@@ -70,12 +70,13 @@ THRESHOLDS = dict(student_top1=89.0, teacher_top1=93.0, teacher_lead=3.0, overfi
 # run costs ~15 CPU-minutes (2 epochs, the other core busy) and the strong teacher ~40, so the architecture study
 # affords two variants: ELM + IR against neither module (the earlier blocks, ReActNet's included, the single
 # modules and sign-from-the-first-step are cut). The over-fitting regime affords the over-fitting study and the
-# headline distillation comparison (two teachers against the strong one). The augmentation study is cut whole: on
-# a subset the crop it adds to flips makes the student under-fit (benchmarks/overfitting_regime.py --augment basic:
-# 1,000 images x 12 epochs, test top-1 70.7 % against 76.6 % with flips only), so at this budget it would measure
-# under-fitting, not RandAugment.
+# two-teacher distillation recipes (fixed 0.5/0.5, adaptive per batch and per instance); consecutive KD needs a
+# middle teacher, which this profile does not train. The augmentation study is cut whole: on a subset the crop it
+# adds to flips makes the student under-fit (benchmarks/overfitting_regime.py --augment basic: 1,000 images x 12
+# epochs, test top-1 70.7 % against 76.6 % with flips only), so at this budget it would measure under-fitting, not
+# RandAugment.
 _ARCHITECTURE_CUT = ("ELM only", "IR only", "plain binary", "Bi-Real", "ReActNet", "sign from the first step")
-CPU_CUT = _ARCHITECTURE_CUT + ("two, fixed 0.5/0.5", "two, adaptive (instance)", "consecutive*", "* / *")
+CPU_CUT = _ARCHITECTURE_CUT + ("consecutive*", "* / *")
 # What the gpu profile leaves out to fit 8 minutes on one GPU: the full-data architecture variants beyond the cpu
 # profile's two (5 seeds each; a run took a worker 1-1.5 minutes on an H200), and the augmentation study for the
 # reason above.

@@ -138,14 +138,32 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _continue_notebook(old: dict, entry: dict) -> dict:
+    """A notebook's run.json entry when an invocation continues a recorded run (see :func:`record_run`)."""
+    if old.get("interrupted"):  # resumed: the seconds before the stop count too
+        entry["first_wall_s"] = round(old.get("first_wall_s", old["wall_s"]) + entry["wall_s"], 1)
+        entry["resumed"] = True
+        if entry.get("interrupted"):
+            entry["wall_s"] = entry["first_wall_s"]
+    elif old:
+        first = {k: old.get(f"first_{k}", old.get(k)) for k in ("wall_s", "runs_trained", "runs_cached") if k in old}
+        if entry.get("runs_trained"):  # it trained runs the first invocation did not (a variant no longer cut)
+            first["wall_s"] = round(first["wall_s"] + entry["wall_s"], 1)
+            first["runs_trained"] = first.get("runs_trained", 0) + entry["runs_trained"]
+            entry["extended"] = True
+        entry.update({f"first_{k}": v for k, v in first.items()})
+    return entry
+
+
 def record_run(out: Path, profile: str, times: dict, started: str, resume_ok: bool = False,
                interrupted: bool = False) -> dict:
     """Write ``out/run.json``: profile, commit, machine and wall seconds per notebook of this invocation.
 
     It continues the recorded run of the same profile when that run was interrupted, or when ``resume_ok`` (a
-    ``--only`` re-execution): a notebook it finished keeps its first time and run counts, the notebook it was
-    stopped in adds its seconds to this invocation's (the runs trained before the stop are not trained again), and
-    the total is the sum. An interrupted invocation is recorded as such, to be continued."""
+    ``--only`` re-execution): a notebook it finished keeps its first time and run counts, unless it trained new
+    runs, whose time it adds; the notebook it was stopped in adds its seconds to this invocation's (the runs trained
+    before the stop are not trained again); the total is the sum. An interrupted invocation is recorded as such,
+    to be continued."""
     path = out / "run.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
     if previous.get("profile") != profile or not (resume_ok or previous.get("interrupted")):
@@ -156,16 +174,7 @@ def record_run(out: Path, profile: str, times: dict, started: str, resume_ok: bo
         if not entry.get("interrupted"):
             res = json.loads((out / "results" / f"{name}.json").read_text())
             entry.update(runs_trained=res["runs_trained"], runs_cached=res["runs_cached"])
-        old = notebooks.get(name, {})
-        if old.get("interrupted"):
-            entry["first_wall_s"] = round(old.get("first_wall_s", old["wall_s"]) + entry["wall_s"], 1)
-            entry["resumed"] = True
-            if entry.get("interrupted"):
-                entry["wall_s"] = entry["first_wall_s"]
-        elif old:
-            entry.update({f"first_{k}": old.get(f"first_{k}", old.get(k))
-                          for k in ("wall_s", "runs_trained", "runs_cached") if k in old})
-        notebooks[name] = entry
+        notebooks[name] = _continue_notebook(notebooks.get(name, {}), entry)
     commit = git_commit()
     run = {"profile": profile, "started": previous.get("started", started), "commit": previous.get("commit", commit),
            "machine": machine_info(), "notebooks": notebooks,
@@ -173,19 +182,28 @@ def record_run(out: Path, profile: str, times: dict, started: str, resume_ok: bo
     if interrupted:
         run["interrupted"] = True
     if previous:
-        how = ("resumed after an interruption" if previous.get("interrupted") else
-               "re-executed from the cached runs of the first invocation")
-        note = f"{', '.join(times)} {how} on {started} (commit {commit[:7]})"
-        if previous.get("note"):  # the first invocation is already described there
-            run["note"] = f"{previous['note'].rstrip('.')}. Then: {note}"
-        else:
-            run["note"] = (f"{note}; the first invocation: commit {previous.get('commit', '?')[:7]}, started "
-                           f"{previous.get('started')}; wall times are the first invocation's, plus the resumed "
-                           "time of a notebook it was stopped in")
-        if "total_wall_s" in previous:  # timed outside the runner (assembly._total_wall_s): a re-execution keeps it
-            run["total_wall_s"] = previous["total_wall_s"]
+        _continue_note(run, previous, times, started, commit)
     atomic_write_text(path, json.dumps(run, indent=1))
     return run
+
+
+def _continue_note(run: dict, previous: dict, times: dict, started: str, commit: str) -> None:
+    """Say in ``run["note"]`` what this invocation added to the recorded run, and carry its outside-measured total."""
+    extended = [run["notebooks"][n] for n in times if run["notebooks"][n].get("extended")]
+    trained = sum(e["runs_trained"] for e in extended)
+    how = ("resumed after an interruption" if previous.get("interrupted") else
+           f"trained {trained} new run(s) beside the cached ones" if trained else
+           "re-executed from the cached runs of the first invocation")
+    note = f"{', '.join(times)} {how} on {started} (commit {commit[:7]})"
+    if previous.get("note"):  # the first invocation is already described there
+        run["note"] = f"{previous['note'].rstrip('.')}. Then: {note}"
+    else:
+        run["note"] = (f"{note}; the first invocation: commit {previous.get('commit', '?')[:7]}, started "
+                       f"{previous.get('started')}; wall times are the first invocation's, plus the resumed "
+                       "time of a notebook it was stopped in")
+    if "total_wall_s" in previous:  # timed outside the runner (assembly._total_wall_s): new training adds to it
+        added = sum(e["wall_s"] for e in extended)
+        run["total_wall_s"] = round(previous["total_wall_s"] + added, 1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -316,6 +316,7 @@ def test_an_interrupted_report_resumes_with_its_time(tmp_path, monkeypatch):
     first = runner.record_run(tmp_path, "gpu", {"01": {"wall_s": 240.0}, "02": {"wall_s": 100.0, "interrupted": True}},
                               "t1", interrupted=True)
     assert first["interrupted"] and first["wall_s"] == 340.0 and "runs_trained" not in first["notebooks"]["02"]
+    (tmp_path / "results" / "01.json").write_text(json.dumps({"runs_trained": 0, "runs_cached": 4}))
     (tmp_path / "results" / "02.json").write_text(json.dumps({"runs_trained": 0, "runs_cached": 9}))
     second = runner.record_run(tmp_path, "gpu", {"01": {"wall_s": 40.0}, "02": {"wall_s": 16.0}}, "t2")
     nb = second["notebooks"]
@@ -327,6 +328,13 @@ def test_an_interrupted_report_resumes_with_its_time(tmp_path, monkeypatch):
     (tmp_path / "run.json").write_text(json.dumps(timed))
     kept = runner.record_run(tmp_path, "gpu", {"02": {"wall_s": 3.0}}, "t2b", resume_ok=True)  # an --only re-run
     assert kept["wall_s"] == 356.0 and kept["total_wall_s"] == 999.0 and kept["note"] == second["note"] + ". Then: 02 re-executed from the cached runs of the first invocation on t2b (commit abc1234)"
+    # an --only re-run that trains runs the first invocation did not (a variant no longer cut) adds their time
+    (tmp_path / "results" / "02.json").write_text(json.dumps({"runs_trained": 3, "runs_cached": 9}))
+    grown = runner.record_run(tmp_path, "gpu", {"02": {"wall_s": 60.0}}, "t2c", resume_ok=True)
+    assert grown["notebooks"]["02"]["first_wall_s"] == 176.0 and grown["notebooks"]["02"]["first_runs_trained"] == 3
+    assert grown["wall_s"] == 416.0 and grown["total_wall_s"] == 1059.0
+    assert grown["note"].endswith("Then: 02 trained 3 new run(s) beside the cached ones on t2c (commit abc1234)")
+    (tmp_path / "results" / "01.json").write_text(json.dumps({"runs_trained": 4, "runs_cached": 0}))
     third = runner.record_run(tmp_path, "gpu", {"01": {"wall_s": 41.0}}, "t3")
     assert third["wall_s"] == 41.0 and "note" not in third and third["started"] == "t3"
     assert runner.record_run(tmp_path, "cpu", {"01": {"wall_s": 7.0}}, "t4")["wall_s"] == 7.0  # another profile
