@@ -59,13 +59,13 @@ def measure(profile: str, regime: str, epochs: int) -> list[dict]:
         runs = study.run({a: over_a, b: over_b})
         r = runs.compare(a, b)
         images = study.settings.get("train_subset") or 60000
+        row = {"claim": claim, "comparison": r["comparison"], "regime": regime, "epochs": epochs,
+               "images_seen": images * epochs}
         if r.get("cut"):  # a row without numbers: the table says which headline claims the profile leaves out
             print(f"{claim}: {r['text']}")
-            rows.append({"claim": claim, "comparison": r["comparison"], "regime": regime, "epochs": epochs,
-                         "images_seen": images * epochs, "verdict": r["verdict"]})
+            rows.append({**row, "verdict": r["verdict"]})
             continue
-        rows.append({"claim": claim, "comparison": r["comparison"], "regime": regime, "epochs": epochs,
-                     "images_seen": images * epochs, "mean_a": sum(runs.values(a)) / len(runs.values(a)),
+        rows.append({**row, "mean_a": sum(runs.values(a)) / len(runs.values(a)),
                      "mean_b": sum(runs.values(b)) / len(runs.values(b)), "delta": r["delta"], "ci_low": r["ci_low"],
                      "ci_high": r["ci_high"], "p_value": r["p_value"], "verdict": r["verdict"], "n_a": r["n_a"],
                      "n_b": r["n_b"], "minutes_per_run": round(float(runs.df["minutes"].mean()), 2)})
