@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--download", action="store_true", default=None, help="allow torchvision downloads")
     ap.add_argument("--train-subset", dest="train_subset", type=int)
     ap.add_argument("--test-subset", dest="test_subset", type=int)
+    ap.add_argument("--val-split", dest="val_split", type=int,
+                    help="hold this many training images out as a fixed, class-stratified validation split")
     ap.add_argument("--image-size", dest="image_size", type=int, help="imagefolder input size")
     ap.add_argument("--pad-to", dest="pad_to", type=int, help="zero-pad in-memory images to this side")
     ap.add_argument("--epochs", type=int)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["DatasetError", "ImageData", "load_dataset", "DATASETS", "BatchLoader", "FASHION_MNIST_SHA256",
-           "read_idx", "default_data_root", "FolderData"]
+           "read_idx", "default_data_root", "FolderData", "VALIDATION_SEED"]
 
 # SHA-256 of the decompressed upstream IDX files (Debian recompresses the .gz, so the .gz digests differ).
 FASHION_MNIST_SHA256 = {
@@ -40,6 +40,8 @@ FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
                          "Ankle boot"]
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
+# The seed of every validation split (ImageData.split_validation): one fixed set of held-out images per size.
+VALIDATION_SEED = 20221123
 
 
 class DatasetError(RuntimeError):
@@ -100,6 +102,27 @@ class ImageData:
         """A class-stratified subset of ``n`` samples (all if ``n`` is None or too large), chosen by ``seed``."""
         if n is None or n >= len(self):
             return self
+        return self._take(self._stratified(n, seed))
+
+    def split_validation(self, n: int | None) -> tuple["ImageData", "ImageData | None"]:
+        """``(the rest, a validation split)``: ``n`` class-stratified samples held out of this split.
+
+        The held-out samples depend on ``n`` only (they are drawn with :data:`VALIDATION_SEED`, never with a run's
+        seed), so every run, seed and variant that holds out ``n`` images is validated on the same ones and
+        trains on none of them. ``n`` ``None``: ``(self, None)``.
+        """
+        if n is None:
+            return self, None
+        if not 0 < n < len(self):
+            raise ValueError(f"a validation split of {n} images does not fit the {len(self)} of {self.name}")
+        held = self._stratified(n, VALIDATION_SEED)
+        keep = torch.ones(len(self), dtype=torch.bool)
+        keep[held] = False
+        return self._take(torch.nonzero(keep).flatten()), self._take(held)
+
+    def _stratified(self, n: int, seed: int) -> torch.Tensor:
+        """Sorted indices of ``n`` samples, ``n // k`` of each of the ``k`` classes (one more for the first
+        ``n % k``), drawn by ``seed``."""
         g = torch.Generator().manual_seed(seed)
         per_class = []
         k = self.num_classes
@@ -107,7 +130,9 @@ class ImageData:
             idx = torch.nonzero(self.labels == c).flatten()
             take = n // k + (1 if c < n % k else 0)
             per_class.append(idx[torch.randperm(len(idx), generator=g)[:take]])
-        idx = torch.cat(per_class).sort().values
+        return torch.cat(per_class).sort().values
+
+    def _take(self, idx: torch.Tensor) -> "ImageData":
         return ImageData(self.images[idx], self.labels[idx], self.classes, self.mean, self.std, self.name)
 
 

@@ -298,7 +298,8 @@ def _pool_map(fn, items, workers, threads, results, bar, on_done) -> None:
 
 # --------------------------------------------------------------------------------------------- teachers
 def teacher_config(name: str, student: TrainConfig) -> TrainConfig:
-    """The run that trains teacher ``name`` for ``student``: the student's data (dataset, teacher subset, padding),
+    """The run that trains teacher ``name`` for ``student``: the student's data (dataset, teacher subset, padding,
+    validation split: a teacher never learns from the images its student is validated on),
     the student's ``teacher_epochs`` (or the name's own ``@<epochs>``) and ``teacher_recipe``, seed 0,
     cross-entropy."""
     model, epochs = split_teacher(name)
@@ -309,7 +310,7 @@ def teacher_config(name: str, student: TrainConfig) -> TrainConfig:
         recipe["warmup_epochs"] = fraction * epochs
     return TrainConfig(model=model, dataset=student.dataset, data_root=student.data_root, download=student.download,
                        epochs=epochs, train_subset=student.teacher_subset, pad_to=student.pad_to,
-                       seed=0, progress=False, compile=student.compile, threads=student.threads,
+                       val_split=student.val_split, seed=0, progress=False, compile=student.compile, threads=student.threads,
                        device=student.device, **recipe)
 
 

@@ -53,8 +53,8 @@ from .distill import ConsecutiveKD, StudentLoss, Teacher
 from .models import build_model, list_models
 from .models.teachers import TEACHER_RECIPES, split_teacher
 
-__all__ = ["TrainConfig", "TrainingDiverged", "train", "train_one_epoch", "validate", "build_model", "config_hash",
-           "resolve_device"]
+__all__ = ["TrainConfig", "TrainingDiverged", "train", "train_one_epoch", "validate", "evaluation_splits",
+           "build_model", "config_hash", "resolve_device"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -71,7 +71,12 @@ class TrainConfig:
         data_root: data folder (default ``data/``); for ``imagefolder`` the folder holding ``train/`` and
             ``val/``.
         download: let torchvision download missing data (needs internet).
-        train_subset, test_subset: class-stratified subsets (``None``: all).
+        train_subset, test_subset: class-stratified subsets (``None``: all); ``train_subset`` is drawn from the
+            training images left after the validation split.
+        val_split: hold this many training images out as a validation split (class-stratified, the same images
+            for every run, seed and variant: :meth:`~bnext_lib.data.ImageData.split_validation`), never trained
+            on and evaluated beside the test set (``val_loss``/``val_top1`` in the metrics). Recipes, regimes and
+            thresholds are chosen on it; the test set is for reported figures. ``None``: no split, as before.
         image_size: input side for ``imagefolder`` (in-memory datasets keep their size).
         pad_to: zero-pad in-memory images (train and test) to this side before anything else (``None``: as
             stored). 28x28 Fashion-MNIST padded to 32 gives every stride-2 stage an even map, as on CIFAR.
@@ -83,6 +88,12 @@ class TrainConfig:
             warm-up, which a 512-epoch run barely notices but which leaves a short run with a 30 % warm-up at
             ~0.2x its peak lr.
         wd_conv, wd_other: weight decay of 4-D kernels / everything else.
+        norm_lr_scale: learning-rate multiplier of the per-channel parameters (BatchNorm, PReLU, biases, the
+            learnable shifts and Info-Recoupling's mix), as fast-training recipes raise BatchNorm's; 1: as official.
+        ema_decay: also keep an exponential moving average of the weights (timm's ``ModelEmaV3``, updated after
+            every optimizer step with this decay; buffers such as the temperature copied), and evaluate and return
+            it, its BatchNorm statistics recomputed over :data:`EMA_BN_BATCHES` training batches before each
+            evaluation. 0: off.
         clip_grad: global gradient-norm clip (0: off).
         temperature_reach: fraction of the run at which the binarization temperature reaches its floor.
         schedule_per_step: update lr and temperature every step (``False``: every epoch, as the official code).
@@ -96,13 +107,16 @@ class TrainConfig:
         eval_train: also evaluate the training split each epoch in eval mode, without augmentation
             (``train_eval_top1``/``train_eval_loss`` in the metrics): the train-minus-test gap of an over-fitting
             regime. The running ``train_top1`` is measured in train mode on augmented batches.
-        eval_every: evaluate (test split, and the training split with ``eval_train``) after every ``eval_every``-th
+        eval_every: evaluate (test and validation splits, and the training split with ``eval_train``) after every ``eval_every``-th
             epoch and after the last; the other epochs' rows carry ``None``. On a small training subset the
             full test set costs as much as the epoch itself.
         seed: base seed of everything random.
         device: ``auto``, ``cpu``, ``cuda``.
         amp: run the student's training forward (and, on the CPU, the teachers) under bf16 autocast, on CPU and
             CUDA; evaluation stays float32. Its cost in accuracy is measured in the README.
+        channels_last: train the student in the channels-last memory format (NHWC: per-channel reductions such as
+            BatchNorm's and PReLU's run over contiguous channels, which Inductor vectorizes better on a CPU); the
+            same computation in another layout, so, like ``compile``, not part of the run's digest.
         compile: ``torch.compile`` the student's training forward (about 1.7x the eager step on 2 CPU cores for
             bnext_nano, after a compilation of a minute or so; numbers equal up to float rounding).
         threads: torch CPU threads (``None``: torch's default).
@@ -117,6 +131,7 @@ class TrainConfig:
     download: bool = False
     train_subset: int | None = None
     test_subset: int | None = None
+    val_split: int | None = None
     image_size: int = 224
     pad_to: int | None = None
     epochs: int = 10
@@ -128,6 +143,8 @@ class TrainConfig:
     anneal_to_end: bool = False
     wd_conv: float = 1e-8
     wd_other: float = 1e-3
+    norm_lr_scale: float = 1.0
+    ema_decay: float = 0.0
     clip_grad: float = 5.0
     temperature_reach: float = 0.3
     schedule_per_step: bool = True
@@ -146,6 +163,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = False
+    channels_last: bool = False
     compile: bool = False
     threads: int | None = None
     out: str | None = None
@@ -166,7 +184,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "teacher_epochs", "image_size", "eval_every"):
             if int(getattr(self, name)) < 1:
                 errors.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("train_subset", "test_subset", "teacher_subset", "pad_to"):
+        for name in ("train_subset", "test_subset", "teacher_subset", "pad_to", "val_split"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 errors.append(f"{name} must be >= 1 or None, got {v}")
@@ -177,6 +195,10 @@ class TrainConfig:
                 errors.append(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
         if self.warmup_epochs is not None and not 0 <= self.warmup_epochs < self.epochs:
             errors.append(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}")
+        if not 0 < self.norm_lr_scale or not math.isfinite(self.norm_lr_scale):
+            errors.append(f"norm_lr_scale must be a finite number > 0, got {self.norm_lr_scale}")
+        if not 0 <= self.ema_decay < 1:
+            errors.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0 < self.temperature_reach <= 1:
             errors.append(f"temperature_reach must be in (0, 1], got {self.temperature_reach}")
         try:
@@ -207,8 +229,8 @@ class TrainConfig:
             errors.append("device 'cuda' asked for but CUDA is not available")
         if self.stem_stride not in (None, 1, 2):
             errors.append(f"stem_stride must be 1 or 2, got {self.stem_stride}")
-        if self.dataset == "imagefolder" and (self.pad_to is not None or self.eval_train):
-            errors.append("pad_to and eval_train apply to in-memory datasets, not imagefolder")
+        if self.dataset == "imagefolder" and (self.pad_to is not None or self.eval_train or self.val_split):
+            errors.append("pad_to, eval_train and val_split apply to in-memory datasets, not imagefolder")
         if self.resume and not self.out:
             errors.append("resume needs an out folder")
         if errors:
@@ -227,14 +249,17 @@ class TrainConfig:
 
 # Options added after runs were cached: left out of the digest at their default, so that those runs keep their key.
 _LATER_OPTIONS = {"pad_to": None, "eval_train": False, "teacher_recipe": "adamw-cosine", "anneal_to_end": False,
-                  "eval_every": 1}
+                  "eval_every": 1, "val_split": None, "norm_lr_scale": 1.0, "ema_decay": 0.0}
+# Training batches whose statistics an EMA model's BatchNorm layers are recomputed on before an evaluation.
+EMA_BN_BATCHES = 16
 
 
 _TEACHER_OPTIONS = ("teacher_epochs", "teacher_subset", "teacher_recipe", "kd_weighting", "kd_granularity")
 
 
 def config_hash(cfg: TrainConfig,
-                ignore: Sequence[str] = ("out", "resume", "progress", "threads", "device", "compile"),
+                ignore: Sequence[str] = ("out", "resume", "progress", "threads", "device", "compile",
+                                         "channels_last"),
                 legacy: bool = False) -> str:
     """A short digest of everything that changes a run's numbers (a run without teachers: not the teacher and
     distillation options). ``legacy=True``: the digest of versions that hashed those options too, under which
@@ -246,13 +271,19 @@ def config_hash(cfg: TrainConfig,
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def _param_groups(model: nn.Module, wd_conv: float, wd_other: float) -> list[dict]:
+def _param_groups(model: nn.Module, wd_conv: float, wd_other: float, norm_lr_scale: float = 1.0) -> list[dict]:
     kernels, other = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         (kernels if p.ndim == 4 or "binary_conv" in name else other).append(p)
-    return [{"params": other, "weight_decay": wd_other}, {"params": kernels, "weight_decay": wd_conv}]
+    groups = [{"params": other, "weight_decay": wd_other}, {"params": kernels, "weight_decay": wd_conv}]
+    if norm_lr_scale == 1.0:
+        return groups
+    # per-channel parameters (C,) or (1, C, 1, 1) get the scaled lr (timm's schedulers honour ``lr_scale``)
+    per_channel = lambda p: p.ndim <= 1 or (p.ndim == 4 and p.shape[0] == 1)  # noqa: E731
+    return [dict(g, params=[p for p in g["params"] if per_channel(p) == scaled], **({"lr_scale": norm_lr_scale}
+                 if scaled else {})) for g in groups for scaled in (False, True)]
 
 
 def _seed_everything(seed: int) -> None:
@@ -354,6 +385,7 @@ class _Data:
     train: Callable[[int], Any]  # epoch -> its training batches
     test: Callable[[], Any]
     train_eval: Callable[[], Any] | None
+    val: Callable[[], Any] | None
     steps_per_epoch: int
     num_classes: int
     in_chans: int
@@ -367,24 +399,29 @@ def _data(cfg: TrainConfig, d: _Dist) -> _Data:
         train_split = FolderData(root, "train", cfg.image_size, cfg.augment)
         test_split = FolderData(root, "test", cfg.image_size, "none")
         return _Data(lambda e: train_split.loader(cfg.batch_size, True, cfg.seed, d.rank, d.world, _workers(), e),
-                     lambda: test_split.loader(eval_batch, False, cfg.seed, d.rank, d.world, _workers()), None,
+                     lambda: test_split.loader(eval_batch, False, cfg.seed, d.rank, d.world, _workers()), None, None,
                      train_split.steps(cfg.batch_size, d.world), train_split.num_classes, 3, None)
     # subsets are part of the data, not of the seed: every seed and variant sees the same images
-    train_data = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.download).subset(cfg.train_subset)
+    train_data, val_data = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.download
+                                        ).split_validation(cfg.val_split)
+    train_data = train_data.subset(cfg.train_subset).padded(cfg.pad_to)
     test_data = load_dataset(cfg.dataset, "test", cfg.data_root, cfg.download).subset(cfg.test_subset)
-    train_data, test_data = train_data.padded(cfg.pad_to), test_data.padded(cfg.pad_to)
+    test_data = test_data.padded(cfg.pad_to)
     augmenter = Augmenter(cfg.augment, train_data.mean, train_data.std, train_data.num_classes)
     train_loader = BatchLoader(train_data, cfg.batch_size, True, True, cfg.seed, d.rank, d.world,
                                augmenter.sample_transform())
     test_loader = BatchLoader(test_data, eval_batch, False, False, cfg.seed, d.rank, d.world)
     train_eval = (BatchLoader(train_data, eval_batch, False, False, cfg.seed, d.rank, d.world) if cfg.eval_train
                   else None)
+    val = (BatchLoader(val_data.padded(cfg.pad_to), eval_batch, False, False, cfg.seed, d.rank, d.world)
+           if val_data is not None else None)
 
     def epoch_batches(epoch: int):
         train_loader.set_epoch(epoch)
         return train_loader
     return _Data(epoch_batches, lambda: test_loader, (lambda: train_eval) if train_eval is not None else None,
-                 len(train_loader), train_data.num_classes, train_data.in_chans, augmenter)
+                 (lambda: val) if val is not None else None, len(train_loader), train_data.num_classes,
+                 train_data.in_chans, augmenter)
 
 
 @dataclass
@@ -402,6 +439,7 @@ class _Trainer:
     loss: StudentLoss
     steps_per_epoch: int
     out: Path | None
+    ema: Any = None  # timm's ModelEmaV3 of the model (``ema_decay``), or None
 
     def set_schedules(self, epoch: int, step: int) -> None:
         """Learning rate and temperature for this step (every step, or at each epoch's start)."""
@@ -420,7 +458,7 @@ def _optimizer_and_schedule(cfg: TrainConfig, model: nn.Module, steps_per_epoch:
 
     # the fused kernel (torch >= 2.4, CPU and CUDA) is the same AdamW update, ~5x faster than the per-tensor loop
     fused = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4)
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.wd_conv, cfg.wd_other), lr=cfg.lr,
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.wd_conv, cfg.wd_other, cfg.norm_lr_scale), lr=cfg.lr,
                                   **({"fused": True} if fused else {}))
     warmup = cfg.warmup_epochs if cfg.warmup_epochs is not None else 5 * cfg.epochs / 512
     unit = steps_per_epoch if cfg.schedule_per_step else 1
@@ -437,6 +475,8 @@ def _trainer(cfg: TrainConfig, d: _Dist, device: torch.device, data: _Data, give
         raise ValueError(f"the training split has fewer samples than one batch ({cfg.batch_size})")
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.num_classes, data.in_chans, **cfg.model_options()).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     net = model
     if d.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
@@ -451,8 +491,12 @@ def _trainer(cfg: TrainConfig, d: _Dist, device: torch.device, data: _Data, give
     loss = StudentLoss(teachers, cfg.kd_weighting, cfg.kd_granularity, smoothing, autocast)
     has_temperature = get_temperature(model) is not None
     temperature = TemperatureSchedule(cfg.epochs, reach=cfg.temperature_reach) if has_temperature else None
+    ema = None
+    if cfg.ema_decay:
+        from timm.utils import ModelEmaV3
+        ema = ModelEmaV3(model, decay=cfg.ema_decay, exclude_buffers=True)  # buffers (temperature) copied
     return _Trainer(cfg, d, device, model, net, optimizer, scheduler, temperature, loss, data.steps_per_epoch,
-                    Path(cfg.out) if cfg.out else None)
+                    Path(cfg.out) if cfg.out else None, ema)
 
 
 def _read_resume_state(cfg: TrainConfig) -> dict | None:
@@ -487,6 +531,8 @@ def train_one_epoch(tr: _Trainer, data: _Data, epoch: int, active: Sequence[str]
         tr.set_schedules(epoch, step)
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         x, target = data.augmenter.train_batch(images, labels) if data.augmenter is not None else (images, labels)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
             logits = tr.net(x)
         logits = logits.float()
@@ -505,6 +551,8 @@ def train_one_epoch(tr: _Trainer, data: _Data, epoch: int, active: Sequence[str]
         if cfg.clip_grad > 0:
             torch.nn.utils.clip_grad_norm_(tr.model.parameters(), cfg.clip_grad)
         tr.optimizer.step()
+        if tr.ema is not None:
+            tr.ema.update(tr.model)
         sums[:2] += torch.stack([loss.detach().double() * len(labels), (logits.argmax(1) == labels).sum().double()])
         seen += len(labels)
         if at_trace:
@@ -515,7 +563,7 @@ def train_one_epoch(tr: _Trainer, data: _Data, epoch: int, active: Sequence[str]
     sums, alpha_sum = _all_sum(sums, d, device), _all_sum(alpha_sum, d, device)
     seconds = time.perf_counter() - t_epoch
     row = {"train_loss": sums[0].item() / sums[2].item(), "train_top1": 100 * sums[1].item() / sums[2].item(),
-           "train_images_s": sums[2].item() / seconds}
+           "train_images_s": sums[2].item() / seconds, "train_s": seconds}
     row.update({f"alpha_{k}": alpha_sum[k].item() / sums[2].item() for k in range(len(active))})
     return row
 
@@ -526,9 +574,10 @@ def _binarization(tr: _Trainer) -> dict:
             "saturated": saturated_fraction(tr.model) if has else None}
 
 
-def validate(model: nn.Module, batches, augmenter: Augmenter | None, device: torch.device, d: _Dist
-             ) -> tuple[float, float]:
-    """Mean cross-entropy and top-1 (%) over ``batches`` in eval mode, summed over all processes."""
+def validate(model: nn.Module, batches, augmenter: Augmenter | None, device: torch.device, d: _Dist | None = None,
+             flip: bool = False) -> tuple[float, float]:
+    """Mean cross-entropy and top-1 (%) over ``batches`` in eval mode, summed over all processes. ``flip``: the
+    logits are the mean of the image's and its mirror image's (flip test-time augmentation)."""
     model.eval()
     ev = torch.zeros(3, dtype=torch.float64)
     with torch.no_grad():
@@ -536,25 +585,73 @@ def validate(model: nn.Module, batches, augmenter: Augmenter | None, device: tor
             images, labels = images.to(device), labels.to(device)
             x = augmenter.eval_batch(images) if augmenter is not None else images
             logits = model(x).float()
+            if flip:
+                logits = (logits + model(x.flip(-1)).float()) / 2
             ev += torch.tensor([F.cross_entropy(logits, labels, reduction="sum").item(),
                                 (logits.argmax(1) == labels).sum().item(), len(labels)], dtype=torch.float64)
-    ev = _all_sum(ev, d, device)
+    ev = _all_sum(ev, d or _Dist(), device)
     n = max(1.0, ev[2].item())
     return ev[0].item() / n, 100 * ev[1].item() / n
+
+
+def evaluation_splits(cfg: TrainConfig) -> tuple[dict[str, Any], Augmenter | None]:
+    """The batches a run of ``cfg`` is evaluated on (``test``; ``val`` with a validation split; ``train`` with
+    ``eval_train``) and the augmenter that normalises them, for evaluating a trained model again (e.g. with
+    ``validate(..., flip=True)``) without rebuilding the run's data by hand."""
+    data = _data(cfg, _Dist())
+    splits = {"test": data.test()}
+    if data.val is not None:
+        splits["val"] = data.val()
+    if data.train_eval is not None:
+        splits["train"] = data.train_eval()
+    return splits, data.augmenter
+
+
+@torch.no_grad()
+def _recompute_batch_norm(model: nn.Module, batches, augmenter: Augmenter | None, device: torch.device,
+                          n_batches: int) -> None:
+    """Set every BatchNorm's running statistics to their average over the first ``n_batches`` of ``batches``
+    (augmented as for training): an averaged model's own statistics, not those of the weights it averages."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average
+    model.train()
+    for i, (images, labels) in enumerate(batches):
+        if i == n_batches:
+            break
+        images, labels = images.to(device), labels.to(device)
+        model(augmenter.train_batch(images, labels)[0] if augmenter is not None else images)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.eval()
+
+
+def _evaluated_model(tr: _Trainer, data: _Data, epoch: int) -> nn.Module:
+    """The model an evaluation reads: the trained one, or its moving average with BatchNorm recomputed."""
+    if tr.ema is None:
+        return tr.model
+    _recompute_batch_norm(tr.ema.module, data.train(epoch), data.augmenter, tr.device, EMA_BN_BATCHES)
+    return tr.ema.module
 
 
 # --------------------------------------------------------------------------------------------- the run
 def _epoch_row(tr: _Trainer, data: _Data, epoch: int, active: Sequence[str], t_epoch: float,
                train_row: dict) -> dict:
     evaluate = (epoch + 1) % tr.cfg.eval_every == 0 or epoch + 1 == tr.cfg.epochs
-    test_loss, test_top1 = (validate(tr.model, data.test(), data.augmenter, tr.device, tr.d) if evaluate
+    model = _evaluated_model(tr, data, epoch) if evaluate else tr.model
+    test_loss, test_top1 = (validate(model, data.test(), data.augmenter, tr.device, tr.d) if evaluate
                             else (None, None))
     row = {"epoch": epoch + 1, "train_loss": train_row["train_loss"], "train_top1": train_row["train_top1"],
            "test_loss": test_loss, "test_top1": test_top1, "lr": tr.optimizer.param_groups[0]["lr"],
            **_binarization(tr), "teachers": "+".join(active), "train_images_s": train_row["train_images_s"],
-           "epoch_s": time.perf_counter() - t_epoch}
+           "train_s": train_row["train_s"], "epoch_s": time.perf_counter() - t_epoch}
+    if data.val is not None:
+        row["val_loss"], row["val_top1"] = (validate(model, data.val(), data.augmenter, tr.device, tr.d)
+                                            if evaluate else (None, None))
     if data.train_eval is not None and evaluate:
-        row["train_eval_loss"], row["train_eval_top1"] = validate(tr.model, data.train_eval(), data.augmenter,
+        row["train_eval_loss"], row["train_eval_top1"] = validate(model, data.train_eval(), data.augmenter,
                                                                   tr.device, tr.d)
     row.update({k: v for k, v in train_row.items() if k.startswith("alpha_")})
     return row
@@ -567,7 +664,8 @@ def _checkpoint(tr: _Trainer, epoch: int, history: list[dict], trace: list[dict]
     tr.out.mkdir(parents=True, exist_ok=True)
     atomic_save({"epoch": epoch, "model": tr.model.state_dict(), "optimizer": tr.optimizer.state_dict(),
                  "history": history, "trace": trace, "config": tr.cfg.to_dict(),
-                 "config_hash": config_hash(tr.cfg)}, tr.out / "last.pt")
+                 "config_hash": config_hash(tr.cfg)}
+                | ({"ema": tr.ema.module.state_dict()} if tr.ema is not None else {}), tr.out / "last.pt")
     _write_metrics(tr.out, history, trace)
 
 
@@ -601,6 +699,8 @@ def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], s
     start_epoch, history, trace = 0, [], []
     if resume is not None:
         tr.model.load_state_dict(resume["model"])
+        if tr.ema is not None:
+            tr.ema.module.load_state_dict(resume["ema"])
         tr.optimizer.load_state_dict(resume["optimizer"])
         start_epoch, history, trace = resume["epoch"] + 1, resume["history"], resume.get("trace", [])
     wall_offset = history[-1]["wall_s"] if history else 0.0
@@ -625,7 +725,7 @@ def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], s
                "num_classes": data.num_classes, "in_chans": data.in_chans}
     if tr.out is not None and d.main:
         atomic_write_text(tr.out / "result.json", json.dumps(summary, indent=1))
-    summary["model"] = tr.model
+    summary["model"] = tr.model if tr.ema is None else tr.ema.module
     return summary
 
 

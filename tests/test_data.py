@@ -122,6 +122,29 @@ def test_subset_is_stratified():
     assert len(d) == 100 and torch.bincount(d.labels, minlength=10).tolist() == [10] * 10
 
 
+def test_a_validation_split_is_fixed_stratified_and_disjoint():
+    full = synthetic("train", n=1000)
+    rest, val = full.split_validation(200)
+    again_rest, again_val = full.split_validation(200)
+    assert len(val) == 200 and len(rest) == 800
+    assert torch.bincount(val.labels, minlength=10).tolist() == torch.bincount(again_val.labels, minlength=10).tolist()
+    assert torch.equal(val.images, again_val.images) and torch.equal(rest.images, again_rest.images)
+    counts = torch.bincount(full.labels, minlength=10)
+    assert (torch.bincount(val.labels, minlength=10) - counts // 5).abs().max() <= 20  # stratified: ~1/5 a class
+    assert full.split_validation(None) == (full, None)
+    with pytest.raises(ValueError, match="does not fit"):
+        full.split_validation(1000)
+
+
+def test_subset_keeps_its_images_with_the_refactored_draw():
+    """subset() draws as before the validation split existed (the run cache's runs keep their images)."""
+    d = synthetic("train", n=1000)
+    g = torch.Generator().manual_seed(3)
+    idx = torch.cat([torch.nonzero(d.labels == c).flatten()[torch.randperm(int((d.labels == c).sum()), generator=g)[:10]]
+                     for c in range(10)]).sort().values
+    assert torch.equal(d.subset(100, seed=3).images, d.images[idx])
+
+
 def test_batch_loader_shards_global_batches():
     d = synthetic("train", n=100)
     single = BatchLoader(d, 20, seed=5)

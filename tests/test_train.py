@@ -1,4 +1,5 @@
 """The training engine: exact resume, divergence handling, CLI validation, distillation, torchrun."""
+import dataclasses
 import json
 import math
 import os
@@ -26,7 +27,7 @@ def _cfg(tmp_path, **kw):
 
 
 def _timeless(history):
-    return [{k: v for k, v in row.items() if k not in ("train_images_s", "epoch_s", "wall_s")} for row in history]
+    return [{k: v for k, v in row.items() if k not in ("train_images_s", "train_s", "epoch_s", "wall_s")} for row in history]
 
 
 @pytest.mark.portability
@@ -292,8 +293,55 @@ def test_pad_to_and_eval_train(tmp_path):
     result = train(_cfg(tmp_path, epochs=1, pad_to=32, eval_train=True, train_subset=64, test_subset=32))
     row = result["final"]
     assert 0 <= row["train_eval_top1"] <= 100 and math.isfinite(row["train_eval_loss"])
-    with pytest.raises(ValueError, match="pad_to and eval_train"):
+    with pytest.raises(ValueError, match="pad_to, eval_train and val_split"):
         TrainConfig(dataset="imagefolder", eval_train=True).validate()
+
+
+def test_a_validation_split_is_held_out_of_training_and_evaluated(tmp_path):
+    cfg = _cfg(tmp_path, epochs=1, val_split=512, test_subset=64, eval_train=True)
+    row = train(cfg)["final"]
+    assert 0 <= row["val_top1"] <= 100 and math.isfinite(row["val_loss"])
+    splits, _ = train_mod.evaluation_splits(cfg)
+    held = torch.cat([images for images, _ in splits["val"]])
+    trained = torch.cat([images for images, _ in splits["train"]])
+    assert len(held) == 512 and len(trained) == 2048 - 512
+    # no held-out image is among the training images (synthetic images are distinct)
+    flat = lambda t: {bytes(x.numpy()) for x in t.flatten(1)}  # noqa: E731
+    assert not flat(held) & flat(trained)
+    # the teachers of a student with a validation split do not learn from it either
+    assert teacher_config("timm:resnet10t", cfg).val_split == 512
+    with pytest.raises(ValueError, match="val_split must be >= 1"):
+        TrainConfig(val_split=0).validate()
+
+
+def test_flip_evaluation_averages_the_logits_of_both_mirror_images():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    images, labels = torch.randint(0, 256, (8, 1, 4, 4), dtype=torch.uint8), torch.randint(0, 3, (8,))
+    augmenter = train_mod.Augmenter("none", (0.5,), (0.25,), 3)
+    x = augmenter.eval_batch(images)
+    logits = (model(x) + model(x.flip(-1))) / 2
+    loss, top1 = train_mod.validate(model, [(images, labels)], augmenter, torch.device("cpu"), flip=True)
+    assert loss == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item(), rel=1e-6)
+    assert top1 == pytest.approx(100 * (logits.argmax(1) == labels).float().mean().item())
+
+
+def test_channels_last_trains_the_same_computation(tmp_path):
+    """Another memory layout, the same numbers up to float rounding (a binary network then flips a few signs, so
+    whole runs drift apart as runs on two CPUs do); not part of the run's digest."""
+    torch.manual_seed(0)
+    model = train_mod.build_model("bnext_pico", 10, 1)
+    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    model_cl = train_mod.build_model("bnext_pico", 10, 1)
+    model_cl.load_state_dict(model.state_dict())
+    model_cl = model_cl.to(memory_format=torch.channels_last)
+    loss_cl = torch.nn.functional.cross_entropy(model_cl(x.contiguous(memory_format=torch.channels_last)), y)
+    assert loss_cl.item() == pytest.approx(loss.item(), rel=1e-4)
+    run = train(_cfg(tmp_path, epochs=1, train_subset=256, test_subset=64, out=None, channels_last=True))
+    assert math.isfinite(run["final"]["train_loss"]) and run["model"].stem.conv.weight.is_contiguous(
+        memory_format=torch.channels_last)
+    assert train_mod.config_hash(_cfg(tmp_path, channels_last=True)) == train_mod.config_hash(_cfg(tmp_path))
 
 
 def test_a_teacher_name_may_fix_its_own_length():
@@ -352,3 +400,44 @@ def test_a_teacher_cached_by_earlier_versions_is_moved_into_the_run_cache(tmp_pa
     assert teacher.test_top1 == 87.5
     for k, v in model.state_dict().items():
         assert torch.equal(teacher.model.state_dict()[k], v), k
+
+
+def test_ema_is_evaluated_with_recomputed_batch_norm_and_resumes_exactly(tmp_path):
+    cfg = _cfg(tmp_path, epochs=2, train_subset=256, test_subset=64, ema_decay=0.9, augment="flip")
+    full = train(cfg)
+    ema = full["model"]
+    assert ema is not None and not ema.training
+    plain = train(_cfg(tmp_path / "p", epochs=2, train_subset=256, test_subset=64, augment="flip"))["model"]
+    # the trained weights are the same run's; the returned model is their average, not the last weights
+    w_ema, w_last = ema.stem.conv.weight, plain.stem.conv.weight
+    assert not torch.equal(w_ema, w_last) and torch.allclose(w_ema, w_last, atol=0.5)
+    # the BatchNorm statistics are the averaged model's own (recomputed), not copied from the trained model
+    assert not torch.equal(ema.stem.bn.running_mean, plain.stem.bn.running_mean)
+
+    def interrupt(epoch, row):
+        if epoch == 0:
+            raise KeyboardInterrupt
+    cut = _cfg(tmp_path / "r", epochs=2, train_subset=256, test_subset=64, ema_decay=0.9, augment="flip")
+    with pytest.raises(KeyboardInterrupt):
+        train(cut, callbacks=[interrupt])
+    resumed = train(dataclasses.replace(cut, resume=True))
+    assert _timeless(resumed["history"]) == _timeless(full["history"])
+    assert all(torch.equal(a, b) for a, b in zip(resumed["model"].state_dict().values(), ema.state_dict().values()))
+
+
+def test_norm_lr_scale_scales_the_per_channel_parameters_only():
+    model = train_mod.build_model("bnext_pico", 10, 1)
+    plain = train_mod._param_groups(model, 1e-8, 1e-3)
+    scaled = train_mod._param_groups(model, 1e-8, 1e-3, 4.0)
+    assert [len(g["params"]) for g in plain] == [sum(len(g["params"]) for g in scaled[:2]),
+                                                 sum(len(g["params"]) for g in scaled[2:])]
+    per_channel = lambda p: p.ndim <= 1 or (p.ndim == 4 and p.shape[0] == 1)  # noqa: E731
+    for g in scaled[0::2]:
+        assert "lr_scale" not in g and not any(per_channel(p) for p in g["params"])
+    for g in scaled[1::2]:
+        assert g["lr_scale"] == 4.0 and all(per_channel(p) for p in g["params"])
+    assert [g["weight_decay"] for g in scaled] == [1e-3, 1e-3, 1e-8, 1e-8]
+    with pytest.raises(ValueError, match="norm_lr_scale"):
+        TrainConfig(norm_lr_scale=0).validate()
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0).validate()
