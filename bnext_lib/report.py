@@ -29,7 +29,7 @@ from typing import Sequence
 from .assembly import assemble, git_commit, machine_info, update_readme
 from .checkpoints import atomic_write_text
 from .profiles import get_profile
-from .study import NOTEBOOKS, REPO_ROOT, RunSet, Study, distillation_recipes, parse_seeds
+from .study import NOTEBOOKS, REPO_ROOT, RunSet, Study, distillation_recipes, parse_seeds, report_dir
 from .verdicts import combine, cut, gate
 from .verdicts import compare as verdict
 
@@ -126,12 +126,6 @@ def refresh_notebooks(notebooks: Sequence[str] = NOTEBOOKS) -> None:
         version = nb.metadata.get("language_info", {}).get("version") or ran.metadata.language_info.get("version")
         nbformat.write(nbformat.from_dict(nbclean.clean(nb, version)), str(src))
         print(f"refreshed {src}", file=sys.stderr)
-
-
-def default_out(profile: str) -> Path:
-    """Where a profile's report goes unless ``--out`` says: the committed cpu report in ``reports/``, the others
-    beside it (smoke's in ``reports/.scratch/``, which git ignores), so that no profile overwrites another's."""
-    return REPO_ROOT / "reports" / {"cpu": "", "smoke": ".scratch"}.get(profile, profile)
 
 
 def _interrupt(signum, frame):
@@ -232,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         refresh_notebooks(chosen)
         return 0
     # resolved here: the notebooks run in notebooks/, where a relative path would point elsewhere
-    out = Path(args.out).resolve() if args.out else default_out(args.profile)
+    out = Path(args.out).resolve() if args.out else report_dir(args.profile)
     if not args.assemble_only:
         started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         t = time.perf_counter()

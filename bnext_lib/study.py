@@ -20,9 +20,16 @@ from .checkpoints import atomic_write_text
 from .profiles import get_profile, rescaled_warmup
 from .verdicts import VERDICTS, compare, cut
 
-__all__ = ["REPO_ROOT", "NOTEBOOKS", "Study", "RunSet", "parse_seeds", "distillation_recipes"]
+__all__ = ["REPO_ROOT", "NOTEBOOKS", "Study", "RunSet", "parse_seeds", "distillation_recipes", "report_dir"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def report_dir(profile: str) -> Path:
+    """Where a profile's report goes unless told otherwise (the runner's ``--out``, a notebook's ``out_dir``): the
+    committed cpu report in ``reports/``, every other profile beside it (``reports/gpu/``, ``reports/paper/``;
+    smoke's in ``reports/.scratch/``, which git ignores), so that no profile writes over another's."""
+    return REPO_ROOT / "reports" / {"cpu": "", "smoke": ".scratch"}.get(profile, profile)
 COMPARISON_FIELDS = ("comparison", "verdict", "delta", "ci_low", "ci_high", "p_value", "n_a", "n_b")
 NOTEBOOKS = ("01_architecture_study", "02_overfitting_analysis", "03_distillation", "04_augmentation_ablation")
 
@@ -170,8 +177,8 @@ class Study:
             ``'0,1,2'``, which is what ``papermill -p seeds '[0, 1, 2]'`` passes.
         epochs, dataset, model, device: override the profile's training settings.
         workers: runs trained side by side (``None``: the profile's).
-        out_dir: where figures, tables and results go (``None``: ``reports/`` for ``cpu``/``gpu``,
-            ``reports/.scratch/`` for ``smoke``, so tests never overwrite the committed report).
+        out_dir: where figures, tables and results go (``None``: :func:`report_dir` of the profile, so that
+            neither a test nor a notebook run at another profile writes over the committed cpu report).
         regime: ``"full"`` (the profile's training settings: the architecture study) or ``"overfitting"`` (with
             the profile's over-fitting overrides: a training subset the CE student over-fits).
 
@@ -217,8 +224,7 @@ class Study:
         self.threads = self.profile.threads if self.workers > 1 else None
         self.overrides = {k: v for k, v in dict(epochs=epochs, dataset=dataset, model=model).items() if v is not None}
         self.overrides["device"] = device
-        default_out = REPO_ROOT / "reports" / (".scratch" if profile == "smoke" else "")
-        self.out = Path(out_dir) if out_dir else default_out
+        self.out = Path(out_dir) if out_dir else report_dir(profile)
         for sub in ("figures", "tables", "results"):
             (self.out / sub).mkdir(parents=True, exist_ok=True)
         self.tables: list[dict] = []

@@ -2,6 +2,7 @@
 the notebooks' shape. (The notebooks themselves run under ``pytest --nbval-lax`` in ``make test``.)"""
 
 import json
+import shutil
 
 import nbformat
 import numpy as np
@@ -341,11 +342,28 @@ def test_an_interrupted_report_resumes_with_its_time(tmp_path, monkeypatch):
 
 
 def test_each_profile_reports_into_its_own_folder():
-    from bnext_lib.report import default_out
+    from bnext_lib.study import report_dir
 
     reports = REPO_ROOT / "reports"
-    assert [default_out(p) for p in ("cpu", "smoke", "gpu", "paper")] == [
+    assert [report_dir(p) for p in ("cpu", "smoke", "gpu", "paper")] == [
         reports, reports / ".scratch", reports / "gpu", reports / "paper"]
+
+
+@pytest.mark.parametrize("profile", ["gpu", "paper"])
+def test_a_notebook_at_another_profile_writes_beside_the_cpu_report(profile):
+    """A notebook run by hand (Jupyter, papermill) at profile gpu or paper with its default ``out_dir = None`` gets
+    the runner's folder for that profile, never the committed cpu report's figures, tables or results."""
+    from bnext_lib.study import Study, report_dir
+
+    existed = report_dir(profile).exists()
+    try:
+        study = Study("01_architecture_study", profile=profile)
+        assert study.out == report_dir(profile) != report_dir("cpu")
+        assert all(not (study.out / sub).resolve().samefile(report_dir("cpu") / sub)
+                   for sub in ("figures", "tables", "results"))
+    finally:  # the empty folders the study made for a report that was never run
+        if not existed:
+            shutil.rmtree(report_dir(profile), ignore_errors=True)
 
 
 def test_the_runner_records_an_interrupted_invocation(tmp_path, monkeypatch):
