@@ -1,5 +1,5 @@
-"""The library's shape: no import cycle between its modules (imports inside functions count too, except the
-``if __name__ == "__main__"`` entry points), and the model modules never import the engine."""
+"""The library's shape: no import cycle between its modules (imports inside functions and entry points count
+too), and the model modules never import the engine."""
 import ast
 from pathlib import Path
 
@@ -13,14 +13,10 @@ def _module(path: Path) -> str:
 
 def _imports(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
-    entry = {id(n) for node in tree.body if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)
-             for n in ast.walk(node)}
     here = _module(path).split(".")
     package = here if path.name == "__init__.py" else here[:-1]
     out = set()
     for node in ast.walk(tree):
-        if id(node) in entry:
-            continue
         if isinstance(node, ast.ImportFrom):
             base = package[:len(package) - node.level + 1] if node.level else []
             name = ".".join(base + ([node.module] if node.module else [])) if node.level else node.module or ""

@@ -1,4 +1,6 @@
-"""The training engine and its CLI: ``python -m bnext_lib.train`` (unchanged under ``torchrun``).
+"""The training engine: :class:`TrainConfig`, :func:`train`, :func:`train_one_epoch`, :func:`validate`. Its command
+line is :mod:`bnext_lib.cli`, run as ``python -m bnext_lib.train`` (this package's ``__main__``, unchanged under
+``torchrun``) or ``bnext-train``.
 
 The official recipe (``docs/method.md`` §5, §8, §11) is the default:
 
@@ -45,13 +47,13 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .augment import Augmenter, parse_augment
-from .binary import TemperatureSchedule, get_temperature, saturated_fraction, set_temperature
-from .checkpoints import CheckpointError, atomic_save, atomic_write, atomic_write_text, read_checkpoint
-from .data import DATASETS, BatchLoader, FolderData, epoch_seed, load_dataset
-from .distill import ConsecutiveKD, StudentLoss, Teacher
-from .models import build_model, list_models
-from .models.teachers import TEACHER_RECIPES, split_teacher
+from ..augment import Augmenter, parse_augment
+from ..binary import TemperatureSchedule, get_temperature, saturated_fraction, set_temperature
+from ..checkpoints import CheckpointError, atomic_save, atomic_write, atomic_write_text, read_checkpoint
+from ..data import DATASETS, BatchLoader, FolderData, epoch_seed, load_dataset
+from ..distill import ConsecutiveKD, StudentLoss, Teacher
+from ..models import build_model, list_models
+from ..models.teachers import TEACHER_RECIPES, split_teacher
 
 __all__ = ["TrainConfig", "TrainingDiverged", "train", "train_one_epoch", "validate", "evaluation_splits",
            "build_model", "config_hash", "resolve_device"]
@@ -524,7 +526,7 @@ def train_one_epoch(tr: _Trainer, data: _Data, epoch: int, active: Sequence[str]
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss * n, correct, n (n filled at the end)
     alpha_sum = torch.zeros(max(1, len(active)), dtype=torch.float64, device=device)
     seen, trace_every = 0, max(1, tr.steps_per_epoch // 16)
-    from .progress import tqdm_class
+    from ..progress import tqdm_class
     bar = tqdm_class()(data.train(epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                        disable=not (cfg.progress and d.main), total=tr.steps_per_epoch)
     for step, (images, labels) in enumerate(bar):
@@ -727,8 +729,3 @@ def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], s
         atomic_write_text(tr.out / "result.json", json.dumps(summary, indent=1))
     summary["model"] = tr.model if tr.ema is None else tr.ema.module
     return summary
-
-
-if __name__ == "__main__":  # python -m bnext_lib.train: the command line lives in bnext_lib.cli
-    from bnext_lib.cli import main as _main
-    sys.exit(_main())
