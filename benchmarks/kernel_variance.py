@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 from student_frontier import cpu_name, write_csv  # noqa: E402
 
-from bnext_lib.runs import run_folder, runs_root, teacher_config  # noqa: E402
+from bnext_lib.config import teacher_config  # noqa: E402
+from bnext_lib.runs import run_folder, runs_root  # noqa: E402
 from bnext_lib.study import Study, distillation_recipes  # noqa: E402
 from bnext_lib.verdicts import compare  # noqa: E402
 

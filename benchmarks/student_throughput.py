@@ -8,7 +8,7 @@ Each cell trains ``--images`` Fashion-MNIST images for two epochs with :func:`bn
 engine's real step: data, augmentation, temperature, schedules, metrics) and reports the second epoch's images/s,
 so that compilation and warm-up stay out of it; the first epoch's seconds are printed beside it (that is where the
 compile cost shows). With ``--procs N`` the same cell runs N times side by side, each in its own process
-(:func:`bnext_lib.runs.parallel_map`), and the N second-epoch rates are summed: the aggregate a report profile
+(:func:`bnext_lib.pool.parallel_map`), and the N second-epoch rates are summed: the aggregate a report profile
 gets from N workers. Prints figures; asserts nothing.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from bnext_lib.runs import parallel_map
+from bnext_lib.pool import parallel_map
 from bnext_lib.train import TrainConfig, train
 
 
@@ -44,13 +44,17 @@ def main() -> None:
     ap.add_argument("--amp", choices=["off", "on", "both"], default="off")
     ap.add_argument("--procs", type=int, nargs="+", default=[1], help="runs side by side")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per run")
+    ap.add_argument("--pad-to", type=int, default=None, help="zero-pad the 28x28 images to this side")
+    ap.add_argument("--channels-last", action="store_true", help="train in the channels-last memory format")
+    ap.add_argument("--augment", default="basic")
     args = ap.parse_args()
     base = TrainConfig(model=args.model, dataset="fashion_mnist", train_subset=args.images, test_subset=1000,
-                       epochs=2, augment="basic", stem_stride=args.stem_stride, device=args.device,
-                       threads=args.threads, progress=False)
+                       epochs=2, augment=args.augment, stem_stride=args.stem_stride, device=args.device,
+                       threads=args.threads, progress=False, pad_to=args.pad_to, channels_last=args.channels_last)
     base.validate()
     where = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else "CPU"
-    print(f"{args.model} on {where}, torch {torch.__version__}, {args.images} images x 2 epochs per run")
+    print(f"{args.model} on {where}, torch {torch.__version__}, {args.images} images x 2 epochs per run, "
+          f"{args.threads or torch.get_num_threads()} thread(s) per run")
     for batch, compiled, amp, procs in itertools.product(args.batch, _choices(args.compile), _choices(args.amp),
                                                          args.procs):
         cfg = TrainConfig(**{**base.to_dict(), "teachers": (), "batch_size": batch, "compile": compiled,

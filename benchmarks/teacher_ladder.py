@@ -1,5 +1,5 @@
 """Teacher candidates for the report: test top-1 and training cost of full-precision timm teachers trained by the
-run cache exactly as the report trains them (:func:`bnext_lib.runs.teacher_config`), so that every teacher this
+run cache exactly as the report trains them (:func:`bnext_lib.config.teacher_config`), so that every teacher this
 script trains is reused by the report and the other way round.
 
     .venv/bin/python benchmarks/teacher_ladder.py --models timm:resnet10t timm:resnet18 --epochs 6 10 \\
@@ -22,8 +22,8 @@ sys.path.insert(0, str(ROOT))
 
 from student_frontier import cpu_name, write_csv  # noqa: E402
 
-from bnext_lib.models.teachers import TEACHER_RECIPES  # noqa: E402
-from bnext_lib.runs import run_many, teacher_config  # noqa: E402
+from bnext_lib.config import TEACHER_RECIPES, teacher_config  # noqa: E402
+from bnext_lib.runs import run_many  # noqa: E402
 from bnext_lib.train import TrainConfig  # noqa: E402
 
 

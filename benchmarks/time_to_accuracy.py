@@ -39,7 +39,7 @@ from student_frontier import cpu_name, save_figure, write_csv  # noqa: E402
 
 from bnext_lib.profiles import OVERFITTING, SHORT_RUN, one_cycle  # noqa: E402
 from bnext_lib.runs import run_many  # noqa: E402
-from bnext_lib.train import TrainConfig, evaluation_splits, validate  # noqa: E402
+from bnext_lib.train import TrainConfig, evaluate, evaluation_splits  # noqa: E402
 
 VAL_SPLIT = 5000
 TARGET = 89.0
@@ -62,6 +62,8 @@ def _part(part: str, epochs: int) -> dict:
         return {"amp": True}
     if part == "cl":
         return {"channels_last": True}
+    if part == "tta":
+        return {"eval_flip": True}
     if part == "ls":
         return {"augment": "flip+label_smoothing"}
     if part == "nopad":
@@ -121,7 +123,7 @@ def _flip_scores(run) -> dict:
 
     splits, augmenter = evaluation_splits(dataclasses.replace(run.config, eval_train=False))
     model = run.load_model()
-    return {f"flip_{name}_top1": validate(model, batches, augmenter, torch.device("cpu"), flip=True)[1]
+    return {f"flip_{name}_top1": evaluate(model, batches, augmenter, torch.device("cpu"), flip=True)[1]
             for name, batches in splits.items()}
 
 

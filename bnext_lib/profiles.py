@@ -26,16 +26,15 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 
-__all__ = ["Profile", "PROFILES", "ONE_CYCLE", "one_cycle", "SHORT_RUN", "OVERFITTING", "CPU_CUT", "GPU_CUT",
+from .config import ONE_CYCLE
+
+__all__ = ["Profile", "PROFILES", "one_cycle", "SHORT_RUN", "OVERFITTING", "CPU_CUT", "GPU_CUT",
            "get_profile"]
 
-# The short-run learning-rate schedule of students and teachers: a linear warm-up over 30 % of the run from lr/25
-# to the peak, then cosine to 1e-6 at the end of the run.
-ONE_CYCLE = dict(lr=2e-3, warmup_lr=2e-3 / 25, min_lr=1e-6, warmup_fraction=0.3, anneal_to_end=True)
 
 
 def one_cycle(epochs: float) -> dict:
-    """TrainConfig fields of :data:`ONE_CYCLE` for a run of ``epochs``."""
+    """TrainConfig fields of :data:`~bnext_lib.config.ONE_CYCLE` for a run of ``epochs``."""
     values = dict(ONE_CYCLE)
     return dict(values, warmup_epochs=round(values.pop("warmup_fraction") * epochs, 6))
 

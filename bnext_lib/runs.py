@@ -1,4 +1,4 @@
-"""Cached training runs shared by the notebooks, and a pool of worker processes that trains the missing ones.
+"""Cached training runs shared by the notebooks: the run cache, and the teachers it holds.
 
 A run is stored in ``data/runs/<digest>/`` where ``digest`` is :func:`~bnext_lib.train.config_hash` of its full
 configuration (everything that changes its numbers: not the thread count, device, ``compile`` or progress bars).
@@ -7,37 +7,32 @@ option trains only the runs it touches. The folder holds the engine's ``metrics.
 ``result.json`` and, once the run is complete, ``model.pt`` (the completion marker). An interrupted run keeps
 its ``last.pt`` and resumes from it the next time it is asked for.
 
-On a CPU, two processes of one thread each train ~1.5x more images per second than one process with two threads
-(small convolutions parallelise poorly), so :func:`run_many` trains independent runs side by side in
-``workers`` processes. Teachers a batch of runs needs are trained first, once, so that no two workers race for
-the same teacher.
+:func:`run_many` trains the missing runs side by side in ``workers`` processes (:mod:`bnext_lib.pool`). Teachers a
+batch of runs needs are trained first, once, so that no two workers race for the same teacher.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import json
-import multiprocessing as mp
 import os
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
 
 from .checkpoints import atomic_save, atomic_write_text, read_checkpoint
+from .config import TrainConfig, config_hash, teacher_config
 from .data import default_data_root
 from .distill import Teacher
-from .models.teachers import TEACHER_RECIPES, split_teacher
 from .models import build_model
-from .train import TrainConfig, config_hash, train
+from .pool import parallel_map
+from .train import train
 
-__all__ = ["Run", "runs_root", "run_folder", "is_done", "run_one", "run_many", "parallel_map", "teacher_config",
+__all__ = ["Run", "runs_root", "run_folder", "is_done", "run_one", "run_many",
            "load_teachers", "ensure_teachers"]
 
 
@@ -162,158 +157,7 @@ def run_one(cfg: TrainConfig, root: str | os.PathLike | None = None) -> Run:
     return Run.load(cfg, root)
 
 
-class _Lines(io.TextIOBase):
-    """A text stream that hands whole lines (partial ones on ``flush``) to ``sink(text)``; ``fileno`` is the
-    stream it stands in for, for code that needs a real file."""
-
-    def __init__(self, sink: Callable[[str], Any], real):
-        super().__init__()
-        self.sink, self.real, self.buf = sink, real, ""
-
-    def writable(self) -> bool:
-        return True
-
-    @property
-    def encoding(self) -> str:
-        return getattr(self.real, "encoding", None) or "utf-8"
-
-    def write(self, text: str) -> int:
-        self.buf += text
-        if "\n" in self.buf:
-            lines, _, self.buf = self.buf.rpartition("\n")
-            self.sink(lines + "\n")
-        return len(text)
-
-    def flush(self) -> None:
-        if self.buf:
-            text, self.buf = self.buf, ""
-            self.sink(text)
-
-    def fileno(self) -> int:
-        return self.real.fileno()
-
-
-def _init_worker(threads: int | None, lines) -> None:
-    # A spawned worker's stdout/stderr are the parent's file descriptors: a terminal, or under Jupyter a pipe
-    # that ipykernel shows in the notebook *and* echoes to the server's terminal. Its lines go to the parent
-    # instead, which prints them once (see parallel_map).
-    sys.stdout = _Lines(lambda text: lines.put(("stdout", text)), sys.__stdout__)
-    sys.stderr = _Lines(lambda text: lines.put(("stderr", text)), sys.__stderr__)
-    if threads:
-        torch.set_num_threads(threads)
-
-
-def _relay(lines) -> None:
-    """Print the workers' lines that have arrived."""
-    while not lines.empty():
-        name, text = lines.get()
-        (sys.stdout if name == "stdout" else sys.stderr).write(text)
-
-
-@contextlib.contextmanager
-def _printing_through(bar):
-    """Send what is printed meanwhile through ``bar.write``, so that no line lands in the middle of a text bar."""
-    saved = sys.stdout, sys.stderr
-
-    def sink(real):
-        def write(text: str) -> None:
-            bar.write(text, file=real, end="")
-            real.flush()
-        return write
-
-    sys.stdout, sys.stderr = _Lines(sink(saved[0]), saved[0]), _Lines(sink(saved[1]), saved[1])
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        sys.stdout, sys.stderr = saved
-
-
-def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int = 1, threads: int | None = None,
-                 on_done: Callable[[int, Any], None] | None = None, desc: str | None = None) -> list:
-    """``[fn(item) for item in items]`` in ``workers`` spawned processes of ``threads`` torch threads each.
-
-    ``workers <= 1`` runs in this process. The first exception stops the pool (running items finish) and is
-    raised with the item that caused it. ``on_done(index, value)`` is called as results arrive. ``desc``: show a
-    progress bar over the items (:mod:`bnext_lib.progress`: a widget in Jupyter, text elsewhere). What the
-    workers print is printed here, once.
-    """
-    from .progress import tqdm_class
-
-    results: list = [None] * len(items)
-    bar = tqdm_class()(total=len(items), desc=desc, unit="item", disable=desc is None or len(items) <= 1)
-    with bar, (_printing_through(bar) if not bar.disable else contextlib.nullcontext()):
-        if workers <= 1 or len(items) <= 1:
-            _serial_map(fn, items, threads, results, bar, on_done)
-        else:
-            _pool_map(fn, items, workers, threads, results, bar, on_done)
-    return results
-
-
-def _serial_map(fn, items, threads, results, bar, on_done) -> None:
-    saved = torch.get_num_threads()
-    try:
-        if threads:
-            torch.set_num_threads(threads)
-        for i, item in enumerate(items):
-            results[i] = fn(item)
-            if on_done:
-                on_done(i, results[i])
-            bar.update()
-    finally:
-        torch.set_num_threads(saved)
-
-
-def _pool_map(fn, items, workers, threads, results, bar, on_done) -> None:
-    ctx = mp.get_context("spawn")  # fork after torch has threads is unsafe
-    lines = ctx.SimpleQueue()
-    failed = None
-    with ProcessPoolExecutor(min(workers, len(items)), mp_context=ctx, initializer=_init_worker,
-                             initargs=(threads, lines)) as pool:
-        futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
-        pending = set(futures)
-        while pending:  # relaying while items run; a failure cancels what has not started
-            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            _relay(lines)  # a worker's lines are queued before its result is sent: they print first
-            for f in done:
-                i = futures[f]
-                if f.cancelled():
-                    continue
-                if f.exception() is not None:
-                    if failed is None:
-                        failed = (i, f.exception())
-                        for p in pending:
-                            p.cancel()
-                    continue
-                results[i] = f.result()
-                if on_done and failed is None:
-                    on_done(i, results[i])
-                bar.update()
-    _relay(lines)  # what the workers flushed on exit
-    if failed is not None:
-        i, e = failed
-        raise RuntimeError(f"work item {i} ({items[i]!r:.300}) failed: {e}") from e
-
-
 # --------------------------------------------------------------------------------------------- teachers
-def teacher_config(name: str, student: TrainConfig) -> TrainConfig:
-    """The run that trains teacher ``name`` for ``student``: the student's data (dataset, teacher subset, padding,
-    validation split: a teacher never learns from the images its student is validated on),
-    the student's ``teacher_epochs`` (or the name's own ``@<epochs>``) and ``teacher_recipe``, seed 0,
-    cross-entropy."""
-    model, epochs = split_teacher(name)
-    epochs = epochs or student.teacher_epochs
-    recipe = dict(TEACHER_RECIPES[student.teacher_recipe])
-    fraction = recipe.pop("warmup_fraction", None)
-    if fraction is not None:
-        recipe["warmup_epochs"] = fraction * epochs
-    return TrainConfig(model=model, dataset=student.dataset, data_root=student.data_root, download=student.download,
-                       epochs=epochs, train_subset=student.teacher_subset, pad_to=student.pad_to,
-                       val_split=student.val_split, seed=0, progress=False, compile=student.compile, threads=student.threads,
-                       device=student.device, **recipe)
-
-
 def _legacy_teacher(cfg: TrainConfig, root: str | os.PathLike | None) -> None:
     """Move a teacher cached by earlier versions (``data/teachers/<digest>/teacher.pt``) into the run cache."""
     old = (Path(cfg.data_root) if cfg.data_root else default_data_root()) / "teachers" / config_hash(cfg, legacy=True)

@@ -317,7 +317,7 @@ class Study:
     def prerequisites(self) -> list:
         """The runs every later study starts from: the profile's teachers (strongest first) and, where the profile
         has an over-fitting regime, its CE student at every seed (the baseline its regime checks measure)."""
-        from .runs import teacher_config
+        from .config import teacher_config
 
         out = [teacher_config(n, self.config()) for n in reversed(self.teachers)]
         if self.profile.overfitting:
@@ -328,7 +328,8 @@ class Study:
         """Train (or find) the profile's teachers; their test/train top-1, size and cost, weak to strong."""
         import pandas as pd
 
-        from .runs import ensure_teachers, teacher_config
+        from .config import teacher_config
+        from .runs import ensure_teachers
         from .train import config_hash
 
         names = list(names or self.teachers)
@@ -350,7 +351,7 @@ class Study:
         """Loss-landscape slices (the profile's grid, the same direction seed) of every seed's run of each label,
         computed side by side and cached in the runs' folders; ``{(label, seed): Landscape}``."""
         from .landscape import run_landscape
-        from .runs import parallel_map
+        from .pool import parallel_map
 
         g = self.profile.landscape  # labels the profile cut have no runs, hence no slices
         keys = [(label, seed) for label in labels for (lab, seed) in runset.runs if lab == label]

@@ -208,7 +208,7 @@ def test_workers_lines_show_once_under_a_widget_or_text_bar(mode, tmp_path):
     widget in Jupyter, text where the report's runners ask for it, and nothing warns."""
     kernel = _Kernel(tmp_path / "terminal.log", progress="text" if mode == "text" else None)
     try:
-        outputs = kernel.run("from bnext_lib.runs import parallel_map\n"
+        outputs = kernel.run("from bnext_lib.pool import parallel_map\n"
                              "parallel_map(print, ['line from worker 0', 'line from worker 1'], workers=2, desc='work')")
     finally:
         kernel.close()

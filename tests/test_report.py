@@ -15,7 +15,7 @@ from bnext_lib.landscape import filter_normalized_direction, loss_landscape, rou
 from bnext_lib.report import NOTEBOOKS, REPO_ROOT, Study, assemble, combine, distillation_recipes, gate, verdict
 from bnext_lib.runs import Run, is_done, run_folder, run_many, run_one
 from bnext_lib.verdicts import cut
-from bnext_lib.train import TrainConfig
+from bnext_lib.config import TrainConfig, teacher_config
 
 NB_DIR = REPO_ROOT / "notebooks"
 
@@ -251,7 +251,7 @@ def test_missing_teachers_train_beside_the_runs_that_need_none(tmp_path, monkeyp
     runs = run_many([kd, ce])
     assert passes == [["timm:resnet10t", "bnext_pico"], ["bnext_pico"]]
     assert "and 1 teacher(s) they need" in capsys.readouterr().err
-    assert runs[0].result["teachers"]["timm:resnet10t"] > 0 and is_done(runs_mod.teacher_config("timm:resnet10t", kd))
+    assert runs[0].result["teachers"]["timm:resnet10t"] > 0 and is_done(teacher_config("timm:resnet10t", kd))
 
 
 def test_bnext_runs_names_another_run_cache(tmp_path, monkeypatch):

@@ -13,7 +13,8 @@ import torch
 from bnext_lib import cli
 from bnext_lib import train as train_mod
 from bnext_lib.cli import config_from_args
-from bnext_lib.runs import load_teachers, run_folder, teacher_config
+from bnext_lib.config import teacher_config
+from bnext_lib.runs import load_teachers, run_folder
 from bnext_lib.train import TrainConfig, TrainingDiverged, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +94,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
     (["--model", "bnext_huge"], "model 'bnext_huge' is unknown"),
     (["--epochs", "-1"], "epochs must be >= 1"),
     (["--augment", "basic+autoaugment"], "unknown augmentation"),
-    (["--dataset", "mnist"], "dataset 'mnist' is unknown"),
+    (["--dataset", "mnist"], "dataset must be one of ['fashion_mnist',"),
     (["--profile", "laptop"], "unknown profile 'laptop'"),
     (["--teachers", "timm:not_a_model"], "timm has no model"),
     (["--temperature-reach", "0"], "temperature_reach"),
@@ -321,7 +322,7 @@ def test_flip_evaluation_averages_the_logits_of_both_mirror_images():
     augmenter = train_mod.Augmenter("none", (0.5,), (0.25,), 3)
     x = augmenter.eval_batch(images)
     logits = (model(x) + model(x.flip(-1))) / 2
-    loss, top1 = train_mod.validate(model, [(images, labels)], augmenter, torch.device("cpu"), flip=True)
+    loss, top1 = train_mod.evaluate(model, [(images, labels)], augmenter, torch.device("cpu"), flip=True)
     assert loss == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item(), rel=1e-6)
     assert top1 == pytest.approx(100 * (logits.argmax(1) == labels).float().mean().item())
 

@@ -13,7 +13,8 @@ from typing import Callable
 
 import torch.nn as nn
 
-__all__ = ["register_model", "create_model", "build_model", "list_models", "model_info", "ModelInfo"]
+__all__ = ["register_model", "create_model", "build_model", "list_models", "model_info", "ModelInfo", "timm_name",
+           "check_model_name", "TIMM_PREFIX"]
 
 
 @dataclass(frozen=True)
@@ -118,10 +119,30 @@ def create_model(name: str, num_classes: int = 1000, **kwargs) -> nn.Module:
     return model
 
 
+TIMM_PREFIX = "timm:"
+
+
+def timm_name(name: str) -> str | None:
+    """The timm architecture of a ``timm:<name>`` model name, ``None`` for a registered model's name: the one
+    parser of the prefix that training configurations, teachers and reports use."""
+    return name[len(TIMM_PREFIX):] if name.startswith(TIMM_PREFIX) else None
+
+
+def check_model_name(name: str) -> str | None:
+    """What is wrong with a training configuration's model name (``None``: nothing): a registered model or
+    ``timm:<name>`` of a model timm has."""
+    arch = timm_name(name)
+    if arch is None:
+        return None if name in _BUILDERS else f"{name!r} is unknown; choose one of {list_models()} or 'timm:<name>'"
+    import timm
+    return None if timm.is_model(arch) else f"{name!r}: timm has no model {arch!r}"
+
+
 def build_model(name: str, num_classes: int, in_chans: int, **options) -> nn.Module:
     """A registered model, or ``timm:<name>`` built by timm (full precision): the names a training
     configuration accepts."""
-    if name.startswith("timm:"):
+    arch = timm_name(name)
+    if arch is not None:
         import timm
-        return timm.create_model(name[5:], num_classes=num_classes, in_chans=in_chans)
+        return timm.create_model(arch, num_classes=num_classes, in_chans=in_chans)
     return create_model(name, num_classes=num_classes, in_chans=in_chans, **options)

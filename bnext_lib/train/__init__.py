@@ -1,4 +1,4 @@
-"""The training engine: :class:`TrainConfig`, :func:`train`, :func:`train_one_epoch`, :func:`validate`. Its command
+"""The training engine: :class:`TrainConfig`, :func:`train`, :func:`train_one_epoch`, :func:`evaluate`. Its command
 line is :mod:`bnext_lib.cli`, run as ``python -m bnext_lib.train`` (this package's ``__main__``, unchanged under
 ``torchrun``) or ``bnext-train``.
 
@@ -47,15 +47,15 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..augment import Augmenter, parse_augment
+from ..augment import Augmenter
 from ..binary import TemperatureSchedule, get_temperature, saturated_fraction, set_temperature
 from ..checkpoints import CheckpointError, atomic_save, atomic_write, atomic_write_text, read_checkpoint
-from ..data import DATASETS, BatchLoader, FolderData, epoch_seed, load_dataset
+from ..config import TrainConfig, config_hash
+from ..data import BatchLoader, FolderData, epoch_seed, load_dataset
 from ..distill import ConsecutiveKD, StudentLoss, Teacher
-from ..models import build_model, list_models
-from ..models.teachers import TEACHER_RECIPES, split_teacher
+from ..models import build_model
 
-__all__ = ["TrainConfig", "TrainingDiverged", "train", "train_one_epoch", "validate", "evaluation_splits",
+__all__ = ["TrainConfig", "TrainingDiverged", "train", "train_one_epoch", "evaluate", "evaluation_splits",
            "build_model", "config_hash", "resolve_device"]
 
 
@@ -63,213 +63,8 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-@dataclass
-class TrainConfig:
-    """One training run. Defaults are the official recipe on the default data; a profile can fill them.
-
-    Attributes:
-        model: a registered name (``bnext_nano``...) or ``timm:<name>`` for a full-precision timm model.
-        dataset: ``fashion_mnist``, ``cifar10``, ``cifar100``, ``synthetic`` or ``imagefolder``.
-        data_root: data folder (default ``data/``); for ``imagefolder`` the folder holding ``train/`` and
-            ``val/``.
-        download: let torchvision download missing data (needs internet).
-        train_subset, test_subset: class-stratified subsets (``None``: all); ``train_subset`` is drawn from the
-            training images left after the validation split.
-        val_split: hold this many training images out as a validation split (class-stratified, the same images
-            for every run, seed and variant: :meth:`~bnext_lib.data.ImageData.split_validation`), never trained
-            on and evaluated beside the test set (``val_loss``/``val_top1`` in the metrics). Recipes, regimes and
-            thresholds are chosen on it; the test set is for reported figures. ``None``: no split, as before.
-        image_size: input side for ``imagefolder`` (in-memory datasets keep their size).
-        pad_to: zero-pad in-memory images (train and test) to this side before anything else (``None``: as
-            stored). 28x28 Fashion-MNIST padded to 32 gives every stride-2 stage an even map, as on CIFAR.
-        epochs, batch_size: run length; *global* batch size over all processes.
-        lr, min_lr, warmup_lr, warmup_epochs: AdamW and timm cosine schedule (``warmup_epochs`` ``None``: 5/512
-            of the run, the official proportion).
-        anneal_to_end: the cosine spans the epochs after the warm-up, so the run ends at ``min_lr`` (a one-cycle
-            schedule). ``False`` (official, timm's ``warmup_prefix``): the cosine lasts ``epochs`` *after* the
-            warm-up, which a 512-epoch run barely notices but which leaves a short run with a 30 % warm-up at
-            ~0.2x its peak lr.
-        wd_conv, wd_other: weight decay of 4-D kernels / everything else.
-        norm_lr_scale: learning-rate multiplier of the per-channel parameters (BatchNorm, PReLU, biases, the
-            learnable shifts and Info-Recoupling's mix), as fast-training recipes raise BatchNorm's; 1: as official.
-        ema_decay: also keep an exponential moving average of the weights (timm's ``ModelEmaV3``, updated after
-            every optimizer step with this decay; buffers such as the temperature copied), and evaluate and return
-            it, its BatchNorm statistics recomputed over :data:`EMA_BN_BATCHES` training batches before each
-            evaluation. 0: off.
-        clip_grad: global gradient-norm clip (0: off).
-        temperature_reach: fraction of the run at which the binarization temperature reaches its floor.
-        schedule_per_step: update lr and temperature every step (``False``: every epoch, as the official code).
-        augment: augmentation preset(s), see :mod:`bnext_lib.augment`.
-        teachers: teacher names, main teacher last; earlier ones are assistants used in consecutive rounds.
-        teacher_epochs, teacher_subset, teacher_recipe: how the teachers are trained (a recipe of
-            :data:`~bnext_lib.models.teachers.TEACHER_RECIPES`; always seed 0, so that every student of a study
-            distils from the same teachers). The engine does not train them: see :func:`train`'s ``teachers``.
-        kd_weighting, kd_granularity: see :class:`~bnext_lib.distill.MultiTeacherLoss`.
-        elm_attention, info_recoupling, stem_stride: model options (``None``: the builder's default).
-        eval_train: also evaluate the training split each epoch in eval mode, without augmentation
-            (``train_eval_top1``/``train_eval_loss`` in the metrics): the train-minus-test gap of an over-fitting
-            regime. The running ``train_top1`` is measured in train mode on augmented batches.
-        eval_every: evaluate (test and validation splits, and the training split with ``eval_train``) after every ``eval_every``-th
-            epoch and after the last; the other epochs' rows carry ``None``. On a small training subset the
-            full test set costs as much as the epoch itself.
-        seed: base seed of everything random.
-        device: ``auto``, ``cpu``, ``cuda``.
-        amp: run the student's training forward (and, on the CPU, the teachers) under bf16 autocast, on CPU and
-            CUDA; evaluation stays float32. Its cost in accuracy is measured in the README.
-        channels_last: train the student in the channels-last memory format (NHWC: per-channel reductions such as
-            BatchNorm's and PReLU's run over contiguous channels, which Inductor vectorizes better on a CPU); the
-            same computation in another layout, so, like ``compile``, not part of the run's digest.
-        compile: ``torch.compile`` the student's training forward (about 1.7x the eager step on 2 CPU cores for
-            bnext_nano, after a compilation of a minute or so; numbers equal up to float rounding).
-        threads: torch CPU threads (``None``: torch's default).
-        out: run folder (metrics, checkpoint); ``None``: nothing is written.
-        resume: continue from ``out/last.pt``.
-        progress: show tqdm bars (rank 0 only).
-    """
-
-    model: str = "bnext_nano"
-    dataset: str = "fashion_mnist"
-    data_root: str | None = None
-    download: bool = False
-    train_subset: int | None = None
-    test_subset: int | None = None
-    val_split: int | None = None
-    image_size: int = 224
-    pad_to: int | None = None
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    min_lr: float = 1e-7
-    warmup_lr: float = 1e-5
-    warmup_epochs: float | None = None
-    anneal_to_end: bool = False
-    wd_conv: float = 1e-8
-    wd_other: float = 1e-3
-    norm_lr_scale: float = 1.0
-    ema_decay: float = 0.0
-    clip_grad: float = 5.0
-    temperature_reach: float = 0.3
-    schedule_per_step: bool = True
-    augment: str = "released"
-    teachers: tuple[str, ...] = ()
-    teacher_epochs: int = 4
-    teacher_subset: int | None = None
-    teacher_recipe: str = "adamw-cosine"
-    kd_weighting: str = "adaptive"
-    kd_granularity: str = "batch"
-    elm_attention: bool | None = None
-    info_recoupling: bool | None = None
-    stem_stride: int | None = None
-    eval_train: bool = False
-    eval_every: int = 1
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = False
-    channels_last: bool = False
-    compile: bool = False
-    threads: int | None = None
-    out: str | None = None
-    resume: bool = False
-    progress: bool = True
-
-    def validate(self) -> None:
-        """Check every option before any data is read; raises ``ValueError`` saying what is allowed."""
-        errors = []
-        if self.model.startswith("timm:"):
-            import timm
-            if not timm.is_model(self.model[5:]):
-                errors.append(f"model {self.model!r}: timm has no model {self.model[5:]!r}")
-        elif self.model not in list_models():
-            errors.append(f"model {self.model!r} is unknown; choose one of {list_models()} or 'timm:<name>'")
-        if self.dataset not in DATASETS:
-            errors.append(f"dataset {self.dataset!r} is unknown; choose one of {list(DATASETS)}")
-        for name in ("epochs", "batch_size", "teacher_epochs", "image_size", "eval_every"):
-            if int(getattr(self, name)) < 1:
-                errors.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("train_subset", "test_subset", "teacher_subset", "pad_to", "val_split"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                errors.append(f"{name} must be >= 1 or None, got {v}")
-        if self.train_subset is not None and 1 <= self.train_subset < self.batch_size:  # drop_last: no step at all
-            errors.append(f"train_subset ({self.train_subset}) is smaller than one batch ({self.batch_size})")
-        for name in ("lr", "min_lr", "warmup_lr", "wd_conv", "wd_other", "clip_grad"):
-            if getattr(self, name) < 0 or not math.isfinite(getattr(self, name)):
-                errors.append(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
-        if self.warmup_epochs is not None and not 0 <= self.warmup_epochs < self.epochs:
-            errors.append(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}")
-        if not 0 < self.norm_lr_scale or not math.isfinite(self.norm_lr_scale):
-            errors.append(f"norm_lr_scale must be a finite number > 0, got {self.norm_lr_scale}")
-        if not 0 <= self.ema_decay < 1:
-            errors.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if not 0 < self.temperature_reach <= 1:
-            errors.append(f"temperature_reach must be in (0, 1], got {self.temperature_reach}")
-        try:
-            parse_augment(self.augment)
-        except ValueError as e:
-            errors.append(str(e))
-        if self.teacher_recipe not in TEACHER_RECIPES:
-            errors.append(f"teacher_recipe must be one of {sorted(TEACHER_RECIPES)}, got {self.teacher_recipe!r}")
-        if self.kd_weighting not in ("adaptive", "fixed"):
-            errors.append(f"kd_weighting must be 'adaptive' or 'fixed', got {self.kd_weighting!r}")
-        if self.kd_granularity not in ("batch", "instance"):
-            errors.append(f"kd_granularity must be 'batch' or 'instance', got {self.kd_granularity!r}")
-        for name in self.teachers:
-            try:
-                t, _ = split_teacher(name)
-            except ValueError as e:
-                errors.append(str(e))
-                continue
-            if not t.startswith("timm:") and t not in list_models():
-                errors.append(f"teacher {name!r} must be 'timm:<name>' or a registered model (optionally '@<epochs>')")
-            elif t.startswith("timm:"):
-                import timm
-                if not timm.is_model(t[5:]):
-                    errors.append(f"teacher {name!r}: timm has no model {t[5:]!r}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            errors.append(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            errors.append("device 'cuda' asked for but CUDA is not available")
-        if self.stem_stride not in (None, 1, 2):
-            errors.append(f"stem_stride must be 1 or 2, got {self.stem_stride}")
-        if self.dataset == "imagefolder" and (self.pad_to is not None or self.eval_train or self.val_split):
-            errors.append("pad_to, eval_train and val_split apply to in-memory datasets, not imagefolder")
-        if self.resume and not self.out:
-            errors.append("resume needs an out folder")
-        if errors:
-            raise ValueError("invalid training configuration:\n  " + "\n  ".join(errors))
-
-    def model_options(self) -> dict:
-        """The builder options this configuration sets (``None`` ones are left to the builder)."""
-        return {k: getattr(self, k) for k in ("elm_attention", "info_recoupling", "stem_stride")
-                if getattr(self, k) is not None}
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["teachers"] = list(self.teachers)
-        return d
-
-
-# Options added after runs were cached: left out of the digest at their default, so that those runs keep their key.
-_LATER_OPTIONS = {"pad_to": None, "eval_train": False, "teacher_recipe": "adamw-cosine", "anneal_to_end": False,
-                  "eval_every": 1, "val_split": None, "norm_lr_scale": 1.0, "ema_decay": 0.0}
 # Training batches whose statistics an EMA model's BatchNorm layers are recomputed on before an evaluation.
 EMA_BN_BATCHES = 16
-
-
-_TEACHER_OPTIONS = ("teacher_epochs", "teacher_subset", "teacher_recipe", "kd_weighting", "kd_granularity")
-
-
-def config_hash(cfg: TrainConfig,
-                ignore: Sequence[str] = ("out", "resume", "progress", "threads", "device", "compile",
-                                         "channels_last"),
-                legacy: bool = False) -> str:
-    """A short digest of everything that changes a run's numbers (a run without teachers: not the teacher and
-    distillation options). ``legacy=True``: the digest of versions that hashed those options too, under which
-    earlier runs were cached (:func:`bnext_lib.runs.run_folder` falls back to it)."""
-    d = {k: v for k, v in cfg.to_dict().items()
-         if k not in ignore and not (k in _LATER_OPTIONS and v == _LATER_OPTIONS[k])
-         and (legacy or cfg.teachers or k not in _TEACHER_OPTIONS)}
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -576,7 +371,7 @@ def _binarization(tr: _Trainer) -> dict:
             "saturated": saturated_fraction(tr.model) if has else None}
 
 
-def validate(model: nn.Module, batches, augmenter: Augmenter | None, device: torch.device, d: _Dist | None = None,
+def evaluate(model: nn.Module, batches, augmenter: Augmenter | None, device: torch.device, d: _Dist | None = None,
              flip: bool = False) -> tuple[float, float]:
     """Mean cross-entropy and top-1 (%) over ``batches`` in eval mode, summed over all processes. ``flip``: the
     logits are the mean of the image's and its mirror image's (flip test-time augmentation)."""
@@ -599,7 +394,7 @@ def validate(model: nn.Module, batches, augmenter: Augmenter | None, device: tor
 def evaluation_splits(cfg: TrainConfig) -> tuple[dict[str, Any], Augmenter | None]:
     """The batches a run of ``cfg`` is evaluated on (``test``; ``val`` with a validation split; ``train`` with
     ``eval_train``) and the augmenter that normalises them, for evaluating a trained model again (e.g. with
-    ``validate(..., flip=True)``) without rebuilding the run's data by hand."""
+    ``evaluate(..., flip=True)``) without rebuilding the run's data by hand."""
     data = _data(cfg, _Dist())
     splits = {"test": data.test()}
     if data.val is not None:
@@ -641,20 +436,21 @@ def _evaluated_model(tr: _Trainer, data: _Data, epoch: int) -> nn.Module:
 # --------------------------------------------------------------------------------------------- the run
 def _epoch_row(tr: _Trainer, data: _Data, epoch: int, active: Sequence[str], t_epoch: float,
                train_row: dict) -> dict:
-    evaluate = (epoch + 1) % tr.cfg.eval_every == 0 or epoch + 1 == tr.cfg.epochs
-    model = _evaluated_model(tr, data, epoch) if evaluate else tr.model
-    test_loss, test_top1 = (validate(model, data.test(), data.augmenter, tr.device, tr.d) if evaluate
+    due = (epoch + 1) % tr.cfg.eval_every == 0 or epoch + 1 == tr.cfg.epochs
+    model = _evaluated_model(tr, data, epoch) if due else tr.model
+    flip = tr.cfg.eval_flip
+    test_loss, test_top1 = (evaluate(model, data.test(), data.augmenter, tr.device, tr.d, flip) if due
                             else (None, None))
     row = {"epoch": epoch + 1, "train_loss": train_row["train_loss"], "train_top1": train_row["train_top1"],
            "test_loss": test_loss, "test_top1": test_top1, "lr": tr.optimizer.param_groups[0]["lr"],
            **_binarization(tr), "teachers": "+".join(active), "train_images_s": train_row["train_images_s"],
            "train_s": train_row["train_s"], "epoch_s": time.perf_counter() - t_epoch}
     if data.val is not None:
-        row["val_loss"], row["val_top1"] = (validate(model, data.val(), data.augmenter, tr.device, tr.d)
-                                            if evaluate else (None, None))
-    if data.train_eval is not None and evaluate:
-        row["train_eval_loss"], row["train_eval_top1"] = validate(model, data.train_eval(), data.augmenter,
-                                                                  tr.device, tr.d)
+        row["val_loss"], row["val_top1"] = (evaluate(model, data.val(), data.augmenter, tr.device, tr.d, flip)
+                                            if due else (None, None))
+    if data.train_eval is not None and due:
+        row["train_eval_loss"], row["train_eval_top1"] = evaluate(model, data.train_eval(), data.augmenter,
+                                                                  tr.device, tr.d, flip)
     row.update({k: v for k, v in train_row.items() if k.startswith("alpha_")})
     return row
 
