@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .checkpoints import atomic_write_text
-from .study import NOTEBOOKS, REPO_ROOT
+from .data import DATASETS
+from .study import COMPARISON_FIELDS, NOTEBOOKS, REPO_ROOT
 from .verdicts import VERDICTS
 
 __all__ = ["machine_info", "git_commit", "assemble", "update_readme"]
@@ -73,7 +74,6 @@ def _write_claims_csv(out: Path, studies: list[dict]) -> None:
     without numbers)."""
     import pandas as pd
 
-    from .study import COMPARISON_FIELDS
 
     rows = []
     for s in studies:
@@ -248,7 +248,6 @@ def markdown_table(df) -> str:
 
 
 def _images_per_run(settings: Mapping[str, Any]) -> int | None:
-    from .data import DATASETS
 
     n = settings.get("train_subset")
     if n is None:

@@ -27,6 +27,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .binary import BinaryConv2d
+from .models import create_model, model_info
 
 __all__ = ["CostProfile", "profile", "cost_table", "binary_weight_params"]
 
@@ -165,7 +166,6 @@ def cost_table(models: Iterable[str] | Mapping[str, nn.Module], input_size: Sequ
     """
     import pandas as pd
 
-    from .models import create_model, model_info
 
     model_kwargs.setdefault("in_chans", input_size[1])
     rows = []

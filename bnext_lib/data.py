@@ -25,6 +25,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+from .augment import parse_augment
 
 __all__ = ["DatasetError", "ImageData", "load_dataset", "DATASETS", "BatchLoader", "FASHION_MNIST_SHA256",
            "read_idx", "default_data_root", "FolderData", "VALIDATION_SEED"]
@@ -300,7 +301,6 @@ class FolderData:
         from timm.data import create_transform
         from torchvision.datasets import ImageFolder
 
-        from .augment import parse_augment
 
         folder = root / ("train" if split == "train" else "val")
         if not folder.is_dir():

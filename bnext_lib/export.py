@@ -35,6 +35,7 @@ import torch.nn as nn
 
 from .binary import BinaryConv2d
 from .checkpoints import atomic_write
+from .models import create_model
 
 __all__ = ["save_packed", "load_packed", "PackedFileError", "NotBinaryError", "FORMAT", "FORMAT_VERSION"]
 
@@ -220,7 +221,6 @@ def load_packed(path: str | os.PathLike) -> nn.Module:
     """
     from safetensors import safe_open
 
-    from .models import create_model
 
     path = Path(path)
     if not path.is_file():

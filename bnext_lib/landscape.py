@@ -18,6 +18,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from .augment import Augmenter
+from .checkpoints import atomic_write_text
+from .data import load_dataset
+from .runs import Run
+from .train import resolve_device
 
 __all__ = ["Landscape", "filter_normalized_direction", "loss_landscape", "roughness", "run_landscape", "landscape_table"]
 
@@ -131,11 +136,6 @@ def run_landscape(args: tuple) -> Landscape:
     """
     import json
 
-    from .augment import Augmenter
-    from .checkpoints import atomic_write_text
-    from .data import load_dataset
-    from .runs import Run
-    from .train import resolve_device
 
     cfg, steps, span, images, seed = args
     run = Run.load(cfg)

@@ -40,6 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .binary import BinaryConv2d
+from .export import load_packed
 
 __all__ = ["PackedBinaryConv2d", "packed_model", "load_packed_inference", "pack_bits", "xnor_popcount",
            "kernel_backend"]
@@ -353,5 +354,4 @@ def packed_model(model: nn.Module) -> nn.Module:
 
 def load_packed_inference(path: str | os.PathLike) -> nn.Module:
     """:func:`~bnext_lib.export.load_packed` then :func:`packed_model`."""
-    from .export import load_packed
     return packed_model(load_packed(path))

@@ -26,9 +26,11 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from . import nbclean
 from .assembly import assemble, git_commit, machine_info, update_readme
 from .checkpoints import atomic_write_text
 from .profiles import get_profile
+from .progress import PROGRESS_ENV
 from .study import NOTEBOOKS, REPO_ROOT, RunSet, Study, distillation_recipes, parse_seeds, report_dir
 from .verdicts import combine, cut, gate
 from .verdicts import compare as verdict
@@ -42,7 +44,6 @@ __all__ = ["REPO_ROOT", "NOTEBOOKS", "Study", "parse_seeds", "RunSet", "verdict"
 def _text_progress():
     """Kernels started meanwhile show text progress bars (stored as text in the executed notebooks, printed by
     papermill's log), not widgets (see :mod:`bnext_lib.progress`)."""
-    from .progress import PROGRESS_ENV
 
     saved = os.environ.get(PROGRESS_ENV)
     os.environ[PROGRESS_ENV] = "text"
@@ -110,7 +111,6 @@ def refresh_notebooks(notebooks: Sequence[str] = NOTEBOOKS) -> None:
     import nbformat
     import papermill as pm
 
-    from . import nbclean
 
     for name in notebooks:
         src = REPO_ROOT / "notebooks" / f"{name}.ipynb"

@@ -17,7 +17,11 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .checkpoints import atomic_write_text
+from .config import TrainConfig, config_hash, teacher_config
+from .landscape import run_landscape
+from .pool import parallel_map
 from .profiles import get_profile, rescaled_warmup
+from .runs import ensure_teachers, is_done, run_many
 from .verdicts import VERDICTS, compare, cut
 
 __all__ = ["REPO_ROOT", "NOTEBOOKS", "Study", "RunSet", "parse_seeds", "distillation_recipes", "report_dir"]
@@ -208,7 +212,6 @@ class Study:
         if regime not in ("full", "overfitting"):
             errors.append(f"regime must be 'full' or 'overfitting', got {regime!r}")
         if not errors:  # the training options: TrainConfig's own validation says what is wrong
-            from .train import TrainConfig
             given = {k: v for k, v in dict(dataset=dataset, model=model, device=device).items() if v is not None}
             try:
                 TrainConfig(**{**self.profile.train, **self.profile.overfitting, **given}).validate()
@@ -261,7 +264,6 @@ class Study:
     def config(self, regime: str | None = None, **overrides):
         """A validated :class:`~bnext_lib.train.TrainConfig`: profile, study overrides, then ``overrides``
         (``regime``: another regime's settings than this study's)."""
-        from .train import TrainConfig
 
         values = {**self.regime_settings(regime or self.regime), "progress": False, **overrides}
         if "teachers" in values:
@@ -282,7 +284,6 @@ class Study:
         """
         import pandas as pd
 
-        from .runs import is_done, run_many
 
         seeds = tuple(seeds) if seeds is not None else self.seeds
         cut = {label: self.profile.cut_reason(label) for label in variants if self.profile.cut_reason(label)}
@@ -317,7 +318,6 @@ class Study:
     def prerequisites(self) -> list:
         """The runs every later study starts from: the profile's teachers (strongest first) and, where the profile
         has an over-fitting regime, its CE student at every seed (the baseline its regime checks measure)."""
-        from .config import teacher_config
 
         out = [teacher_config(n, self.config()) for n in reversed(self.teachers)]
         if self.profile.overfitting:
@@ -328,9 +328,6 @@ class Study:
         """Train (or find) the profile's teachers; their test/train top-1, size and cost, weak to strong."""
         import pandas as pd
 
-        from .config import teacher_config
-        from .runs import ensure_teachers
-        from .train import config_hash
 
         names = list(names or self.teachers)
         base = self.config(teachers=tuple(names))
@@ -350,8 +347,6 @@ class Study:
     def landscapes(self, runset: RunSet, labels: Sequence[str]) -> dict:
         """Loss-landscape slices (the profile's grid, the same direction seed) of every seed's run of each label,
         computed side by side and cached in the runs' folders; ``{(label, seed): Landscape}``."""
-        from .landscape import run_landscape
-        from .pool import parallel_map
 
         g = self.profile.landscape  # labels the profile cut have no runs, hence no slices
         keys = [(label, seed) for label in labels for (lab, seed) in runset.runs if lab == label]

@@ -1,5 +1,5 @@
 """The library's shape: no import cycle between its modules (imports inside functions and entry points count
-too), and the model modules never import the engine."""
+too), and the model modules import neither the engine, its configuration nor the profiles."""
 import ast
 from pathlib import Path
 
@@ -51,8 +51,10 @@ def test_no_import_cycle():
 
 
 def test_models_do_not_import_the_engine():
+    """Nor the run configuration or the notebooks' profiles: a model module is a model and its builder."""
     graph = _graph()
-    engine = {"bnext_lib.train", "bnext_lib.runs", "bnext_lib.cli", "bnext_lib.report"}
+    engine = {"bnext_lib.train", "bnext_lib.runs", "bnext_lib.cli", "bnext_lib.report", "bnext_lib.config",
+              "bnext_lib.profiles", "bnext_lib.study", "bnext_lib.pool"}
     for m, deps in graph.items():
         if m.startswith("bnext_lib.models"):
             assert not deps & engine, f"{m} imports {deps & engine}"

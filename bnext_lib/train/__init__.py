@@ -54,6 +54,7 @@ from ..config import TrainConfig, config_hash
 from ..data import BatchLoader, FolderData, epoch_seed, load_dataset
 from ..distill import ConsecutiveKD, StudentLoss, Teacher
 from ..models import build_model
+from ..progress import tqdm_class
 
 __all__ = ["TrainConfig", "TrainingDiverged", "train", "train_one_epoch", "evaluate", "evaluation_splits",
            "build_model", "config_hash", "resolve_device"]
@@ -321,7 +322,6 @@ def train_one_epoch(tr: _Trainer, data: _Data, epoch: int, active: Sequence[str]
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss * n, correct, n (n filled at the end)
     alpha_sum = torch.zeros(max(1, len(active)), dtype=torch.float64, device=device)
     seen, trace_every = 0, max(1, tr.steps_per_epoch // 16)
-    from ..progress import tqdm_class
     bar = tqdm_class()(data.train(epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                        disable=not (cfg.progress and d.main), total=tr.steps_per_epoch)
     for step, (images, labels) in enumerate(bar):
