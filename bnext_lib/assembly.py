@@ -11,7 +11,8 @@ from typing import Any, Mapping
 
 from .checkpoints import atomic_write_text
 from .data import DATASETS
-from .study import COMPARISON_FIELDS, NOTEBOOKS, REPO_ROOT
+from .record import COMPARISON_FIELDS
+from .study import NOTEBOOKS, REPO_ROOT
 from .verdicts import VERDICTS
 
 __all__ = ["machine_info", "git_commit", "assemble", "update_readme"]
@@ -73,7 +74,6 @@ def _write_claims_csv(out: Path, studies: list[dict]) -> None:
     """``claims.csv``: one row per comparison behind each claim (a claim that is no comparison of runs: one row
     without numbers)."""
     import pandas as pd
-
 
     rows = []
     for s in studies:

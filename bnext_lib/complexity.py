@@ -166,7 +166,6 @@ def cost_table(models: Iterable[str] | Mapping[str, nn.Module], input_size: Sequ
     """
     import pandas as pd
 
-
     model_kwargs.setdefault("in_chans", input_size[1])
     rows = []
     items = models.items() if isinstance(models, Mapping) else ((n, None) for n in models)

@@ -239,7 +239,7 @@ def _check_choice(f: dataclasses.Field, value: Any) -> list[str]:
     if choices is None or value in choices:
         return []
     shown = [c for c in choices if c is not None]
-    return [f"{f.name} must be one of {shown}, got {value!r}"]
+    return [f"{f.name} {value!r} is unknown; choose one of {shown}"]
 
 
 def _teacher_errors(name: str) -> list[str]:

@@ -301,7 +301,6 @@ class FolderData:
         from timm.data import create_transform
         from torchvision.datasets import ImageFolder
 
-
         folder = root / ("train" if split == "train" else "val")
         if not folder.is_dir():
             raise FileNotFoundError(f"image folder {folder} does not exist (expected {root}/train and {root}/val)")

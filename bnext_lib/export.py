@@ -221,7 +221,6 @@ def load_packed(path: str | os.PathLike) -> nn.Module:
     """
     from safetensors import safe_open
 
-
     path = Path(path)
     if not path.is_file():
         raise PackedFileError(f"{path} does not exist")

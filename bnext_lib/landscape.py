@@ -136,7 +136,6 @@ def run_landscape(args: tuple) -> Landscape:
     """
     import json
 
-
     cfg, steps, span, images, seed = args
     run = Run.load(cfg)
     # "_v2": earlier slices of runs with pad_to were evaluated on unpadded images

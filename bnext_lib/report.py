@@ -111,7 +111,6 @@ def refresh_notebooks(notebooks: Sequence[str] = NOTEBOOKS) -> None:
     import nbformat
     import papermill as pm
 
-
     for name in notebooks:
         src = REPO_ROOT / "notebooks" / f"{name}.ipynb"
         with tempfile.TemporaryDirectory() as tmp, _text_progress():

@@ -21,12 +21,14 @@ from .config import TrainConfig, config_hash, teacher_config
 from .landscape import run_landscape
 from .pool import parallel_map
 from .profiles import get_profile, rescaled_warmup
+from .record import Record
 from .runs import ensure_teachers, is_done, run_many
-from .verdicts import VERDICTS, compare, cut
+from .verdicts import compare, cut
 
 __all__ = ["REPO_ROOT", "NOTEBOOKS", "Study", "RunSet", "parse_seeds", "distillation_recipes", "report_dir"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ("01_architecture_study", "02_overfitting_analysis", "03_distillation", "04_augmentation_ablation")
 
 
 def report_dir(profile: str) -> Path:
@@ -34,8 +36,6 @@ def report_dir(profile: str) -> Path:
     committed cpu report in ``reports/``, every other profile beside it (``reports/gpu/``, ``reports/paper/``;
     smoke's in ``reports/.scratch/``, which git ignores), so that no profile writes over another's."""
     return REPO_ROOT / "reports" / {"cpu": "", "smoke": ".scratch"}.get(profile, profile)
-COMPARISON_FIELDS = ("comparison", "verdict", "delta", "ci_low", "ci_high", "p_value", "n_a", "n_b")
-NOTEBOOKS = ("01_architecture_study", "02_overfitting_analysis", "03_distillation", "04_augmentation_ablation")
 
 
 # --------------------------------------------------------------------------------------------- run sets
@@ -170,8 +170,9 @@ def parse_seeds(seeds: Any) -> Any:
     return [int(p) for p in parts]
 
 
-class Study:
-    """One notebook's study: validated parameters, cached runs, and the files it writes.
+class Study(Record):
+    """One notebook's study: validated parameters and the runs, teachers and landscapes it asks the run cache for;
+    what it writes (tables, figures, claims, regime checks) is :class:`~bnext_lib.record.Record`'s.
 
     Args:
         name: the notebook's name (``01_architecture_study``...).
@@ -219,22 +220,13 @@ class Study:
                 errors += [line.strip() for line in str(e).splitlines()[1:]] or [str(e)]
         if errors:
             raise ValueError(f"invalid parameters for {name}:\n  " + "\n  ".join(errors))
-        self.name = name
-        self.regime = regime
-        self.key = name.split("_")[0]
         self.seeds = tuple(seeds) if seeds is not None else self.profile.seeds
         self.workers = workers or self.profile.workers
         self.threads = self.profile.threads if self.workers > 1 else None
         self.overrides = {k: v for k, v in dict(epochs=epochs, dataset=dataset, model=model).items() if v is not None}
         self.overrides["device"] = device
-        self.out = Path(out_dir) if out_dir else report_dir(profile)
-        for sub in ("figures", "tables", "results"):
-            (self.out / sub).mkdir(parents=True, exist_ok=True)
-        self.tables: list[dict] = []
-        self.figures: list[dict] = []
-        self.claims: list[dict] = []
-        self.regime_checks: list[dict] = []
-        self.notes: list[str] = []
+        Record.__init__(self, name, Path(out_dir) if out_dir else report_dir(profile), self.profile.thresholds,
+                        regime)
         self.trained = self.cached = 0
         self.t0 = time.perf_counter()
 
@@ -264,7 +256,6 @@ class Study:
     def config(self, regime: str | None = None, **overrides):
         """A validated :class:`~bnext_lib.train.TrainConfig`: profile, study overrides, then ``overrides``
         (``regime``: another regime's settings than this study's)."""
-
         values = {**self.regime_settings(regime or self.regime), "progress": False, **overrides}
         if "teachers" in values:
             values["teachers"] = tuple(values["teachers"])
@@ -283,7 +274,6 @@ class Study:
                 long teacher then overlaps these runs instead of leaving a worker idle.
         """
         import pandas as pd
-
 
         seeds = tuple(seeds) if seeds is not None else self.seeds
         cut = {label: self.profile.cut_reason(label) for label in variants if self.profile.cut_reason(label)}
@@ -318,7 +308,6 @@ class Study:
     def prerequisites(self) -> list:
         """The runs every later study starts from: the profile's teachers (strongest first) and, where the profile
         has an over-fitting regime, its CE student at every seed (the baseline its regime checks measure)."""
-
         out = [teacher_config(n, self.config()) for n in reversed(self.teachers)]
         if self.profile.overfitting:
             out += [self.config("overfitting", seed=s) for s in self.seeds]
@@ -327,7 +316,6 @@ class Study:
     def teacher_table(self, names: Sequence[str] | None = None):
         """Train (or find) the profile's teachers; their test/train top-1, size and cost, weak to strong."""
         import pandas as pd
-
 
         names = list(names or self.teachers)
         base = self.config(teachers=tuple(names))
@@ -347,7 +335,6 @@ class Study:
     def landscapes(self, runset: RunSet, labels: Sequence[str]) -> dict:
         """Loss-landscape slices (the profile's grid, the same direction seed) of every seed's run of each label,
         computed side by side and cached in the runs' folders; ``{(label, seed): Landscape}``."""
-
         g = self.profile.landscape  # labels the profile cut have no runs, hence no slices
         keys = [(label, seed) for label in labels for (lab, seed) in runset.runs if lab == label]
         jobs = [(runset.runs[k].config, g["steps"], g["span"], g["images"], 0) for k in keys]
@@ -362,84 +349,12 @@ class Study:
         """Two student sizes for the augmentation study (the profile's)."""
         return self.profile.sizes
 
-    # ----------------------------------------------------------------------------------------- outputs
-    def table(self, df, name: str, caption: str, floatfmt: str = ".2f"):
-        """Write ``tables/<key>_<name>.csv`` and ``.md``; returns ``df`` for display."""
-        stem = f"{self.key}_{name}"
-        atomic_write_text(self.out / "tables" / f"{stem}.csv", df.to_csv())
-        atomic_write_text(self.out / "tables" / f"{stem}.md", df.to_markdown(floatfmt=floatfmt) + "\n")
-        self.tables = [t for t in self.tables if t["name"] != stem]
-        self.tables.append({"name": stem, "caption": caption, "csv": f"tables/{stem}.csv", "md": f"tables/{stem}.md"})
-        return df
-
-    def figure(self, fig, name: str, caption: str) -> None:
-        """Write ``figures/<key>_<name>.png`` and ``.svg``."""
-        stem = f"{self.key}_{name}"
-        fig.savefig(self.out / "figures" / f"{stem}.png", dpi=130, bbox_inches="tight")
-        fig.savefig(self.out / "figures" / f"{stem}.svg", bbox_inches="tight", metadata={"Date": None})
-        self.figures = [f for f in self.figures if f["name"] != stem]
-        self.figures.append({"name": stem, "caption": caption, "png": f"figures/{stem}.png",
-                             "svg": f"figures/{stem}.svg"})
-
-    def claim(self, key: str, claim: str, result: Mapping[str, Any], where: str) -> dict:
-        """Record a paper claim with our verdict (``result`` from :func:`~bnext_lib.verdicts.compare`,
-        :func:`~bnext_lib.verdicts.combine`, :func:`~bnext_lib.verdicts.gate`, or a dict with ``verdict`` and
-        ``text`` for a claim that is not a comparison of runs) and where the evidence is."""
-        if result["verdict"] not in VERDICTS:
-            raise ValueError(f"verdict must be one of {VERDICTS}, got {result['verdict']!r}")
-        parts = result.get("parts") or ([result] if "delta" in result else [])
-        entry = {"key": key, "claim": claim, "verdict": result["verdict"], "evidence": result["text"],
-                 "where": f"{self.name}: {where}",
-                 "comparisons": [{k: p.get(k) for k in COMPARISON_FIELDS} for p in parts]}
-        self.claims = [c for c in self.claims if c["key"] != key]
-        self.claims.append(entry)
-        return entry
-
-    def regime_check(self, check: str, value: float, threshold: float, at_least: bool = True) -> dict:
-        """Measure one condition a claim's regime needs (``value >= threshold``, or ``<=`` with
-        ``at_least=False``); the returned check goes to :func:`~bnext_lib.verdicts.gate` and to
-        ``regime_checks.csv``."""
-        passed = bool(value >= threshold if at_least else value <= threshold)
-        entry = {"study": self.name, "check": check, "value": float(value),
-                 "threshold": f"{'>=' if at_least else '<='} {threshold:g}", "passed": passed}
-        self.regime_checks = [c for c in self.regime_checks if c["check"] != check] + [entry]
-        return entry
-
-    def check_student(self, runs: RunSet, label: str) -> list[dict]:
-        """The CE student learns the task: its mean test top-1 over seeds reaches the profile's ``student_top1``."""
-        values = runs.values(label)
-        return [self.regime_check(f"CE student test top-1 ({label}, mean of {len(values)} seeds)",
-                                  sum(values) / len(values), self.profile.thresholds["student_top1"])]
-
-    def check_teachers(self, ladder, runs: RunSet, label: str) -> list[dict]:
-        """The strongest teacher reaches ``teacher_top1`` and leads the CE student ``label`` of ``runs`` (the
-        student it teaches, same regime) by ``teacher_lead`` points."""
-        t, ce = self.profile.thresholds, runs.values(label)
-        best = float(ladder["test_top1"].max())
-        return [self.regime_check("strongest teacher test top-1", best, t["teacher_top1"]),
-                self.regime_check(f"strongest teacher minus CE student test top-1 ({self.regime} regime)",
-                                  best - sum(ce) / len(ce), t["teacher_lead"])]
-
-    def check_overfitting(self, runs: RunSet, label: str) -> list[dict]:
-        """The CE student ``label`` over-fits: mean train (eval mode) minus test top-1 reaches ``overfit_gap``."""
-        gaps = runs.values(label, "gap")
-        return [self.regime_check(f"CE student train-minus-test top-1 gap ({self.regime} regime)",
-                                  sum(gaps) / len(gaps), self.profile.thresholds["overfit_gap"])]
-
-    def note(self, text: str) -> None:
-        """A sentence for the report's section on this study (what was cut, a caveat)."""
-        if text not in self.notes:
-            self.notes.append(text)
-
     def finish(self) -> dict:
         """Write ``results/<name>.json`` (parameters, tables, figures, claims, run counts, wall time)."""
-        result = {"study": self.name, "profile": self.profile.name, "regime": self.regime, "seeds": list(self.seeds),
-                  "settings": self.settings, "teachers": list(self.teachers), "workers": self.workers,
-                  "threads": self.threads, "runs_trained": self.trained, "runs_cached": self.cached,
-                  "wall_s": round(time.perf_counter() - self.t0, 1), "tables": self.tables,
-                  "figures": self.figures, "claims": self.claims, "regime_checks": self.regime_checks,
-                  "notes": self.notes}
-        path = self.out / "results" / f"{self.name}.json"
-        atomic_write_text(path, json.dumps(result, indent=1, default=str))
+        wall = round(time.perf_counter() - self.t0, 1)
+        self.write_results({"study": self.name, "profile": self.profile.name, "regime": self.regime,
+                            "seeds": list(self.seeds), "settings": self.settings, "teachers": list(self.teachers),
+                            "workers": self.workers, "threads": self.threads, "runs_trained": self.trained,
+                            "runs_cached": self.cached, "wall_s": wall})
         return {"claims": len(self.claims), "tables": len(self.tables), "figures": len(self.figures),
-                "runs_trained": self.trained, "runs_cached": self.cached, "wall_s": result["wall_s"]}
+                "runs_trained": self.trained, "runs_cached": self.cached, "wall_s": wall}
