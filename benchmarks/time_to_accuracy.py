@@ -9,7 +9,7 @@ candidates, in one invocation on one machine.
 Every run trains on the Fashion-MNIST training images less a fixed, class-stratified validation split of 5,000
 (``TrainConfig.val_split``), and is evaluated after every epoch on that split (for choosing) and on the full
 10k test set (for the reported figure). ``today`` is the cpu profile's CE student and recipe as v2 of the report
-ran it (:data:`bnext_lib.profiles.SHORT_RUN`, float32, compiled); every other candidate is a change to it, named
+ran it (:data:`TODAY`, float32, compiled); every other candidate is a change to it, named
 by its parts (:data:`CANDIDATES`). Runs go through the run cache (:func:`bnext_lib.runs.run_many`, two
 single-thread workers by default): an interrupted invocation resumes, and a later one re-reads what is there. The
 Inductor cache is the report's (``build/inductor``), so a graph compiled once is loaded by every later run, as in
@@ -17,8 +17,9 @@ a report.
 
 Cost is what a run pays: CPU-seconds = wall time x threads, from the engine's start (data, compilation, every
 evaluation) to the end of the epoch where the target is first reached (``cpu_s_to_target``) or to the run's end
-(``cpu_s``). ``flip_*`` columns evaluate the finished model again with flip test-time augmentation (the logits of
-the image and its mirror averaged), which costs one more forward of the split and no training. Prints the table
+(``cpu_s``). ``flip_val_top1`` evaluates the finished model again on the validation split with flip test-time
+augmentation (the logits of the image and its mirror averaged): what that technique would add, for one more
+forward of each evaluated split and no training. Prints the table
 (the CPU and its flags named) and a summary per candidate; writes ``--csv`` and the "top-1 against CPU-seconds"
 figure (``--figure``). Asserts nothing: every figure depends on the machine.
 """
@@ -37,12 +38,16 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ROOT / "build" / "inductor"
 
 from student_frontier import cpu_name, save_figure, write_csv  # noqa: E402
 
-from bnext_lib.profiles import OVERFITTING, SHORT_RUN, one_cycle  # noqa: E402
+from bnext_lib.profiles import OVERFITTING, one_cycle  # noqa: E402
 from bnext_lib.runs import run_many  # noqa: E402
 from bnext_lib.train import TrainConfig, evaluate, evaluation_splits  # noqa: E402
 
 VAL_SPLIT = 5000
 TARGET = 89.0
+# ``today``: the cpu profile's CE student and recipe as report v2 ran it (bnext_micro, stride-1 stem, 32x32, flips,
+# 2 epochs, batch 128, one-cycle to 2e-3, float32, compiled); every candidate is a change to it
+TODAY = dict(model="bnext_micro", stem_stride=1, dataset="fashion_mnist", pad_to=32, augment="flip", epochs=2,
+             batch_size=128, **one_cycle(2), train_subset=None, test_subset=None)
 
 
 def _cpu_flags() -> str:
@@ -72,10 +77,10 @@ def _part(part: str, epochs: int) -> dict:
         return dict(one_cycle(int(part[1:])), epochs=int(part[1:]))
     if part.startswith("b") and part[1:].isdigit():
         # the learning rate scaled with the square root of the batch (Adam), the warm-up start with it
-        scale = math.sqrt(int(part[1:]) / SHORT_RUN["batch_size"])
+        scale = math.sqrt(int(part[1:]) / TODAY["batch_size"])
         return {"batch_size": int(part[1:]), "lr_scale": scale}
     if part.startswith("lr"):
-        return {"lr_scale": float(part[2:]) / SHORT_RUN["lr"]}
+        return {"lr_scale": float(part[2:]) / TODAY["lr"]}
     if part.startswith("wu") and part[2:].isdigit():
         return {"warmup_share": int(part[2:]) / 100}
     if part.startswith("ema") and part[3:].isdigit():
@@ -90,7 +95,7 @@ def _part(part: str, epochs: int) -> dict:
 def candidate_config(name: str, seed: int, regime: str = "full", threads: int = 1) -> TrainConfig:
     """The run of candidate ``name`` (``today``, or parts joined by ``+``, e.g. ``bf16+cl+e1``; ``fast`` stands for
     :data:`FAST`'s parts) for ``seed``."""
-    values = dict(SHORT_RUN, compile=True, val_split=VAL_SPLIT, seed=seed, threads=threads, progress=False)
+    values = dict(TODAY, compile=True, val_split=VAL_SPLIT, seed=seed, threads=threads, progress=False)
     if regime == "overfitting":
         values.update(OVERFITTING)  # evaluated as the report evaluates it (every 6th epoch)
     elif regime != "full":
@@ -104,7 +109,7 @@ def candidate_config(name: str, seed: int, regime: str = "full", threads: int = 
         lr_scale *= change.pop("lr_scale", 1.0)
         warmup_share = change.pop("warmup_share", warmup_share)
         values.update(change)
-    values["lr"] = SHORT_RUN["lr"] * lr_scale
+    values["lr"] = TODAY["lr"] * lr_scale
     values["warmup_lr"] = values["lr"] / 25
     if warmup_share is not None:
         values["warmup_epochs"] = round(warmup_share * values["epochs"], 6)
@@ -118,16 +123,15 @@ def _first(hist, column: str, target: float):
 
 
 def _flip_scores(run) -> dict:
-    """The finished model's val and test top-1 with flip test-time augmentation."""
+    """The finished model's validation top-1 with flip test-time augmentation (a choice, so on validation only)."""
     import torch
 
     splits, augmenter = evaluation_splits(dataclasses.replace(run.config, eval_train=False))
     model = run.load_model()
-    return {f"flip_{name}_top1": evaluate(model, batches, augmenter, torch.device("cpu"), flip=True)[1]
-            for name, batches in splits.items()}
+    return {"flip_val_top1": evaluate(model, splits["val"], augmenter, torch.device("cpu"), flip=True)[1]}
 
 
-def _row(name: str, cfg: TrainConfig, run, target: float, threads: int) -> dict:
+def _row(name: str, cfg: TrainConfig, run, target: float, threads: int, flip: bool = True) -> dict:
     hist = run.history()
     steps_per_epoch = (60000 - VAL_SPLIT if cfg.train_subset is None else cfg.train_subset) // cfg.batch_size
     row = {"candidate": name, "seed": cfg.seed, "epochs": cfg.epochs, "batch": cfg.batch_size, "lr": cfg.lr,
@@ -143,7 +147,8 @@ def _row(name: str, cfg: TrainConfig, run, target: float, threads: int) -> dict:
         hit = _first(hist, f"{split}_top1", target)
         row[f"{split}_epoch_to_target"] = None if hit is None else int(hit["epoch"])
         row[f"{split}_cpu_s_to_target"] = None if hit is None else float(hit["wall_s"]) * threads
-    row.update(_flip_scores(run))
+    if flip:
+        row.update(_flip_scores(run))
     return row
 
 
@@ -151,13 +156,23 @@ def summary(df, baseline: str = "today"):
     """Per candidate: seeds, mean (std) of the final val and test top-1, the worst seed's test top-1, mean
     CPU-seconds and the baseline's CPU-seconds over them (``speed-up``)."""
     g = df.groupby("candidate", sort=False)
+    flips = {"flip_val_top1": ("flip_val_top1", "mean")} if "flip_val_top1" in df else {}
     out = g.agg(n=("seed", "size"), val_top1=("val_top1", "mean"), val_sd=("val_top1", "std"),
                 test_top1=("test_top1", "mean"), test_sd=("test_top1", "std"), test_min=("test_top1", "min"),
-                flip_val_top1=("flip_val_top1", "mean"), flip_test_top1=("flip_test_top1", "mean"),
-                cpu_s=("cpu_s", "mean"), img_per_cpu_s=("img_per_cpu_s", "mean"), images=("images", "mean"))
+                **flips, cpu_s=("cpu_s", "mean"), cpu_s_to_target=("test_cpu_s_to_target", "mean"),
+                img_per_cpu_s=("img_per_cpu_s", "mean"), steps=("steps", "mean"), images=("images", "mean"))
     if baseline in out.index:
         out["speed_up"] = out.loc[baseline, "cpu_s"] / out["cpu_s"]
     return out.reset_index()
+
+
+def difference(df, a: str, b: str, metric: str = "test_top1") -> str:
+    """``a`` minus ``b`` in ``metric`` over their seeds: the difference, its two-sided 95 % CI (Welch, scipy)."""
+    from bnext_lib.verdicts import compare
+
+    r = compare(df.loc[df["candidate"] == a, metric], df.loc[df["candidate"] == b, metric], a, b)
+    return (f"{a} - {b}, {metric}: {r['delta']:+.2f} points, 95 % CI [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}] "
+            f"(Welch, n = {r['n_a']} / {r['n_b']})")
 
 
 def figure(df, target: float, path: Path) -> None:
@@ -200,6 +215,11 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=TARGET, help="top-1 (%%) the time to accuracy is measured to")
     ap.add_argument("--workers", type=int, default=2, help="runs side by side")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    ap.add_argument("--no-flip", dest="flip", action="store_false",
+                    help="leave out the flip test-time-augmentation columns (each costs one more evaluation)")
+    ap.add_argument("--compare", nargs=2, action="append", default=[], metavar=("A", "B"),
+                    help="also print the difference of A's and B's final test top-1 with its 95 %% CI (Welch), "
+                         "e.g. --compare fast cl+e1+b64+nopad for what bf16 costs; may be repeated")
     ap.add_argument("--csv", default=None, help="default reports/tables/time_to_accuracy[_overfitting].csv")
     ap.add_argument("--figure", default=None, help="default reports/figures/00_time_to_accuracy[_overfitting].png")
     args = ap.parse_args()
@@ -212,8 +232,8 @@ def main() -> None:
     runs = run_many([c for _, c in configs], workers=args.workers, threads=args.threads)
     rows = []
     for (name, cfg), run in zip(configs, runs):
-        rows.append(_row(name, cfg, run, args.target, args.threads) | {"history": run.result["history"],
-                                                                       "threads": args.threads})
+        rows.append(_row(name, cfg, run, args.target, args.threads, args.flip)
+                    | {"history": run.result["history"], "threads": args.threads})
     suffix = "" if args.regime == "full" else f"_{args.regime}"
     csv = Path(args.csv or ROOT / f"reports/tables/time_to_accuracy{suffix}.csv")
     fig = Path(args.figure or ROOT / f"reports/figures/00_time_to_accuracy{suffix}.png")
@@ -223,17 +243,19 @@ def main() -> None:
     print(f"machine: {cpu_name()} [{_cpu_flags()}], {os.cpu_count()} cores; {args.workers} run(s) side by side of "
           f"{args.threads} thread(s); CPU-seconds = wall x threads; target {args.target} % top-1; regime "
           f"{args.regime}; validation split {VAL_SPLIT} training images")
-    write_csv(df.drop(columns=["history", "threads"]).to_dict("records"), csv,
-              ["candidate", "seed", "steps", "val_top1", "test_top1", "flip_test_top1", "test_cpu_s_to_target",
-               "cpu_s", "img_per_cpu_s"])
+    shown = ["candidate", "seed", "steps", "val_top1", "flip_val_top1", "test_top1", "test_cpu_s_to_target",
+             "cpu_s", "img_per_cpu_s"]
+    write_csv(df.drop(columns=["history", "threads"]).to_dict("records"), csv, [c for c in shown if c in df])
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.2f}".format):
         print(summary(df).to_string(index=False))
+    for a, b in args.compare:
+        print(difference(df, a, b))
     figure(df, args.target, fig)
     print(f"wrote {csv}")
 
 
 # The recipe the cpu profile adopts (see bnext_lib.profiles and docs/method.md): filled in from the measurement.
-FAST = "bf16+cl+e1"
+FAST = "bf16+cl+e1+b64+nopad"
 
 if __name__ == "__main__":
     main()
