@@ -255,7 +255,7 @@ def main() -> None:
 
 
 # The recipe the cpu profile adopts (see bnext_lib.profiles and docs/method.md): filled in from the measurement.
-FAST = "bf16+cl+e1+b64+nopad"
+FAST = "bf16+cl+e1+b32+nopad"
 
 if __name__ == "__main__":
     main()

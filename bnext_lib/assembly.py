@@ -192,6 +192,13 @@ def _claims_section(studies: list[dict]) -> list[str]:
 
 # the benchmarks that chose the profile's student, recipe, teachers and over-fitting regime (their own outputs)
 REGIME_EVIDENCE = (
+    ("time_to_accuracy", "The CE student's recipe: CPU-seconds, steps and images to 89 % test top-1 and at the end of "
+     "the run, the v2 recipe (today) against the one the profile adopts, on the report's seeds (one invocation, one "
+     "machine)", "benchmarks/time_to_accuracy.py"),
+    ("time_to_accuracy_techniques", "Each technique alone on the one-epoch bf16 base, on the validation split "
+     "(seeds 10, 11): what chose the recipe", "benchmarks/time_to_accuracy.py"),
+    ("time_to_accuracy_overfitting", "The over-fitting regime's CE student, v2 recipe against the adopted one: cost "
+     "per run", "benchmarks/time_to_accuracy.py --regime overfitting"),
     ("student_frontier", "Binary students and short-run recipes on the full training set: test top-1 (full test "
      "set) against training cost", "benchmarks/student_frontier.py"),
     ("teacher_ladder", "Full-precision teachers: test top-1 and training cost", "benchmarks/teacher_ladder.py"),

@@ -442,3 +442,25 @@ def test_norm_lr_scale_scales_the_per_channel_parameters_only():
         TrainConfig(norm_lr_scale=0).validate()
     with pytest.raises(ValueError, match="ema_decay"):
         TrainConfig(ema_decay=1.0).validate()
+
+
+def test_every_option_has_one_declaration_the_cli_and_digest_follow():
+    """TrainConfig's fields carry their help, choices and digest rule; the CLI offers each with its help, and the
+    digest leaves out exactly the fields declared not to change a run's numbers."""
+    import dataclasses
+
+    from bnext_lib.config import NOT_BEFORE, config_hash
+
+    help_text = cli._parser().format_help()
+    for f in dataclasses.fields(TrainConfig):
+        flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+        assert flag in help_text and f.metadata["help"], f.name
+    base = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        if f.metadata["digest"]:
+            continue
+        other = {"device": "cpu", "out": "elsewhere", "threads": 3}.get(f.name, not getattr(base, f.name))
+        assert config_hash(dataclasses.replace(base, **{f.name: other})) == config_hash(base), f.name
+    before = [f.name for f in dataclasses.fields(TrainConfig) if f.metadata["before"] is not NOT_BEFORE]
+    assert {"pad_to", "val_split", "eval_flip", "ema_decay", "norm_lr_scale"} <= set(before)
+    assert config_hash(dataclasses.replace(base, seed=1)) != config_hash(base)
