@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 NBVAL  := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg --nbval-cell-timeout 900
 
-.PHONY: test test-portable report data lab kernel clean-venv
+.PHONY: test test-fast test-portable report data lab kernel clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ test: $(STAMP) data
 	echo "make test: unit tests $$([ $$unit = 0 ] && echo passed || echo FAILED)," \
 	     "notebooks $$([ $$notebooks = 0 ] && echo passed || echo FAILED)"; \
 	[ $$unit = 0 ] && [ $$notebooks = 0 ]
+
+# the fast tier for contributors: the unit tests not marked slow (no training run, compilation, subprocess or large
+# model), about two minutes on 2 cores; `make test` stays what CI runs
+test-fast: $(STAMP) data
+	$(BIN)/python -m pytest -m "not slow" -q tests
 
 # the unit tests under other CPU kernels than this machine's best: oneDNN and ATen capped at AVX2 (an older or
 # another vendor's x86 CPU), then the tests marked `portability` on ATen's generic kernels (a CPU without AVX2, such

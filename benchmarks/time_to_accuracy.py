@@ -62,7 +62,8 @@ def _part(part: str, epochs: int) -> dict:
     """TrainConfig changes of one candidate part: ``bf16`` (autocast), ``cl`` (channels-last), ``e<N>`` (N epochs,
     one-cycle), ``b<N>`` (batch N, lr scaled by the square root), ``lr<peak>``, ``wu<percent>`` (warm-up share),
     ``tau<percent>`` (binary from that share of the run), ``ls`` (label smoothing 0.1), ``nopad`` (28x28 as
-    stored), ``ema<digits>`` (EMA of the weights, decay 0.<digits>), ``nlr<N>`` (per-channel parameters' lr x N)."""
+    stored), ``ema<digits>`` (EMA of the weights, decay 0.<digits>), ``nlr<N>`` (per-channel parameters' lr x N), ``n<N>``
+    (N training images an epoch, drawn class-stratified with the run's seed: a shorter run)."""
     if part == "bf16":
         return {"amp": True}
     if part == "cl":
@@ -89,6 +90,8 @@ def _part(part: str, epochs: int) -> dict:
         return {"norm_lr_scale": float(part[3:])}
     if part.startswith("tau") and part[3:].isdigit():
         return {"temperature_reach": int(part[3:]) / 100}
+    if part.startswith("n") and part[1:].isdigit():
+        return {"train_subset": int(part[1:])}
     raise ValueError(f"unknown candidate part {part!r}")
 
 

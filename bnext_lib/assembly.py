@@ -12,10 +12,10 @@ from typing import Any, Mapping
 from .checkpoints import atomic_write_text
 from .data import DATASETS
 from .record import COMPARISON_FIELDS
-from .study import NOTEBOOKS, REPO_ROOT
-from .verdicts import VERDICTS
+from .study import NOTEBOOKS, REPO_ROOT, report_dir
+from .verdicts import VERDICTS, holm
 
-__all__ = ["machine_info", "git_commit", "assemble", "update_readme"]
+__all__ = ["machine_info", "git_commit", "adjusted_claims", "replication", "assemble", "update_readme"]
 
 
 def machine_info() -> dict:
@@ -66,23 +66,66 @@ def verdict_cell(claim: Mapping[str, Any]) -> str:
     """The claim's verdict in bold, with its scope when a profile cut some of its comparisons: a claim whose
     every comparison must hold is then judged on part of it."""
     run, total = _scope(claim)
-    part = f" (on {run} of {total} comparisons; the others cut)" if 0 < run < total else ""
+    part = f" (on {run} of {total} comparisons; the others not run)" if 0 < run < total else ""
     return f"**{claim['verdict']}**{part}"
 
 
-def _write_claims_csv(out: Path, studies: list[dict]) -> None:
+def adjusted_claims(studies: list[dict]) -> list[dict]:
+    """Every study's claims in report order, each with ``study``, after :func:`~bnext_lib.verdicts.holm` over
+    all of them (the verdicts REPORT.md, claims.csv and the README show)."""
+    claims = [dict(c, study=s["study"]) for s in studies for c in s["claims"]]
+    return holm(claims)
+
+
+def replication(out: Path) -> dict[str, str]:
+    """The gpu report's verdict per claim key, when ``out`` is the cpu report and a gpu report sits beside it."""
+    gpu = report_dir("gpu")
+    if Path(out).resolve() != report_dir("cpu").resolve() or not (gpu / "results").is_dir():
+        return {}
+    try:
+        studies, _ = _read_results(gpu)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return {c["key"]: c["verdict"] for c in adjusted_claims(studies)}
+
+
+def _seed_rows(claim: str, comparison: Mapping[str, Any]) -> list[dict]:
+    """The per-seed values of one comparison, one row per value, named by its side's label."""
+    name = comparison.get("comparison") or ""
+    labels = name.split(" > " if " > " in name else " < ")
+    rows = []
+    for side, label in zip(("a", "b"), (labels[0], labels[-1])):
+        values = comparison.get(f"values_{side}") or []
+        seeds = comparison.get(f"seeds_{side}") or [None] * len(values)
+        rows += [{"claim": claim, "comparison": name, "side": label, "seed": seed, "value": v}
+                 for seed, v in zip(seeds, values)]
+    return rows
+
+
+_SCALARS = tuple(k for k in COMPARISON_FIELDS if not k.startswith(("values_", "seeds_")))
+
+
+def _write_claims_csv(out: Path, claims: list[dict], gpu: Mapping[str, str]) -> None:
     """``claims.csv``: one row per comparison behind each claim (a claim that is no comparison of runs: one row
-    without numbers)."""
+    without numbers), with the claim's primary p raw and Holm-adjusted and the gpu report's verdict;
+    ``tables/claims_per_seed.csv``: every value each comparison rests on, with its seed."""
     import pandas as pd
 
-    rows = []
-    for s in studies:
-        for c in s["claims"]:
-            comps = c.get("comparisons") or [{"comparison": "", "verdict": c["verdict"]}]
-            run, total = _scope(c)
-            rows += [{"claim": c["claim"], **{k: p.get(k) for k in COMPARISON_FIELDS}, "claim_verdict": c["verdict"],
-                      "claim_comparisons_run": f"{run}/{total}" if total else "", "study": s["study"]} for p in comps]
+    rows, seeds = [], []
+    for c in claims:
+        comps = c.get("comparisons") or [{"comparison": "", "verdict": c["verdict"]}]
+        run, total = _scope(c)
+        for i, p in enumerate(comps):
+            rows.append({"claim": c["claim"], "source": c.get("source", "paper"),
+                         "primary": i == (c.get("primary") or 0) and total > 0,
+                         **{k: p.get(k) for k in _SCALARS}, "claim_verdict": c["verdict"],
+                         "claim_comparisons_run": f"{run}/{total}" if total else "",
+                         "p_primary": c.get("p_primary"), "p_holm": c.get("p_holm"),
+                         "gpu_verdict": gpu.get(c["key"], ""), "study": c["study"]})
+            seeds += _seed_rows(c["claim"], p)
     atomic_write_text(out / "claims.csv", pd.DataFrame(rows).to_csv(index=False))
+    atomic_write_text(out / "tables" / "claims_per_seed.csv",
+                      pd.DataFrame(seeds, columns=["claim", "comparison", "side", "seed", "value"]).to_csv(index=False))
 
 
 def _read_results(out: Path) -> tuple[list[dict], dict]:
@@ -106,11 +149,13 @@ def assemble(out: str | os.PathLike = REPO_ROOT / "reports") -> Path:
               "every number below comes from running the committed code. Executed notebooks (with all outputs) "
               "are in [`executed/`](executed/).", ""]
     lines += _what_was_run(studies, run)
-    _write_claims_csv(out, studies)
+    claims, gpu = adjusted_claims(studies), replication(out)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    _write_claims_csv(out, claims, gpu)
     checks = [c for s in studies for c in s.get("regime_checks", [])]
     if checks:
         atomic_write_text(out / "tables" / "regime_checks.csv", pd.DataFrame(checks).to_csv(index=False))
-    lines += _claims_section(studies)
+    lines += _claims_section(claims, gpu)
     if checks:
         lines += ["", "## Regime checks", "",
                   "What each study's claims need before a verdict counts, measured in this run "
@@ -172,21 +217,26 @@ def _what_was_run(studies: list[dict], run: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _claims_section(studies: list[dict]) -> list[str]:
-    """REPORT.md's "Claims": the verdict rule, then a row per claim."""
+def _claims_section(claims: list[dict], gpu: Mapping[str, str]) -> list[str]:
+    """REPORT.md's "Claims": the verdict rule, then a row per claim (with the gpu report's verdict if there is one)."""
     lines = ["", "## Claims", "",
-             "Verdict rule (`bnext_lib/verdicts.py`): Welch's t-test per comparison, one-sided in the claimed "
-             "direction: *reproduced* when p < 0.05, *contradicted* when p < 0.05 in the opposite direction, "
-             "*inconclusive* otherwise or with fewer than 3 seeds a side; *not tested* when the regime the claim "
-             "needs was measured and does not hold. A claim resting on several comparisons needs all of them; where "
-             "the profile cut some of them, the verdict says on how many it rests. "
-             "Numbers: mean ± sample std over seeds, Δ with its two-sided 95 % confidence interval (Welch) and the "
-             "one-sided p; a p just under 0.05 can come with an interval that just includes 0 (the one-sided test "
-             "at 0.05 matches a two-sided 90 % interval). Every comparison is in [claims.csv](claims.csv).", "",
-             "| claim | verdict | our numbers | evidence |", "|---|---|---|---|"]
-    for s in studies:
-        for c in s["claims"]:
-            lines.append(f"| {c['claim']} | {verdict_cell(c)} | {c['evidence']} | {c['where']} |")
+             "Verdict rule (`bnext_lib/verdicts.py`): Welch's t-test per comparison. *Reproduced*: one-sided p < "
+             "0.05 in the claimed direction; *contradicted*: the two-sided 95 % confidence interval lies wholly on "
+             "the other side of 0; *inconclusive*: neither, or fewer than 3 seeds a side; *not tested*: the regime "
+             "the claim needs was measured and does not hold. A claim resting on several comparisons is reproduced "
+             "only when every one ran and holds, *partly tested* when those that ran hold but some were not run. "
+             "Each claim names a primary comparison; Holm's correction over the primaries of all claims (raw and "
+             "adjusted p in [claims.csv](claims.csv)) must keep it below 0.05 for the claim to stay reproduced. "
+             "Numbers: mean ± sample std over seeds, Δ with its two-sided 95 % CI and the one-sided p; "
+             "`detectable` in claims.csv is the smallest true difference the comparison finds at 80 % power. "
+             "Per-seed values: [tables/claims_per_seed.csv](tables/claims_per_seed.csv). Claims marked † are this "
+             "project's own hypotheses, not the paper's.", ""]
+    head = "| claim | verdict | our numbers | evidence |" + (" gpu report |" if gpu else "")
+    lines += [head, "|---" * (5 if gpu else 4) + "|"]
+    for c in claims:
+        mark = " †" if c.get("source") == "project" else ""
+        row = f"| {c['claim']}{mark} | {verdict_cell(c)} | {c['evidence']} | {c['where']} |"
+        lines.append(row + (f" {gpu.get(c['key'], '—')} |" if gpu else ""))
     return lines
 
 
@@ -197,6 +247,9 @@ REGIME_EVIDENCE = (
      "machine)", "benchmarks/time_to_accuracy.py"),
     ("time_to_accuracy_techniques", "Each technique alone on the one-epoch bf16 base, on the validation split "
      "(seeds 10, 11): what chose the recipe", "benchmarks/time_to_accuracy.py"),
+    ("time_to_accuracy_shorter", "The adopted recipe with per-channel lr x4, and on 40,000 of the 55,000 training "
+     "images (a shorter run), on the validation split (seeds 10, 11): neither adopted",
+     "benchmarks/time_to_accuracy.py"),
     ("time_to_accuracy_overfitting", "The over-fitting regime's CE student, v2 recipe against the adopted one: cost "
      "per run", "benchmarks/time_to_accuracy.py --regime overfitting"),
     ("student_frontier", "Binary students and short-run recipes on the full training set: test top-1 (full test "
@@ -283,8 +336,8 @@ def update_readme(out: str | os.PathLike = REPO_ROOT / "reports") -> None:
     readme = REPO_ROOT / "README.md"
     if not readme.exists() or README_START not in readme.read_text():
         return
-    s0 = studies[0]
-    counts = {v: sum(c["verdict"] == v for s in studies for c in s["claims"]) for v in VERDICTS}
+    s0, claims = studies[0], adjusted_claims(studies)
+    counts = {v: sum(c["verdict"] == v for c in claims) for v in VERDICTS}
     over = next((s for s in studies if s.get("regime") == "overfitting"), None)
     regimes = f"{_regime_words(s0['settings'])} for the architecture study" + (
         f", {_regime_words(over['settings'])} for over-fitting, distillation and augmentation" if over else "")
@@ -292,11 +345,10 @@ def update_readme(out: str | os.PathLike = REPO_ROOT / "reports") -> None:
              "", f"`make report` ({s0['profile']} profile: {s0['settings'].get('model')} on "
              f"{s0['settings'].get('dataset')}, {regimes}, seeds {s0['seeds']}, {_total_wall_s(run) / 60:.0f} min "
              f"on {run.get('machine', {}).get('cores', '?')} CPU cores) gives "
-             + ", ".join(f"{counts[v]} {v}" for v in VERDICTS) + " claims:", "",
+             + ", ".join(f"{counts[v]} {v}" for v in VERDICTS) + " claims (Holm-corrected):", "",
              "| claim | verdict |", "|---|---|"]
-    for s in studies:
-        for c in s["claims"]:
-            lines.append(f"| {c['claim']} | {verdict_cell(c)} |")
+    for c in claims:
+        lines.append(f"| {c['claim']}{' †' if c.get('source') == 'project' else ''} | {verdict_cell(c)} |")
     for name in ("01_ablation", "01_blocks"):
         table = next((t for s in studies for t in s["tables"] if t["name"] == name), None)
         md = REPO_ROOT / "reports" / table["md"] if table else None

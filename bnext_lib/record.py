@@ -13,10 +13,26 @@ from typing import Any, Mapping
 from .checkpoints import atomic_write_text
 from .verdicts import VERDICTS
 
-__all__ = ["Record", "COMPARISON_FIELDS"]
+__all__ = ["Record", "COMPARISON_FIELDS", "SOURCES", "last_quarter_rise"]
 
 # the fields of a comparison (bnext_lib.verdicts.compare) that claims.csv and the results file keep
-COMPARISON_FIELDS = ("comparison", "verdict", "delta", "ci_low", "ci_high", "p_value", "n_a", "n_b")
+COMPARISON_FIELDS = ("comparison", "verdict", "delta", "ci_low", "ci_high", "p_value", "detectable", "n_a", "n_b",
+                     "values_a", "values_b", "seeds_a", "seeds_b")
+# whose hypothesis a claim is: the paper's, or this project's own (a question the paper does not ask)
+SOURCES = ("paper", "project")
+
+
+def last_quarter_rise(epochs, top1, run_epochs: int) -> float:
+    """How much ``top1`` still rose over the last quarter of a run of ``run_epochs``: the slope of the
+    least-squares line through the evaluations in that quarter times the quarter's length (points; <= 0: flat or
+    falling). NaN with fewer than two evaluations there."""
+    import numpy as np
+
+    e, y = np.asarray(epochs, float), np.asarray(top1, float)
+    last = e > run_epochs * 0.75
+    if last.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(e[last], y[last], 1)[0] * run_epochs / 4)
 
 
 class Record:
@@ -58,15 +74,19 @@ class Record:
         self.figures.append({"name": stem, "caption": caption, "png": f"figures/{stem}.png",
                              "svg": f"figures/{stem}.svg"})
 
-    def claim(self, key: str, claim: str, result: Mapping[str, Any], where: str) -> dict:
-        """Record a paper claim with our verdict (``result`` from :func:`~bnext_lib.verdicts.compare`,
+    def claim(self, key: str, claim: str, result: Mapping[str, Any], where: str, source: str = "paper") -> dict:
+        """Record a claim with our verdict (``result`` from :func:`~bnext_lib.verdicts.compare`,
         :func:`~bnext_lib.verdicts.combine`, :func:`~bnext_lib.verdicts.gate`, or a dict with ``verdict`` and
-        ``text`` for a claim that is not a comparison of runs) and where the evidence is."""
+        ``text`` for a claim that is not a comparison of runs), where the evidence is, and whose hypothesis it is
+        (``source``: ``"paper"``, or ``"project"`` for this project's own). Its primary comparison (the one
+        :func:`~bnext_lib.verdicts.holm` adjusts) is ``result["primary"]``, the first by default."""
         if result["verdict"] not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {result['verdict']!r}")
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
         parts = result.get("parts") or ([result] if "delta" in result else [])
         entry = {"key": key, "claim": claim, "verdict": result["verdict"], "evidence": result["text"],
-                 "where": f"{self.name}: {where}",
+                 "where": f"{self.name}: {where}", "source": source, "primary": result.get("primary", 0),
                  "comparisons": [{k: p.get(k) for k in COMPARISON_FIELDS} for p in parts]}
         self.claims = [c for c in self.claims if c["key"] != key]
         self.claims.append(entry)

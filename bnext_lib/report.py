@@ -1,6 +1,6 @@
 """The report runner: ``python -m bnext_lib.report`` (``make report``) runs the notebooks with papermill and
-assembles REPORT.md; and the one import the notebooks need (``from bnext_lib.report import Study, combine,
-verdict``).
+assembles REPORT.md; and the one import the notebooks need (``from bnext_lib.report import Study, compare,
+combine``).
 
 The report is cut by concern: :mod:`bnext_lib.study` (Study, RunSet: runs and what a notebook writes),
 :mod:`bnext_lib.verdicts` (the statistical test and the regime gate), :mod:`bnext_lib.assembly` (REPORT.md,
@@ -32,10 +32,9 @@ from .checkpoints import atomic_write_text
 from .profiles import get_profile
 from .progress import PROGRESS_ENV
 from .study import NOTEBOOKS, REPO_ROOT, RunSet, Study, distillation_recipes, parse_seeds, report_dir
-from .verdicts import combine, cut, gate
-from .verdicts import compare as verdict
+from .verdicts import combine, compare, cut, gate
 
-__all__ = ["REPO_ROOT", "NOTEBOOKS", "Study", "parse_seeds", "RunSet", "verdict", "combine", "cut", "gate",
+__all__ = ["REPO_ROOT", "NOTEBOOKS", "Study", "parse_seeds", "RunSet", "compare", "combine", "cut", "gate",
            "distillation_recipes", "machine_info", "assemble", "update_readme", "execute", "record_run", "main"]
 
 

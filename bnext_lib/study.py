@@ -82,7 +82,8 @@ class RunSet:
         why = self._why_cut(better) or self._why_cut(worse)
         if why:
             return cut(better, worse, why, lower)
-        return compare(self.values(better, metric), self.values(worse, metric), better, worse, unit, lower)
+        r = compare(self.values(better, metric), self.values(worse, metric), better, worse, unit, lower)
+        return dict(r, seeds_a=self.values(better, "seed"), seeds_b=self.values(worse, "seed"))
 
     def summary(self, metrics: Sequence[str] = ("test_top1", "train_top1", "gap")):
         """Mean, sample std, min and max per label (columns ``<metric>_mean`` ...), in label order."""

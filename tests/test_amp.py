@@ -91,6 +91,7 @@ def test_gemm_weight_gradient_under_autocast_matches_the_convolution():
             assert ((grad.double() - exact).abs() <= 4 * 2 ** -8 * size).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("teachers", [(), ("timm:resnet10t",)], ids=["ce", "kd"])
 def test_engine_trains_under_amp(tmp_path, teachers):
     cfg = TrainConfig(model="bnext_pico", dataset="synthetic", epochs=1, batch_size=32, augment="basic", threads=2,

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,6 +16,7 @@ def _run(script: str, *args: str) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_training_length_writes_one_row_per_claim_and_length(tmp_path):
     out = _run("training_length.py", "--full-epochs", "1", "2", "--overfitting-epochs", "1",
                "--csv", str(tmp_path / "t.csv"), "--figure", str(tmp_path / "t.png"))
@@ -23,6 +25,9 @@ def test_training_length_writes_one_row_per_claim_and_length(tmp_path):
     assert df.groupby("claim")["epochs"].apply(list).to_dict() == {
         "ELM + IR beat neither": [1, 2], "BNext's block beats ReActNet's": [1, 2],
         "two teachers beat the strong one": [1], "RandAugment on crop + flip helps": [1]}
+    assert (df["delta"] == df["mean_a"] - df["mean_b"]).all()  # the difference of the two sides' seed means
+    assert df[["mean_a", "mean_b"]].stack().between(0, 100).all() and (df["minutes_per_run"] > 0).all()
+    assert (df["images_seen"] == df["epochs"] * df["images_seen"].iloc[0] // df["epochs"].iloc[0]).all()
     assert set(df["verdict"]) <= {"inconclusive"}  # one seed a side at the smoke profile
 
 
@@ -43,6 +48,7 @@ def test_training_length_lists_the_headline_claims_a_profile_cuts(tmp_path, monk
     assert [ax.get_title() for ax in figures[0].axes] == ["kept"]
 
 
+@pytest.mark.slow
 def test_kernel_variance_compares_the_same_seeds_under_two_kernel_settings(tmp_path):
     out = _run("kernel_variance.py", "--capped-runs", str(tmp_path / "capped"), "--csv", str(tmp_path / "k.csv"))
     df = pd.read_csv(tmp_path / "k.csv")
@@ -50,4 +56,12 @@ def test_kernel_variance_compares_the_same_seeds_under_two_kernel_settings(tmp_p
     assert list(per_run["variant"]) == ["CE only (the CE student)", "single strong", "two, adaptive (batch)"]
     assert (per_run["difference"] == per_run["avx2_kernels"] - per_run["default_kernels"]).all()
     assert df["verdict"].dropna().tolist() == ["inconclusive", "inconclusive"] and "seed std" in out
+    # each setting's comparison is the difference of that setting's per-run values (one seed a side at smoke)
+    top1 = {(v.removesuffix(" (the CE student)"), k): x for v, d, c in
+            zip(per_run["variant"], per_run["default_kernels"], per_run["avx2_kernels"])
+            for k, x in (("default kernels", d), ("AVX2 kernels", c))}
+    for comparison, delta in df.dropna(subset=["delta"])[["variant", "delta"]].itertuples(index=False):
+        pair, kernels = comparison.split(" under ")
+        a, b = pair.split(" > ")
+        assert delta == pytest.approx(top1[a, kernels] - top1[b, kernels])
     assert len(list((tmp_path / "capped").iterdir())) >= 3 + 3  # the three student runs and the copied teachers

@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from bnext_lib.binary import (ApproxSign, BinaryConv2d, MagnitudeAwareSign, ProgressiveSign, SignSTE,
                               TemperatureSchedule, approx_sign, get_quantizer, get_temperature, magnitude_aware_sign,
-                              progressive_sign, set_temperature, sign_ste)
+                              progressive_sign, saturated_fraction, set_temperature, sign_ste)
 
 
 def _grad(fn, x):
@@ -187,6 +187,7 @@ def _quantizers():
     return seen
 
 
+@pytest.mark.slow
 def test_every_quantizer_of_every_model_declares_the_interface():
     from bnext_lib.binary import Quantizer
     found = _quantizers()
@@ -240,3 +241,16 @@ def test_cost_export_and_packed_inference_read_the_declared_precision(tmp_path):
 def test_a_module_that_does_not_declare_the_interface_is_refused():
     with pytest.raises(TypeError, match="Quantizer"):
         BinaryConv2d(8, 8, input_quantizer=nn.Tanh())
+
+
+def test_saturated_fraction():
+    conv = BinaryConv2d(4, 4, 3, input_quantizer="sign_ste", weight_quantizer="progressive_sign")
+    model = nn.Sequential(conv)
+    with torch.no_grad():
+        conv.weight.copy_(torch.linspace(-1, 1, conv.weight.numel()).view_as(conv.weight))
+    set_temperature(model, 0.5)
+    expected = (conv.weight.abs() >= 0.5).float().mean().item()
+    assert saturated_fraction(model) == pytest.approx(expected)
+    set_temperature(model, 0.0)
+    assert saturated_fraction(model) == pytest.approx(1.0)
+    assert saturated_fraction(nn.Linear(2, 2)) is None

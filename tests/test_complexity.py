@@ -23,7 +23,8 @@ def test_hand_counted_toy_model():
     assert p.unknown == []
 
 
-@pytest.mark.parametrize("name", ["bnext_tiny", "bnext_small", "bnext_middle", "bnext_large"])
+@pytest.mark.parametrize("name", ["bnext_tiny", "bnext_small", "bnext_middle",
+                                  pytest.param("bnext_large", marks=pytest.mark.slow)])
 def test_readme_ops_and_degree_within_one_percent(name):
     info = model_info(name)
     p = profile(create_model(name), (1, 3, 224, 224))

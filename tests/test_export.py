@@ -135,6 +135,7 @@ def test_layout_mismatch_is_named(tmp_path, monkeypatch):
         load_packed(path)
 
 
+@pytest.mark.slow
 def test_compact_agrees_with_a_trained_model_on_fashion_mnist(tmp_path):
     """The issue's bar: compact top-1 agrees on >= 99.9 % of the 10,000 Fashion-MNIST test images."""
     from bnext_lib.augment import Augmenter

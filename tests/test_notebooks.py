@@ -15,9 +15,10 @@ import pytest
 
 from bnext_lib import nbclean
 from bnext_lib.progress import PROGRESS_ENV, LogBar, tqdm_class
-from bnext_lib.report import NOTEBOOKS
+from bnext_lib.report import NOTEBOOKS, REPO_ROOT
 
 ROOT = Path(__file__).resolve().parents[1]
+NB_DIR = REPO_ROOT / "notebooks"
 WIDGET = "application/vnd.jupyter.widget-view+json"
 
 
@@ -202,6 +203,7 @@ def test_progress_outside_a_kernel_is_text(monkeypatch):
     assert lines.count("line 1") == 1 and sum("runs: 100%" in line for line in lines) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["jupyter", "text"])
 def test_workers_lines_show_once_under_a_widget_or_text_bar(mode, tmp_path):
     """Lines printed in spawned workers reach the notebook once and not the server's terminal; the bar is a
@@ -221,3 +223,32 @@ def test_workers_lines_show_once_under_a_widget_or_text_bar(mode, tmp_path):
         assert widgets
     else:
         assert not widgets and "work: 100%" in text and "\r" not in text
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_shape(name):
+    nb = nbformat.read(str(NB_DIR / f"{name}.ipynb"), as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and 'profile = "smoke"' in tagged[0].source
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    assert any(f"Study({name!r}" in src for src in code)
+    assert code[-1].strip() == "study.finish()"
+    for src in code:  # narrative, parameters and calls only
+        for forbidden in ("def ", "class ", "nn.Module", ".backward(", "optimizer", "import torch"):
+            assert forbidden not in src, (name, forbidden)
+    assert nb.cells[0].cell_type == "markdown"
+
+
+@pytest.mark.parametrize("params, message", [({"profile": "laptop"}, "unknown profile"),
+                                              ({"epochs": -2}, "epochs must be a positive integer"),
+                                              ({"model": "bnext_xl"}, "is unknown")])
+def test_notebook_rejects_bad_parameters_before_work(params, message, tmp_path):
+    import papermill as pm
+
+    out = tmp_path / "out"
+    with pytest.raises(pm.PapermillExecutionError, match=message) as err:
+        pm.execute_notebook(str(NB_DIR / "03_distillation.ipynb"), str(tmp_path / "run.ipynb"),
+                            parameters={**params, "out_dir": str(out)}, kernel_name="python3",
+                            progress_bar=False, cwd=str(NB_DIR))
+    assert err.value.exec_count <= 3  # the cell right after the parameters (papermill's injected cell counts)
+    assert not out.exists()

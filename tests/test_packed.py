@@ -13,6 +13,7 @@ def _conv(cin, cout, k, stride, groups, weight_quantizer="progressive_sign", pad
     return conv
 
 
+@pytest.mark.slow
 def test_pack_bits_and_popcount():
     torch.manual_seed(0)
     bits = torch.rand(5, 3, 130) > 0.5

@@ -31,6 +31,7 @@ def _timeless(history):
     return [{k: v for k, v in row.items() if k not in ("train_images_s", "train_s", "epoch_s", "wall_s")} for row in history]
 
 
+@pytest.mark.slow
 @pytest.mark.portability
 def test_resume_after_interruption_is_bit_identical(tmp_path):
     """Both runs happen in this process, so bit-identity holds on any CPU (deterministic algorithms on CPU)."""
@@ -52,12 +53,14 @@ def test_resume_after_interruption_is_bit_identical(tmp_path):
     assert _timeless(full["history"]) == _timeless(resumed["history"])
 
 
+@pytest.mark.slow
 def test_existing_run_is_not_overwritten(tmp_path):
     train(_cfg(tmp_path, epochs=1))
     with pytest.raises(FileExistsError, match="--resume"):
         train(_cfg(tmp_path, epochs=1))
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_different_configuration(tmp_path):
     train(_cfg(tmp_path, epochs=1))
     from bnext_lib.checkpoints import CheckpointError
@@ -65,6 +68,7 @@ def test_resume_refuses_a_different_configuration(tmp_path):
         train(_cfg(tmp_path, epochs=1, lr=0.5, resume=True))
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     real_build = train_mod.build_model
 
@@ -117,6 +121,7 @@ def test_profile_fills_defaults_and_flags_win():
     assert cfg.model == "bnext_pico" and cfg.epochs == 2 and cfg.train_subset == 512
 
 
+@pytest.mark.slow
 def test_two_teacher_distillation_logs_alpha_and_caches_teachers(tmp_path):
     cfg = _cfg(tmp_path, epochs=2, teachers=("timm:mobilenetv3_small_050", "timm:resnet10t"), teacher_epochs=1)
     result = train(cfg, teachers=load_teachers(cfg))
@@ -137,6 +142,7 @@ def test_the_engine_never_trains_a_teacher(tmp_path):
         train(_cfg(tmp_path, epochs=1, teachers=("timm:resnet10t",)))
 
 
+@pytest.mark.slow
 def test_consecutive_rounds_switch_assistants(tmp_path):
     teachers = ("timm:mobilenetv3_small_050", "timm:resnet10t", "timm:resnet18")
     cfg = _cfg(tmp_path, epochs=2, teachers=teachers, teacher_epochs=1, train_subset=256)
@@ -151,6 +157,7 @@ def _cli(tmp_path, out):
             "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / out)]
 
 
+@pytest.mark.slow
 @pytest.mark.portability
 def test_torchrun_two_ranks_matches_one_rank(tmp_path):
     """Both runs see the same global batches of 128 and DDP averages the gradients; BatchNorm's batch statistics
@@ -198,6 +205,7 @@ STEP_TOL = 1e-10  # see the docstrings below
 FIRST_STEP_TOL = 0.1
 
 
+@pytest.mark.slow
 @pytest.mark.portability
 def test_compiled_training_step_matches_eager():
     """The compiled student's loss and gradients are the eager one's, one training step at a time from the same
@@ -237,6 +245,7 @@ def test_compiled_training_step_matches_eager():
         assert (grads[1] - grads[0]).norm() <= STEP_TOL * grads[0].norm(), tau
 
 
+@pytest.mark.slow
 @pytest.mark.portability
 def test_compiled_training_runs_in_the_engine(tmp_path):
     """``compile=True`` through the engine: the first step's loss (same weights, same batch, before any update) is
@@ -253,6 +262,7 @@ def test_compiled_training_runs_in_the_engine(tmp_path):
     assert len(compiled["trace"]) == len(eager["trace"]) and all(math.isfinite(t["loss"]) for t in compiled["trace"])
 
 
+@pytest.mark.slow
 def test_in_place_clips_survive_compilation():
     from bnext_lib.models import create_model
     m = create_model("bnext_pico", num_classes=10, in_chans=1).train()
@@ -298,6 +308,7 @@ def test_pad_to_and_eval_train(tmp_path):
         TrainConfig(dataset="imagefolder", eval_train=True).validate()
 
 
+@pytest.mark.slow
 def test_a_validation_split_is_held_out_of_training_and_evaluated(tmp_path):
     cfg = _cfg(tmp_path, epochs=1, val_split=512, test_subset=64, eval_train=True)
     row = train(cfg)["final"]
@@ -403,6 +414,7 @@ def test_a_teacher_cached_by_earlier_versions_is_moved_into_the_run_cache(tmp_pa
         assert torch.equal(teacher.model.state_dict()[k], v), k
 
 
+@pytest.mark.slow
 def test_ema_is_evaluated_with_recomputed_batch_norm_and_resumes_exactly(tmp_path):
     cfg = _cfg(tmp_path, epochs=2, train_subset=256, test_subset=64, ema_decay=0.9, augment="flip")
     full = train(cfg)

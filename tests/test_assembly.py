@@ -1,0 +1,70 @@
+"""REPORT.md, claims.csv and the README headline, assembled from the studies' results."""
+
+import json
+
+import pytest
+
+from bnext_lib.report import assemble, combine, compare
+from bnext_lib.verdicts import cut
+
+
+def test_readme_headline_names_both_regimes(tmp_path, monkeypatch):
+
+    import bnext_lib.assembly as assembly
+
+    out = tmp_path / "reports"
+    (out / "results").mkdir(parents=True)
+    claim = {"key": "k", "claim": "a claim", "verdict": "reproduced", "evidence": "", "where": "", "comparisons": []}
+    for name, regime, settings in (("01_architecture_study", "full", {"model": "m", "dataset": "d", "epochs": 2}),
+                                   ("02_overfitting_analysis", "overfitting",
+                                    {"model": "m", "dataset": "d", "epochs": 12, "train_subset": 2000})):
+        (out / "results" / f"{name}.json").write_text(json.dumps(
+            {"study": name, "profile": "cpu", "regime": regime, "seeds": [0, 1, 2], "settings": settings,
+             "claims": [claim], "tables": [], "figures": []}))
+    (out / "run.json").write_text(json.dumps({"wall_s": 6000, "machine": {"cores": 2}}))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{assembly.README_START}\nold\n{assembly.README_END}\nrest\n")
+    monkeypatch.setattr(assembly, "REPO_ROOT", tmp_path)
+    assembly.update_readme(out)
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("rest\n") and "old" not in text
+    assert ("all training images x 2 epochs for the architecture study, 2000 training images x 12 epochs for "
+            "over-fitting, distillation and augmentation, seeds [0, 1, 2], 100 min on 2 CPU cores) gives "
+            "2 reproduced") in text
+    # a make report timed outside the runner (set-up, an invocation stopped by hand) gives its total instead
+    (out / "run.json").write_text(json.dumps({"wall_s": 6000, "total_wall_s": 7200, "machine": {"cores": 2}}))
+    assembly.update_readme(out)
+    assert "seeds [0, 1, 2], 120 min on 2 CPU cores" in readme.read_text()
+
+
+def test_assemble_without_results(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run the notebooks"):
+        assemble(tmp_path)
+
+
+def test_a_claim_judged_on_part_of_its_comparisons_says_so():
+    """A claim whose other comparisons a profile cut shows on how many comparisons its verdict rests."""
+    from bnext_lib.assembly import verdict_cell
+
+    a, b = [90.0, 90.2, 90.1], [89.0, 89.1, 88.9]
+    partly = combine([compare(a, b, "BNext", "neither"), cut("BNext", "ELM only", "ELM only cut")])
+    claim = {"verdict": partly["verdict"], "comparisons": [
+        {"n_a": p.get("n_a"), "verdict": p["verdict"]} for p in partly["parts"]]}
+    assert partly["verdict"] == "partly tested"  # what ran holds, but not every comparison ran
+    assert verdict_cell(claim) == "**partly tested** (on 1 of 2 comparisons; the others not run)"
+    claim = {"verdict": "reproduced", "comparisons": claim["comparisons"][:1]}
+    assert verdict_cell(claim) == "**reproduced**"
+    assert verdict_cell({"verdict": "reproduced"}) == "**reproduced**"  # a claim that is no comparison of runs
+
+
+def test_report_tables_show_whole_numbers_small_p_and_empty_cells():
+    """REPORT.md's benchmark tables: a seed column with gaps is not "0.00", a p of 5e-4 is not "0.00", no "nan"."""
+    import pandas as pd
+    from bnext_lib.assembly import markdown_table
+
+    df = pd.DataFrame({"variant": ["a", "a", "a > b"], "seed": [0, 1, None], "top1": [82.823, 83.2, None],
+                       "p_value": [None, None, 4.7e-4], "verdict": [None, None, "reproduced"]})
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in markdown_table(df).splitlines()[2:]]
+    assert rows == [["a", "0", "82.82", "", ""], ["a", "1", "83.20", "", ""],
+                    ["a > b", "", "", "0.00047", "reproduced"]]
+    assert "nan" not in markdown_table(pd.DataFrame({"p": [0.5, float("nan")]}))

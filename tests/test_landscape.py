@@ -1,0 +1,74 @@
+"""Loss landscapes: filter-normalized directions, the centre restored, roughness, the run's own images."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from bnext_lib.binary import set_temperature
+from bnext_lib.landscape import filter_normalized_direction, loss_landscape, roughness
+from bnext_lib.runs import run_one
+from tiny import tiny_config
+
+
+def test_roughness():
+    x = np.linspace(-1, 1, 7)
+    plane = 2 * x[:, None] + 3 * x[None, :]
+    assert roughness(plane) == pytest.approx(0.0, abs=1e-12)
+    bowl = x[:, None] ** 2 + x[None, :] ** 2
+    step = x[1] - x[0]
+    assert roughness(bowl) == pytest.approx(4 * step ** 2)
+    with pytest.raises(ValueError):
+        roughness(np.zeros((2, 5)))
+
+
+def test_filter_normalized_direction():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2))
+    model(torch.randn(1, 3, 5, 5))
+    dirs = filter_normalized_direction(model, torch.Generator().manual_seed(1))
+    for p, d in zip(model.parameters(), dirs):
+        if p.ndim < 2:
+            assert torch.count_nonzero(d) == 0
+        else:
+            dims = tuple(range(1, p.ndim))
+            torch.testing.assert_close(torch.linalg.vector_norm(d, dim=dims), torch.linalg.vector_norm(p, dim=dims))
+
+
+def test_loss_landscape_centre_and_restore():
+    from bnext_lib.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("bnext_pico", num_classes=10, in_chans=1).eval()
+    set_temperature(model, 0.0)
+    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        centre = nn.functional.cross_entropy(model(x), y).item()
+    ls = loss_landscape(model, x, y, steps=3, span=0.5)
+    assert ls.loss.shape == (3, 3) and ls.centre_loss == pytest.approx(centre, rel=1e-5)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    with pytest.raises(ValueError, match="odd"):
+        loss_landscape(model, x, y, steps=4)
+
+
+def test_landscape_sees_the_images_the_run_trained_on(tmp_path, monkeypatch):
+    """A run trained on zero-padded images is sliced on zero-padded images (28x28 ones gave the trained point a
+    top-1 well below the run's own)."""
+    import bnext_lib.landscape as landscape_mod
+
+    monkeypatch.setenv("BNEXT_RUNS", str(tmp_path))
+    cfg = tiny_config(pad_to=32, seed=3)
+    run_one(cfg)
+    seen, real = {}, landscape_mod.loss_landscape
+
+    def spy(model, x, y, **kw):
+        seen["side"] = tuple(x.shape[-2:])
+        return real(model, x, y, **kw)
+
+    monkeypatch.setattr(landscape_mod, "loss_landscape", spy)
+    ls = landscape_mod.run_landscape((cfg, 3, 0.5, 16, 0))
+    assert seen["side"] == (32, 32) and ls.loss.shape == (3, 3)
+    seen.clear()
+    assert landscape_mod.run_landscape((cfg, 3, 0.5, 16, 0)).centre_loss == ls.centre_loss and not seen  # cached

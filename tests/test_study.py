@@ -1,0 +1,184 @@
+"""Study: parameter checks, settings layering, what a study trains and cuts, and what it writes."""
+
+import pytest
+
+from bnext_lib.report import REPO_ROOT, Study, assemble, combine, compare, distillation_recipes, gate
+
+
+def test_distillation_recipes():
+    rec = distillation_recipes(["w", "m", "s"])
+    assert rec["CE only"] == {}
+    assert rec["single strong"]["teachers"] == ["s"]
+    assert rec["two, fixed 0.5/0.5"] == {"teachers": ["w", "s"], "kd_weighting": "fixed"}
+    assert rec["consecutive (weak→mid, strong)"]["teachers"] == ["w", "m", "s"]
+    two = distillation_recipes(["w", "s"])  # no middle teacher: no consecutive rounds
+    assert "consecutive (weak→mid, strong)" not in two and two["two, adaptive (batch)"] == {"teachers": ["w", "s"]}
+    with pytest.raises(ValueError, match="at least two teachers"):
+        distillation_recipes(["s"])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(profile="laptop"), "unknown profile"),
+    (dict(epochs=-1), "epochs must be a positive integer"),
+    (dict(epochs=0), "epochs must be a positive integer"),
+    (dict(model="bnext_huge"), "model 'bnext_huge' is unknown"),
+    (dict(dataset="imagenet22k"), "dataset 'imagenet22k' is unknown"),
+    (dict(seeds=[]), "seeds must be"),
+    (dict(seeds=[0, -1]), "seeds must be"),
+    (dict(seeds="[0, -1]"), "seeds must be"),
+    (dict(seeds="zero"), "seeds must be.*got 'zero'"),
+    (dict(seeds="[]"), "seeds must be"),
+    (dict(seeds=[True]), "seeds must be"),
+    (dict(workers=0), "workers must be"),
+    (dict(device="tpu"), "device must be"),
+])
+def test_study_rejects_bad_parameters(kwargs, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        Study("01_architecture_study", out_dir=tmp_path, **kwargs)
+    assert not any(tmp_path.iterdir())  # nothing written before the check
+
+
+@pytest.mark.parametrize("text", ["[0, 1, 2]", "0,1,2", " [0,1, 2,] "])
+def test_study_reads_seeds_as_papermill_passes_them(text, tmp_path):
+    """``papermill -p seeds '[0, 1, 2]'`` hands the notebook the string, not a list."""
+    assert Study("03_distillation", seeds=text, out_dir=tmp_path).seeds == (0, 1, 2)
+
+
+def test_study_config_layers(tmp_path):
+    s = Study("03_distillation", profile="smoke", epochs=2, seeds=[3], out_dir=tmp_path)
+    cfg = s.config(augment="none")
+    assert (cfg.model, cfg.epochs, cfg.augment, cfg.train_subset) == ("bnext_pico", 2, "none", 512)
+    assert s.seeds == (3,) and s.key == "03"
+    assert Study("01_architecture_study", profile="cpu", out_dir=tmp_path).config().compile
+
+
+def test_another_run_length_keeps_the_warmup_share(tmp_path):
+    """A study (or benchmark) that changes the epochs keeps the profile's warm-up as the same share of the run."""
+    from bnext_lib.profiles import get_profile, rescaled_warmup
+
+    cpu = get_profile("cpu")
+    share = cpu.train["warmup_epochs"] / cpu.train["epochs"]
+    for regime in ("full", "overfitting"):
+        s = Study("02_overfitting_analysis", profile="cpu", epochs=6, out_dir=tmp_path)
+        cfg = s.config(regime)
+        assert cfg.epochs == 6 and cfg.warmup_epochs == pytest.approx(share * 6, abs=1e-6)
+    assert rescaled_warmup(None, 2, 6) is None  # the official 5/512 of the run needs no rescaling
+
+
+def test_study_outputs(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    s = Study("02_overfitting_analysis", out_dir=tmp_path)
+    s.table(pd.DataFrame({"a": [1.0]}), "t", "a table")
+    fig, ax = plt.subplots()
+    s.figure(fig, "f", "a figure")
+    s.claim("k", "a claim", {"verdict": "inconclusive", "text": "1 vs 2"}, "table 02_t")
+    tested = combine([compare([3.0, 3.1, 2.9], [1.0, 1.1, 0.9], "A", "B"), compare([1, 2, 3], [2, 1, 3], "C", "D")])
+    s.claim("t", "a tested claim", tested, "table 02_t")
+    gap = s.regime_check("CE student train-minus-test gap", 1.5, 3.0)
+    teacher = s.regime_check("strongest teacher top-1", 94.0, 93.0)
+    assert not gap["passed"] and teacher["passed"]
+    s.claim("g", "a gated claim", gate(compare([3.0, 3.1, 2.9], [1.0, 1.1, 0.9]), [gap, teacher]), "x")
+    with pytest.raises(ValueError, match="verdict must be"):
+        s.claim("k", "a claim", {"verdict": "maybe", "text": ""}, "x")
+    s.finish()
+    for f in ("tables/02_t.csv", "tables/02_t.md", "figures/02_f.png", "figures/02_f.svg",
+              "results/02_overfitting_analysis.json"):
+        assert (tmp_path / f).stat().st_size > 0, f
+    report = assemble(tmp_path).read_text()
+    assert "| a claim | **inconclusive** | 1 vs 2 | 02_overfitting_analysis: table 02_t |" in report
+    assert "![a figure](figures/02_f.png)" in report and "**a table**" in report
+    claims = pd.read_csv(tmp_path / "claims.csv")
+    assert list(claims.columns[:12]) == ["claim", "source", "primary", "comparison", "verdict", "delta", "ci_low",
+                                         "ci_high", "p_value", "detectable", "n_a", "n_b"]
+    rows = claims[claims.claim == "a tested claim"]
+    assert rows.comparison.tolist() == ["A > B", "C > D"] and rows.verdict.tolist() == ["reproduced", "inconclusive"]
+    assert (rows.claim_verdict == "inconclusive").all() and (rows.n_a == 3).all()
+    assert rows.delta.iloc[0] == pytest.approx(2.0) and rows.ci_low.iloc[0] > 0
+    gated = claims[claims.claim == "a gated claim"]
+    assert gated.verdict.tolist() == ["not tested"] and gated.delta.iloc[0] == pytest.approx(2.0)
+    checks = pd.read_csv(tmp_path / "tables" / "regime_checks.csv")
+    assert list(checks.columns) == ["study", "check", "value", "threshold", "passed"]
+    assert checks.passed.tolist() == [False, True]
+
+
+@pytest.mark.slow
+def test_cut_variants_are_not_trained_and_their_comparisons_not_tested(tmp_path):
+    """A profile's cut patterns drop variants before training; a claim keeps the comparisons that ran, and the
+    regime checks are measured from the runs."""
+    import dataclasses
+
+    s = Study("01_architecture_study", out_dir=tmp_path)
+    tiny = dict(model="bnext_pico", dataset="synthetic", epochs=1, batch_size=32, train_subset=64, test_subset=32,
+                augment="none", data_root=str(tmp_path / "data"), eval_train=True)
+    s.profile = dataclasses.replace(s.profile, train=dict(tiny, teacher_epochs=1), cut=("ELM *",), workers=1,
+                                    threads=1, teachers=("timm:resnet10t",), overfitting=dict(train_subset=48))
+    assert [c.model for c in s.prerequisites()] == ["timm:resnet10t", "bnext_pico"]
+    assert s.prerequisites()[1].train_subset == 48 and s.prerequisites()[1] == s.config("overfitting", seed=0)
+    runs = s.run({"both": {}, "ELM only": {"info_recoupling": False}, "neither": {"elm_attention": False,
+                                                                                  "info_recoupling": False}},
+                 prefetch=True)
+    assert runs.labels == ["both", "neither"] and list(runs.cut) == ["ELM only"]
+    # the two runs, the teacher and the over-fitting regime's CE student (what the later studies start from)
+    assert s.trained == 2 and len(list((tmp_path / "data" / "runs").iterdir())) == 4
+    part = runs.compare("both", "ELM only")
+    assert part["verdict"] == "not tested" and part["cut"] and "cut at the smoke profile" in part["text"]
+    assert combine([part])["verdict"] == "not tested"
+    assert combine([part, runs.compare("both", "neither")])["verdict"] == "inconclusive"  # 1 seed: inconclusive
+    assert any("'ELM only'" in n for n in s.notes)
+    nothing = s.run({"ELM alone": {"info_recoupling": False}})  # a study whose variants are all cut
+    assert nothing.labels == [] and nothing.table().empty and nothing.compare("ELM alone", "both")["cut"]
+    (student,) = s.check_student(runs, "both")
+    assert student["value"] == pytest.approx(runs.values("both")[0]) and student["passed"] is False  # 89 % bar
+    (gap,) = s.check_overfitting(runs, "both")
+    row = runs.df.iloc[0]
+    assert gap["value"] == pytest.approx(row["train_eval_top1"] - row["test_top1"])
+
+
+def test_a_recipe_the_profile_cannot_form_is_cut_not_missing():
+    """With two teachers there is no consecutive recipe: at a profile that cuts it, its comparison is cut (not a
+    KeyError in notebook 03); a label nobody cut still raises."""
+    import pandas as pd
+
+    from bnext_lib.profiles import get_profile
+    from bnext_lib.report import RunSet
+
+    df = pd.DataFrame({"label": ["two, adaptive (batch)"] * 3, "test_top1": [81.0, 81.5, 82.0]})
+    rs = RunSet({}, df, {}, get_profile("cpu"))  # its cut names consecutive KD
+    assert set(distillation_recipes(["weak", "strong"])) == set(distillation_recipes(["weak", "mid", "strong"])) - {
+        "consecutive (weak→mid, strong)"}
+    res = rs.compare("consecutive (weak→mid, strong)", "two, adaptive (batch)")
+    assert res["verdict"] == "not tested" and res["cut"] and "cut at the cpu profile" in res["text"]
+    with pytest.raises(KeyError, match="no runs labelled 'two, typo'"):
+        rs.compare("two, typo", "two, adaptive (batch)")
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu", "paper"])
+def test_every_profile_defines_valid_studies(profile, tmp_path):
+    """Every configuration a profile's notebooks would train validates (the paper profile is never run here)."""
+    from bnext_lib.models import EARLIER_BLOCKS
+
+    s = Study("04_augmentation_ablation", profile=profile, device="cpu", out_dir=tmp_path, regime="overfitting")
+    assert len(s.teachers) >= 2 and len(s.sizes) >= 1 and len(s.seeds) >= 1
+    for recipe in distillation_recipes(list(s.teachers)).values():
+        for size in s.sizes:
+            for preset in ("none", "basic", "randaugment", "mixup", "cutmix", "random_erasing", "released"):
+                s.config(**{**recipe, "model": size, "augment": preset}).validate()
+    full = Study("01_architecture_study", profile=profile, device="cpu", out_dir=tmp_path)
+    baselines = EARLIER_BLOCKS[full.settings["model"]]
+    for variant in ({"elm_attention": False}, {"info_recoupling": False}, {"temperature_reach": 1e-3},
+                    *({"model": name} for name in baselines.values())):
+        full.config(**variant).validate()
+    if profile in ("cpu", "gpu"):  # the over-fitting regime is a subset of the full regime's training set
+        assert s.settings["train_subset"] < (full.settings["train_subset"] or 60000) and s.settings["eval_train"]
+
+
+def test_each_profile_reports_into_its_own_folder():
+    from bnext_lib.study import report_dir
+
+    reports = REPO_ROOT / "reports"
+    assert [report_dir(p) for p in ("cpu", "smoke", "gpu", "paper")] == [
+        reports, reports / ".scratch", reports / "gpu", reports / "paper"]
