@@ -21,12 +21,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from student_frontier import cpu_name, save_figure, write_csv  # noqa: E402
+from student_frontier import cpu_name, save_figure, train_named, write_csv  # noqa: E402
 
 from bnext_lib.config import TrainConfig  # noqa: E402
 from bnext_lib.profiles import SHORT_RUN, THRESHOLDS, one_cycle  # noqa: E402
 from bnext_lib.record import last_quarter_rise  # noqa: E402
-from bnext_lib.runs import run_many  # noqa: E402
 
 
 def regime_config(regime: str, seed: int, eval_every: int, threads: int = 1) -> TrainConfig:
@@ -90,15 +89,10 @@ def main() -> None:
     ap.add_argument("--csv", default=str(ROOT / "reports/tables/overfitting_regime.csv"))
     ap.add_argument("--figure", default=str(ROOT / "reports/figures/00_overfitting_regime.png"))
     args = ap.parse_args()
-    try:
-        configs = [(r, regime_config(r, s, args.eval_every, args.threads)) for r in args.regimes for s in args.seeds]
-        for _, c in configs:
-            c.validate()
-    except ValueError as e:
-        ap.error(str(e))
-    runs = run_many([c for _, c in configs], workers=args.workers, threads=args.threads)
+    trained = train_named(ap, lambda r, s: regime_config(r, s, args.eval_every, args.threads), args.regimes,
+                          args.seeds, args.workers, args.threads)
     rows, checks = [], []
-    for (regime, cfg), run in zip(configs, runs):
+    for regime, cfg, run in trained:
         r, c = measure(regime, cfg, run)
         rows += r
         checks.append(c)

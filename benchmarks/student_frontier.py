@@ -131,6 +131,20 @@ def main() -> None:
     _write(rows, Path(args.csv), Path(args.figure))
 
 
+def train_named(ap: argparse.ArgumentParser, make, names, seeds, workers: int, threads: int) -> list[tuple]:
+    """``(name, config, run)`` for every name and seed, ``make(name, seed)`` giving the config: every config is
+    validated before any run trains (a bad one ends the command through ``ap.error``), then all train through the
+    run cache, ``workers`` side by side."""
+    try:
+        configs = [(n, make(n, s)) for n in names for s in seeds]
+        for _, c in configs:
+            c.validate()
+    except ValueError as e:
+        ap.error(str(e))
+    runs = run_many([c for _, c in configs], workers=workers, threads=threads)
+    return [(n, c, r) for (n, c), r in zip(configs, runs)]
+
+
 def write_csv(rows: list[dict], path: Path, columns: list[str] | None = None):
     """Print ``rows`` as a table (``columns`` only) and write them all to ``path`` atomically; the DataFrame."""
     import pandas as pd

@@ -36,10 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ROOT / "build" / "inductor"))
 
-from student_frontier import cpu_name, save_figure, write_csv  # noqa: E402
+from student_frontier import cpu_name, save_figure, train_named, write_csv  # noqa: E402
 
 from bnext_lib.profiles import OVERFITTING, one_cycle  # noqa: E402
-from bnext_lib.runs import run_many  # noqa: E402
 from bnext_lib.train import TrainConfig, evaluate, evaluation_splits  # noqa: E402
 
 VAL_SPLIT = 5000
@@ -226,17 +225,10 @@ def main() -> None:
     ap.add_argument("--csv", default=None, help="default reports/tables/time_to_accuracy[_overfitting].csv")
     ap.add_argument("--figure", default=None, help="default reports/figures/00_time_to_accuracy[_overfitting].png")
     args = ap.parse_args()
-    try:
-        configs = [(n, candidate_config(n, s, args.regime, args.threads)) for n in args.only for s in args.seeds]
-        for _, c in configs:
-            c.validate()
-    except ValueError as e:
-        ap.error(str(e))
-    runs = run_many([c for _, c in configs], workers=args.workers, threads=args.threads)
-    rows = []
-    for (name, cfg), run in zip(configs, runs):
-        rows.append(_row(name, cfg, run, args.target, args.threads, args.flip)
-                    | {"history": run.result["history"], "threads": args.threads})
+    trained = train_named(ap, lambda n, s: candidate_config(n, s, args.regime, args.threads), args.only, args.seeds,
+                          args.workers, args.threads)
+    rows = [_row(name, cfg, run, args.target, args.threads, args.flip)
+            | {"history": run.result["history"], "threads": args.threads} for name, cfg, run in trained]
     suffix = "" if args.regime == "full" else f"_{args.regime}"
     csv = Path(args.csv or ROOT / f"reports/tables/time_to_accuracy{suffix}.csv")
     fig = Path(args.figure or ROOT / f"reports/figures/00_time_to_accuracy{suffix}.png")
