@@ -97,6 +97,8 @@ class TrainConfig:
     * ``train_subset`` is drawn from the training images left after the validation split (``val_split``), which
       is the same for every run, seed and variant (:meth:`~bnext_lib.data.ImageData.split_validation`) and
       never trained on; recipes, regimes and thresholds are chosen on it, the test set is for reported figures.
+      ``subset_seed`` draws it (and the teachers' ``teacher_subset``): a student's teachers learn from the subset
+      drawn with the student's ``subset_seed``, whatever their own seed.
     * ``anneal_to_end=False`` (official, timm's ``warmup_prefix``): the cosine lasts ``epochs`` *after* the
       warm-up, which a 512-epoch run barely notices but which leaves a short run with a 30 % warm-up at ~0.2x
       its peak lr; ``True`` ends the run at ``min_lr`` (one-cycle).
@@ -114,6 +116,8 @@ class TrainConfig:
                                          "and val/")
     download: bool = option(False, "let torchvision download missing data (needs internet)")
     train_subset: int | None = option(None, "class-stratified training subset (default: all)")
+    subset_seed: int = option(0, "the seed that draws train_subset and teacher_subset (a study sets it to the "
+                                 "run's seed so that seeds vary the data too)", before=0)
     test_subset: int | None = option(None, "class-stratified test subset (default: all)")
     val_split: int | None = option(None, "hold this many training images out as a fixed, class-stratified "
                                          "validation split (val_top1 in the metrics)", before=None)
@@ -295,5 +299,5 @@ def teacher_config(name: str, student: TrainConfig) -> TrainConfig:
         recipe["warmup_epochs"] = fraction * epochs
     return TrainConfig(model=model, dataset=student.dataset, data_root=student.data_root, download=student.download,
                        epochs=epochs, train_subset=student.teacher_subset, pad_to=student.pad_to,
-                       val_split=student.val_split, seed=0, progress=False, compile=student.compile,
+                       val_split=student.val_split, subset_seed=student.subset_seed, seed=0, progress=False, compile=student.compile,
                        threads=student.threads, device=student.device, **recipe)

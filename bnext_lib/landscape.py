@@ -20,9 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from .augment import Augmenter
 from .checkpoints import atomic_write_text
-from .data import load_dataset
 from .runs import Run
-from .train import resolve_device
+from .train import resolve_device, training_images
 
 __all__ = ["Landscape", "filter_normalized_direction", "loss_landscape", "roughness", "run_landscape", "landscape_table"]
 
@@ -142,8 +141,7 @@ def run_landscape(args: tuple) -> Landscape:
     cache = run.folder / f"landscape_v2_s{steps}_w{span}_n{images}_seed{seed}.json"
     if cache.exists():
         return Landscape.from_dict(json.loads(cache.read_text()))
-    # the images the run trained on: its training subset, zero-padded as in training
-    data = load_dataset(cfg.dataset, "train", cfg.data_root).subset(cfg.train_subset).padded(cfg.pad_to)
+    data = training_images(cfg)[0]  # the images the run trained on, as it saw them
     # a fixed, class-balanced evaluation batch: the stratified subset of the training subset
     batch = data.subset(min(images, len(data)))
     device = resolve_device(cfg.device)

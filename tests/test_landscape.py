@@ -72,3 +72,23 @@ def test_landscape_sees_the_images_the_run_trained_on(tmp_path, monkeypatch):
     assert seen["side"] == (32, 32) and ls.loss.shape == (3, 3)
     seen.clear()
     assert landscape_mod.run_landscape((cfg, 3, 0.5, 16, 0)).centre_loss == ls.centre_loss and not seen  # cached
+
+
+def test_a_landscape_batch_comes_from_the_run_s_own_training_images(tmp_path, monkeypatch):
+    """With a validation split and a subset drawn by its own seed, the sliced batch is drawn from exactly the
+    images the engine trained on (never a held-out one)."""
+    import bnext_lib.landscape as landscape_mod
+    from bnext_lib.train import training_images
+
+    monkeypatch.setenv("BNEXT_RUNS", str(tmp_path))
+    cfg = tiny_config(val_split=40, subset_seed=7, seed=3)
+    run_one(cfg)
+    seen, real = {}, landscape_mod.loss_landscape
+    monkeypatch.setattr(landscape_mod, "loss_landscape", lambda model, x, y, **kw: seen.update(x=x) or
+                        real(model, x, y, **kw))
+    landscape_mod.run_landscape((cfg, 3, 0.5, 16, 0))
+    train, val = training_images(cfg)
+    flat = lambda t: {tuple(r.tolist()) for r in t.reshape(len(t), -1)}  # noqa: E731
+    from bnext_lib.augment import Augmenter
+    trained = flat(Augmenter("none", train.mean, train.std, train.num_classes).eval_batch(train.images))
+    assert flat(seen["x"]) <= trained and len(val) == 40

@@ -288,6 +288,24 @@ def test_digests_old_and_new():
     assert h(with_teacher) != h(TrainConfig(teachers=("timm:resnet10t",), teacher_epochs=9))
 
 
+def test_subset_seed_draws_the_training_images_and_the_teachers_follow_it():
+    """``subset_seed`` 0 is the draw every run had before it existed (same digest); another seed draws other images
+    for the student and for its teachers, whatever the teachers' own seed."""
+    from bnext_lib.config import teacher_config
+    from bnext_lib.train import training_images
+
+    h = train_mod.config_hash
+    base = dict(dataset="synthetic", train_subset=100, teacher_subset=100, val_split=50, teachers=("timm:resnet10t",))
+    assert h(TrainConfig(**base, subset_seed=0)) == h(TrainConfig(**base)) != h(TrainConfig(**base, subset_seed=1))
+    a, b = TrainConfig(**base, seed=4), TrainConfig(**base, seed=4, subset_seed=4)
+    assert torch.equal(training_images(a)[0].images, training_images(TrainConfig(**base, seed=9))[0].images)
+    assert not torch.equal(training_images(a)[0].images, training_images(b)[0].images)
+    teacher = teacher_config("timm:resnet10t", b)
+    assert teacher.seed == 0 and teacher.subset_seed == 4
+    assert torch.equal(training_images(teacher)[0].images, training_images(b)[0].images)
+    assert torch.equal(training_images(a)[1].images, training_images(b)[1].images)  # one validation split
+
+
 def test_a_run_cached_under_its_older_digest_is_found(tmp_path):
     from bnext_lib.runs import Run, is_done, run_one
     cfg = _cfg(tmp_path, epochs=1, train_subset=64, test_subset=32, out=None)

@@ -51,13 +51,13 @@ from ..augment import Augmenter
 from ..binary import TemperatureSchedule, get_temperature, saturated_fraction, set_temperature
 from ..checkpoints import CheckpointError, atomic_save, atomic_write, atomic_write_text, read_checkpoint
 from ..config import TrainConfig, config_hash
-from ..data import BatchLoader, FolderData, epoch_seed, load_dataset
+from ..data import BatchLoader, FolderData, ImageData, epoch_seed, load_dataset
 from ..distill import ConsecutiveKD, StudentLoss, Teacher
 from ..models import build_model
 from ..progress import tqdm_class
 
 __all__ = ["TrainConfig", "TrainingDiverged", "train", "train_one_epoch", "evaluate", "evaluation_splits",
-           "build_model", "config_hash", "resolve_device"]
+           "training_images", "build_model", "config_hash", "resolve_device"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -190,6 +190,15 @@ class _Data:
     augmenter: Augmenter | None  # None: the loader's transforms did it (image folders)
 
 
+def training_images(cfg: TrainConfig) -> tuple[ImageData, ImageData | None]:
+    """The images a run of ``cfg`` trains on (an in-memory dataset less its validation split, its
+    ``train_subset`` drawn with ``subset_seed``, padded as in training) and its validation split (None without
+    one): what the engine, a loss landscape and anything else evaluating "the run's own images" read."""
+    # subsets are part of the data, drawn by their own seed: runs of one subset_seed see the same images
+    train, val = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.download).split_validation(cfg.val_split)
+    return train.subset(cfg.train_subset, seed=cfg.subset_seed).padded(cfg.pad_to), val
+
+
 def _data(cfg: TrainConfig, d: _Dist) -> _Data:
     eval_batch = max(cfg.batch_size, 256 * d.world)
     if cfg.dataset == "imagefolder":
@@ -199,10 +208,7 @@ def _data(cfg: TrainConfig, d: _Dist) -> _Data:
         return _Data(lambda e: train_split.loader(cfg.batch_size, True, cfg.seed, d.rank, d.world, _workers(), e),
                      lambda: test_split.loader(eval_batch, False, cfg.seed, d.rank, d.world, _workers()), None, None,
                      train_split.steps(cfg.batch_size, d.world), train_split.num_classes, 3, None)
-    # subsets are part of the data, not of the seed: every seed and variant sees the same images
-    train_data, val_data = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.download
-                                        ).split_validation(cfg.val_split)
-    train_data = train_data.subset(cfg.train_subset).padded(cfg.pad_to)
+    train_data, val_data = training_images(cfg)
     test_data = load_dataset(cfg.dataset, "test", cfg.data_root, cfg.download).subset(cfg.test_subset)
     test_data = test_data.padded(cfg.pad_to)
     augmenter = Augmenter(cfg.augment, train_data.mean, train_data.std, train_data.num_classes)
