@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 from student_frontier import cpu_name, write_csv  # noqa: E402
 
 from bnext_lib.config import TEACHER_RECIPES, teacher_config  # noqa: E402
+from bnext_lib.profiles import get_profile  # noqa: E402
 from bnext_lib.runs import run_many  # noqa: E402
 from bnext_lib.train import TrainConfig  # noqa: E402
 
@@ -34,7 +35,15 @@ def main() -> None:
     ap.add_argument("--recipe", nargs="+", default=["onecycle"], choices=sorted(TEACHER_RECIPES),
                     help="teacher recipes, each with every model and length")
     ap.add_argument("--pad-to", type=int, default=None, help="the student's padding (teachers see its images)")
+    ap.add_argument("--profile", default=None,
+                    help="take the student's data, precision and validation split from this profile's training "
+                         "settings (e.g. cpu: then every teacher trained here is the report's own)")
     ap.add_argument("--subset", type=int, default=None, help="training images (default: all)")
+    ap.add_argument("--subset-seeds", type=int, nargs="+", default=[0],
+                    help="the seeds that draw --subset (a student of that subset_seed learns from the same images)")
+    ap.add_argument("--val-split", type=int, default=None,
+                    help="hold out the student's validation split (5000 in the cpu profile): val_top1 chooses")
+    ap.add_argument("--eval-every", type=int, default=1, help="evaluate every N-th epoch and the last (on --subset)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--csv", default=str(ROOT / "reports/tables/teacher_ladder.csv"))
@@ -43,13 +52,14 @@ def main() -> None:
     args = ap.parse_args()
     configs = []
     try:
-        for recipe in args.recipe:
-            for epochs in args.epochs:
-                student = TrainConfig(dataset="fashion_mnist", pad_to=args.pad_to, teacher_epochs=epochs,
-                                      teacher_subset=args.subset, teacher_recipe=recipe, compile=True,
-                                      threads=args.threads, teachers=tuple(args.models))
-                student.validate()
-                configs += [(recipe, teacher_config(m, student)) for m in args.models]
+        for recipe, epochs, seed in ((r, e, s) for r in args.recipe for e in args.epochs for s in args.subset_seeds):
+            base = (dict(get_profile(args.profile).train) if args.profile else
+                    dict(dataset="fashion_mnist", pad_to=args.pad_to, val_split=args.val_split))
+            student = TrainConfig(**{**base, "teacher_epochs": epochs, "teacher_subset": args.subset,
+                                     "subset_seed": seed, "eval_every": args.eval_every, "teacher_recipe": recipe,
+                                     "compile": True, "threads": args.threads, "teachers": tuple(args.models)})
+            student.validate()
+            configs += [(recipe, teacher_config(m, student)) for m in args.models]
     except ValueError as e:
         ap.error(str(e))
     runs = run_many([c for _, c in configs], workers=args.workers, threads=args.threads)
@@ -58,17 +68,21 @@ def main() -> None:
         h = run.history()
         wall = float(run.result["wall_s"])
         rows.append({"teacher": cfg.model, "epochs": cfg.epochs, "recipe": recipe, "pad_to": cfg.pad_to,
-                     "train_images": cfg.train_subset or 60000, "test_top1": float(h["test_top1"].iloc[-1]),
+                     "train_images": cfg.train_subset or 60000 - (cfg.val_split or 0),
+                     "subset_seed": cfg.subset_seed,
+                     "val_top1": float(h["val_top1"].iloc[-1]) if "val_top1" in h else None,
+                     "test_top1": float(h["test_top1"].iloc[-1]),
                      "train_top1": float(h["train_top1"].iloc[-1]),
-                     "test_top1_per_epoch": " ".join(f"{v:.2f}" for v in h["test_top1"]),
+                     "test_top1_per_epoch": " ".join(f"{v:.2f}" for v in h["test_top1"].dropna()),
                      "wall_s": round(wall, 1), "cpu_min": round(wall * args.threads / 60, 2)})
     print(f"machine: {cpu_name()}, CPU-minutes = wall time x threads per run")
     if args.append and Path(args.csv).exists():
         import pandas as pd
 
         old = pd.read_csv(args.csv).to_dict("records")
-        key = [(r["teacher"], r["epochs"], r["recipe"]) for r in rows]
-        rows = [r for r in old if (r["teacher"], r["epochs"], r["recipe"]) not in key] + rows
+        same = ("teacher", "epochs", "recipe", "train_images", "subset_seed")
+        key = [tuple(r[k] for k in same) for r in rows]
+        rows = [r for r in old if tuple(r.get(k) for k in same) not in key] + rows
     write_csv(rows, Path(args.csv))
 
 

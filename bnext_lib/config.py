@@ -164,12 +164,16 @@ class TrainConfig:
     eval_train: bool = option(False, "also evaluate the training split in eval mode without augmentation "
                                      "(train_eval_top1: the train-minus-test gap)", before=False)
     eval_every: int = option(1, "evaluate after every N-th epoch and the last", before=1)
+    test_every: int | None = option(None, "evaluate the test set after every N-th epoch and the last (default: "
+                                          "eval_every; the validation and training splits keep eval_every)",
+                                    before=None)
     eval_flip: bool = option(False, "evaluate with flip test-time augmentation: the mean of the logits of each "
                                     "image and its mirror image", before=False)
     seed: int = option(0, "base seed of everything random")
     device: str = option("auto", "auto, cpu, cuda or cuda:N", digest=False)
     amp: bool = option(False, "bf16 autocast for the student's training forward (and the teachers on a CPU); "
-                              "evaluation stays float32")
+                              "evaluation stays float32 unless eval_amp")
+    eval_amp: bool = option(False, "evaluate under the same autocast as training (bf16 on a CPU)", before=False)
     channels_last: bool = option(False, "train in the channels-last memory format", digest=False)
     compile: bool = option(False, "torch.compile the student's training forward", digest=False)
     threads: int | None = option(None, "torch CPU threads (default: torch's)", digest=False)
@@ -208,6 +212,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "teacher_epochs", "image_size", "eval_every"):
             if int(getattr(self, name)) < 1:
                 errors.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.test_every is not None and self.test_every < 1:
+            errors.append(f"test_every must be >= 1, got {self.test_every}")
         for name in ("train_subset", "test_subset", "teacher_subset", "pad_to", "val_split"):
             v = getattr(self, name)
             if v is not None and v < 1:
@@ -289,15 +295,23 @@ def config_hash(cfg: TrainConfig, legacy: bool = False) -> str:
 
 def teacher_config(name: str, student: TrainConfig) -> TrainConfig:
     """The run that trains teacher ``name`` for ``student``: the student's data (dataset, teacher subset, padding,
-    validation split: a teacher never learns from the images its student is validated on), the student's
-    ``teacher_epochs`` (or the name's own ``@<epochs>``) and ``teacher_recipe``, seed 0, cross-entropy."""
+    validation split: a teacher never learns from the images its student is validated on; on a subset, the one
+    drawn with the student's ``subset_seed`` and the student's ``eval_every``), the student's precision and
+    memory layout (``amp``, ``eval_amp``, ``channels_last``), the student's ``teacher_epochs`` (or the name's own
+    ``@<epochs>``) and ``teacher_recipe``, seed 0, cross-entropy. A full-data teacher is the same run for every
+    student seed."""
     model, epochs = split_teacher(name)
     epochs = epochs or student.teacher_epochs
     recipe = dict(TEACHER_RECIPES[student.teacher_recipe])
     fraction = recipe.pop("warmup_fraction", None)
     if fraction is not None:
         recipe["warmup_epochs"] = fraction * epochs
+    # on a training subset: the student's draw of it, and its evaluation rhythm (the test set costs more than
+    # an epoch there)
+    on_subset = (dict(subset_seed=student.subset_seed, eval_every=student.eval_every)
+                 if student.teacher_subset is not None else {})
     return TrainConfig(model=model, dataset=student.dataset, data_root=student.data_root, download=student.download,
                        epochs=epochs, train_subset=student.teacher_subset, pad_to=student.pad_to,
-                       val_split=student.val_split, subset_seed=student.subset_seed, seed=0, progress=False, compile=student.compile,
-                       threads=student.threads, device=student.device, **recipe)
+                       val_split=student.val_split, seed=0, progress=False, compile=student.compile,
+                       amp=student.amp, eval_amp=student.eval_amp, channels_last=student.channels_last,
+                       threads=student.threads, device=student.device, **recipe, **on_subset)

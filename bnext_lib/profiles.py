@@ -54,7 +54,7 @@ def rescaled_warmup(warmup_epochs: float | None, epochs: float, new_epochs: floa
 _LR_B32 = ONE_CYCLE["lr"] * (32 / 128) ** 0.5  # the one-cycle peak scaled with the square root of the batch
 SHORT_RUN = dict(model="bnext_micro", stem_stride=1, dataset="fashion_mnist", pad_to=None, augment="flip", epochs=1,
                  batch_size=32, **dict(one_cycle(1), lr=_LR_B32, warmup_lr=_LR_B32 / 25),
-                 amp=True, channels_last=True, val_split=5000, train_subset=None, test_subset=None)
+                 amp=True, eval_amp=True, channels_last=True, val_split=5000, train_subset=None, test_subset=None)
 # A training subset and length where the CE student over-fits (benchmarks/overfitting_regime.py, seed 0, the
 # annealed one-cycle recipe, flips): on 2,000 images x 12 epochs its train top-1 (eval mode, no augmentation) ends
 # 5.4 points above test (88.2 vs 82.8 %), >= 3.9 from epoch 6 on except one high-lr dip; 1,000 x 12: 5.2 points

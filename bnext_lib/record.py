@@ -35,6 +35,15 @@ def last_quarter_rise(epochs, top1, run_epochs: int) -> float:
     return float(np.polyfit(e[last], y[last], 1)[0] * run_epochs / 4)
 
 
+def _val_rise(run) -> float:
+    """:func:`last_quarter_rise` of a run's validation top-1 (NaN without a validation split)."""
+    h = run.history()
+    if "val_top1" not in h:
+        return float("nan")
+    h = h.dropna(subset=["val_top1"])
+    return last_quarter_rise(h["epoch"], h["val_top1"], run.config.epochs)
+
+
 class Record:
     """The tables, figures, claims, regime checks and notes of one study, written into ``out``.
 
@@ -96,7 +105,7 @@ class Record:
         """Measure one condition a claim's regime needs (``value >= threshold``, or ``<=`` with
         ``at_least=False``); the returned check goes to :func:`~bnext_lib.verdicts.gate` and to
         ``regime_checks.csv``."""
-        passed = bool(value >= threshold if at_least else value <= threshold)
+        passed = bool(value >= threshold if at_least else value <= threshold)  # NaN (not measured) fails
         entry = {"study": self.name, "check": check, "value": float(value),
                  "threshold": f"{'>=' if at_least else '<='} {threshold:g}", "passed": passed}
         self.regime_checks = [c for c in self.regime_checks if c["check"] != check] + [entry]
@@ -109,19 +118,48 @@ class Record:
                                   sum(values) / len(values), self.thresholds["student_top1"])]
 
     def check_teachers(self, ladder, runs, label: str) -> list[dict]:
-        """The strongest teacher reaches ``teacher_top1`` and leads the CE student ``label`` of ``runs`` (the
-        student it teaches, same regime) by ``teacher_lead`` points."""
-        t, ce = self.thresholds, runs.values(label)
-        best = float(ladder["test_top1"].max())
-        return [self.regime_check("strongest teacher test top-1", best, t["teacher_top1"]),
-                self.regime_check(f"strongest teacher minus CE student test top-1 ({self.regime} regime)",
-                                  best - sum(ce) / len(ce), t["teacher_lead"])]
+        """The teachers play their roles for the CE student ``label`` of ``runs`` (the student they teach, same
+        regime), on the validation split where the runs have one (else the test set): the main (strongest)
+        teacher leads the student by ``teacher_lead`` points (and reaches ``teacher_top1`` where the profile
+        sets it); where the profile sets ``assistant_lead``, the assistant (weakest) leads the student by that
+        and trails the main teacher by ``main_lead``."""
+        t = self.thresholds
+        split = "val" if "val_top1" in ladder and ladder["val_top1"].notna().all() else "test"
+        top1 = ladder[f"{split}_top1"]
+        ce = runs.values(label, f"{split}_top1")
+        ce, main, assistant = sum(ce) / len(ce), float(top1.max()), float(top1.min())
+        name = f"{split} top-1, {self.regime} regime"
+        checks = [self.regime_check(f"main teacher minus CE student ({name})", main - ce, t["teacher_lead"])]
+        if "teacher_top1" in t:
+            checks.insert(0, self.regime_check(f"main teacher {split} top-1", main, t["teacher_top1"]))
+        if "assistant_lead" in t:
+            checks += [self.regime_check(f"assistant minus CE student ({name})", assistant - ce, t["assistant_lead"]),
+                       self.regime_check(f"main teacher minus assistant ({name})", main - assistant, t["main_lead"])]
+        return checks
 
     def check_overfitting(self, runs, label: str) -> list[dict]:
-        """The CE student ``label`` over-fits: mean train (eval mode) minus test top-1 reaches ``overfit_gap``."""
-        gaps = runs.values(label, "gap")
-        return [self.regime_check(f"CE student train-minus-test top-1 gap ({self.regime} regime)",
-                                  sum(gaps) / len(gaps), self.thresholds["overfit_gap"])]
+        """The CE student ``label`` over-fits, as means over its seeds: train top-1 (eval mode, no augmentation)
+        minus test top-1 reaches ``overfit_gap``; and, where the profile sets them, train top-1 reaches
+        ``overfit_train_top1``, the run takes ``overfit_steps`` optimizer steps, and validation top-1 rises by
+        at most ``overfit_val_rise`` points over the last quarter of the run (:func:`last_quarter_rise`)."""
+        t, mean = self.thresholds, lambda xs: sum(xs) / len(xs)
+        checks = [self.regime_check(f"CE student train-minus-test top-1 gap ({self.regime} regime)",
+                                    mean(runs.values(label, "gap")), t["overfit_gap"])]
+        if "overfit_train_top1" in t:
+            checks.append(self.regime_check(f"CE student train top-1, eval mode ({self.regime} regime)",
+                                            mean(runs.values(label, "train_eval_top1")), t["overfit_train_top1"]))
+        cfgs = [r.config for (lab, _), r in runs.runs.items() if lab == label]
+        if "overfit_steps" in t:
+            steps = [c.epochs * ((c.train_subset or 0) // c.batch_size) for c in cfgs]
+            checks.append(self.regime_check(f"CE student optimizer steps ({self.regime} regime)", min(steps),
+                                            t["overfit_steps"]))
+        if "overfit_val_rise" in t:
+            rises = [_val_rise(r) for (lab, _), r in runs.runs.items() if lab == label]
+            rises = [x for x in rises if x == x]  # runs without a validation split measure nothing
+            checks.append(self.regime_check(
+                f"CE student validation top-1 rise over the run's last quarter ({self.regime} regime)",
+                mean(rises) if rises else float("nan"), t["overfit_val_rise"], at_least=False))
+        return checks
 
     def note(self, text: str) -> None:
         """A sentence for the report's section on this study (what was cut, a caveat)."""

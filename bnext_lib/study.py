@@ -171,6 +171,10 @@ def parse_seeds(seeds: Any) -> Any:
     return [int(p) for p in parts]
 
 
+def _or_nan(value) -> float:
+    return math.nan if value is None else float(value)
+
+
 class Study(Record):
     """One notebook's study: validated parameters and the runs, teachers and landscapes it asks the run cache for;
     what it writes (tables, figures, claims, regime checks) is :class:`~bnext_lib.record.Record`'s.
@@ -294,15 +298,15 @@ class Study(Record):
             rows.append({"label": label, "seed": seed, "model": run.config.model, "augment": run.config.augment,
                          "teachers": "+".join(t.removeprefix("timm:") for t in run.config.teachers) or "none",
                          "teacher_top1": max(t_acc.values()) if t_acc else float("nan"),
-                         "test_top1": f["test_top1"],
+                         "test_top1": f["test_top1"], "val_top1": _or_nan(f.get("val_top1")),
                          "train_top1": f["train_top1"], "train_eval_top1": f.get("train_eval_top1", math.nan),
                          "gap": seen - f["test_top1"],
                          "test_loss": f["test_loss"], "train_loss": f["train_loss"],
                          "minutes": run.result["wall_s"] / 60, "digest": run.digest})
         if cut:
             self.note("Cut at this profile to fit its budget: " + ", ".join(f"'{c}'" for c in cut) + ".")
-        columns = ["label", "seed", "model", "augment", "teachers", "teacher_top1", "test_top1", "train_top1",
-                   "train_eval_top1", "gap", "test_loss", "train_loss", "minutes", "digest"]
+        columns = ["label", "seed", "model", "augment", "teachers", "teacher_top1", "test_top1", "val_top1",
+                   "train_top1", "train_eval_top1", "gap", "test_loss", "train_loss", "minutes", "digest"]
         df = pd.DataFrame(rows, columns=columns)
         return RunSet(dict(zip(keys, runs)), df, cut, self.profile)
 
@@ -327,6 +331,7 @@ class Study(Record):
             run = runs[config_hash(t_cfg)]
             model = run.load_model()
             rows.append({"teacher": n, "test_top1": run.final["test_top1"],
+                         "val_top1": _or_nan(run.final.get("val_top1")),
                          "train_top1": run.final.get("train_top1", float("nan")),
                          "params_M": sum(p.numel() for p in model.parameters()) / 1e6, "epochs": t_cfg.epochs,
                          "train_images": t_cfg.train_subset or "all", "recipe": base.teacher_recipe,

@@ -396,6 +396,34 @@ def test_eval_every_skips_evaluations_but_never_the_last(tmp_path):
         TrainConfig(eval_every=0).validate()
 
 
+def test_test_every_evaluates_the_test_set_less_often_than_the_validation_split(tmp_path):
+    result = train(_cfg(tmp_path, epochs=3, eval_every=1, test_every=3, val_split=40, train_subset=64,
+                        test_subset=32))
+    rows = result["history"]
+    assert [r["test_top1"] is None for r in rows] == [True, True, False]
+    assert all(0 <= r["val_top1"] <= 100 for r in rows)
+    assert train_mod.config_hash(TrainConfig(test_every=None)) == train_mod.config_hash(TrainConfig())
+    with pytest.raises(ValueError, match="test_every must be >= 1"):
+        TrainConfig(test_every=0).validate()
+
+
+def test_static_evaluation_pads_the_last_batch_and_changes_nothing_else():
+    """A compiled evaluation sees one batch shape: the short last batch is padded, its extra logits dropped."""
+    model = train_mod.build_model("bnext_pico", 10, 1).eval()
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)) for n in (32, 32, 7)]
+    shapes = []
+    model.register_forward_pre_hook(lambda m, args: shapes.append(len(args[0])))
+    plain = train_mod.evaluate(model, batches, None, torch.device("cpu"))
+    assert shapes == [32, 32, 7]
+    shapes.clear()
+    padded = train_mod.evaluate(model, batches, None, torch.device("cpu"), static=True)
+    assert shapes == [32, 32, 32] and padded[1] == plain[1] and padded[0] == pytest.approx(plain[0], rel=1e-6)
+    bf16 = train_mod.evaluate(model, batches, None, torch.device("cpu"),
+                              autocast={"device_type": "cpu", "dtype": torch.bfloat16})
+    assert bf16[0] == pytest.approx(plain[0], rel=0.05)  # the same model under bf16 autocast
+
+
 @pytest.mark.parametrize("per_step", [True, False])
 def test_anneal_to_end_ends_the_run_at_min_lr(per_step):
     """timm's cosine starts after the warm-up: lasting ``epochs`` (official) it leaves a run with a 30 % warm-up

@@ -13,7 +13,8 @@ The official recipe (``docs/method.md`` §5, §8, §11) is the default:
   exact ``sign`` at 30 % of the run;
 * distillation from timm teachers (:mod:`bnext_lib.distill`), the soft-target loss only (no hard-label term);
 * float32 by default; ``amp=True`` runs the student's training forward under bf16 autocast (CPU and CUDA;
-  evaluation stays float32). On CUDA the teachers always run under autocast (official), on the CPU under bf16
+  evaluation stays float32 unless ``eval_amp``). With ``compile`` the evaluation has its own compiled graph, a
+  short last batch padded to the batch size so that it keeps one shape. On CUDA the teachers always run under autocast (official), on the CPU under bf16
   autocast when ``amp=True``.
 
 Every epoch writes ``metrics.csv``/``metrics.json`` (train/test loss and top-1, lr, temperature, teacher weights,
@@ -244,6 +245,8 @@ class _Trainer:
     steps_per_epoch: int
     out: Path | None
     ema: Any = None  # timm's ModelEmaV3 of the model (``ema_decay``), or None
+    eval_net: nn.Module | None = None  # the model compiled for evaluation (``compile``, one process), or None
+    autocast: dict | None = None  # torch.autocast arguments of the student's forward
 
     def set_schedules(self, epoch: int, step: int) -> None:
         """Learning rate and temperature for this step (every step, or at each epoch's start)."""
@@ -299,8 +302,11 @@ def _trainer(cfg: TrainConfig, d: _Dist, device: torch.device, data: _Data, give
     if cfg.ema_decay:
         from timm.utils import ModelEmaV3
         ema = ModelEmaV3(model, decay=cfg.ema_decay, exclude_buffers=True)  # buffers (temperature) copied
+    # evaluation: its own compiled graph (eval mode, fixed batch shape), sharing the model's parameters
+    eval_net = torch.compile(model) if cfg.compile and d.world == 1 else None
     return _Trainer(cfg, d, device, model, net, optimizer, scheduler, temperature, loss, data.steps_per_epoch,
-                    Path(cfg.out) if cfg.out else None, ema)
+                    Path(cfg.out) if cfg.out else None, ema, eval_net,
+                    {"device_type": device.type, "dtype": torch.bfloat16, "enabled": cfg.amp})
 
 
 def _read_resume_state(cfg: TrainConfig) -> dict | None:
@@ -336,7 +342,7 @@ def train_one_epoch(tr: _Trainer, data: _Data, epoch: int, active: Sequence[str]
         x, target = data.augmenter.train_batch(images, labels) if data.augmenter is not None else (images, labels)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+        with torch.autocast(**tr.autocast):
             logits = tr.net(x)
         logits = logits.float()
         loss, alpha = tr.loss(logits, x, target, active)
@@ -378,18 +384,24 @@ def _binarization(tr: _Trainer) -> dict:
 
 
 def evaluate(model: nn.Module, batches, augmenter: Augmenter | None, device: torch.device, d: _Dist | None = None,
-             flip: bool = False) -> tuple[float, float]:
+             flip: bool = False, autocast: Mapping | None = None, static: bool = False) -> tuple[float, float]:
     """Mean cross-entropy and top-1 (%) over ``batches`` in eval mode, summed over all processes. ``flip``: the
-    logits are the mean of the image's and its mirror image's (flip test-time augmentation)."""
+    logits are the mean of the image's and its mirror image's (flip test-time augmentation). ``autocast``:
+    :class:`torch.autocast` arguments for the forward. ``static``: a short last batch is padded to the first
+    batch's size (its extra logits dropped), so that a compiled model sees one shape."""
     model.eval()
     ev = torch.zeros(3, dtype=torch.float64)
-    with torch.no_grad():
+    full = None
+    with torch.no_grad(), torch.autocast(**(autocast or {"device_type": device.type, "enabled": False})):
         for images, labels in batches:
             images, labels = images.to(device), labels.to(device)
             x = augmenter.eval_batch(images) if augmenter is not None else images
-            logits = model(x).float()
+            n, full = len(labels), full or len(labels)
+            if static and n < full:  # eval mode: a row never changes another row's logits
+                x = torch.cat([x, x[:1].expand(full - n, *x.shape[1:])])
+            logits = model(x)[:n].float()
             if flip:
-                logits = (logits + model(x.flip(-1)).float()) / 2
+                logits = (logits + model(x.flip(-1))[:n].float()) / 2
             ev += torch.tensor([F.cross_entropy(logits, labels, reduction="sum").item(),
                                 (logits.argmax(1) == labels).sum().item(), len(labels)], dtype=torch.float64)
     ev = _all_sum(ev, d or _Dist(), device)
@@ -442,21 +454,25 @@ def _evaluated_model(tr: _Trainer, data: _Data, epoch: int) -> nn.Module:
 # --------------------------------------------------------------------------------------------- the run
 def _epoch_row(tr: _Trainer, data: _Data, epoch: int, active: Sequence[str], t_epoch: float,
                train_row: dict) -> dict:
-    due = (epoch + 1) % tr.cfg.eval_every == 0 or epoch + 1 == tr.cfg.epochs
-    model = _evaluated_model(tr, data, epoch) if due else tr.model
-    flip = tr.cfg.eval_flip
-    test_loss, test_top1 = (evaluate(model, data.test(), data.augmenter, tr.device, tr.d, flip) if due
+    last = epoch + 1 == tr.cfg.epochs
+    due = (epoch + 1) % tr.cfg.eval_every == 0 or last
+    test_due = (epoch + 1) % (tr.cfg.test_every or tr.cfg.eval_every) == 0 or last
+    model = _evaluated_model(tr, data, epoch) if due or test_due else tr.model
+    static = tr.eval_net is not None and model is tr.model
+    model = tr.eval_net if static else model
+    opts = dict(flip=tr.cfg.eval_flip, autocast=tr.autocast if tr.cfg.eval_amp else None, static=static)
+    test_loss, test_top1 = (evaluate(model, data.test(), data.augmenter, tr.device, tr.d, **opts) if test_due
                             else (None, None))
     row = {"epoch": epoch + 1, "train_loss": train_row["train_loss"], "train_top1": train_row["train_top1"],
            "test_loss": test_loss, "test_top1": test_top1, "lr": tr.optimizer.param_groups[0]["lr"],
            **_binarization(tr), "teachers": "+".join(active), "train_images_s": train_row["train_images_s"],
            "train_s": train_row["train_s"], "epoch_s": time.perf_counter() - t_epoch}
     if data.val is not None:
-        row["val_loss"], row["val_top1"] = (evaluate(model, data.val(), data.augmenter, tr.device, tr.d, flip)
+        row["val_loss"], row["val_top1"] = (evaluate(model, data.val(), data.augmenter, tr.device, tr.d, **opts)
                                             if due else (None, None))
     if data.train_eval is not None and due:
         row["train_eval_loss"], row["train_eval_top1"] = evaluate(model, data.train_eval(), data.augmenter,
-                                                                  tr.device, tr.d, flip)
+                                                                  tr.device, tr.d, **opts)
     row.update({k: v for k, v in train_row.items() if k.startswith("alpha_")})
     return row
 
