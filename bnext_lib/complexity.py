@@ -185,6 +185,7 @@ def cost_table(models: Iterable[str] | Mapping[str, nn.Module], input_size: Sequ
             "OPs_G": p.ops / 1e9,
             "OPs_fp32_G": p.ops_fp32 / 1e9,
             "degree_pct": 100 * p.binarization_degree,
+            "degree_fp32_pct": 100 * p.bops / 64 / p.ops_fp32,
             "packed_MB": p.packed_bytes / 1e6,
             "float32_MB": p.float32_bytes / 1e6,
             "readme_OPs_G": info.readme_ops if info else None,

@@ -226,6 +226,8 @@ class Study(Record):
         if errors:
             raise ValueError(f"invalid parameters for {name}:\n  " + "\n  ".join(errors))
         self.seeds = tuple(seeds) if seeds is not None else self.profile.seeds
+        # the headline claims' comparisons: the profile's larger set, unless the caller chose the seeds
+        self.headline_seeds = self.seeds if seeds is not None else (self.profile.headline_seeds or self.seeds)
         self.workers = workers or self.profile.workers
         self.threads = self.profile.threads if self.workers > 1 else None
         self.overrides = {k: v for k, v in dict(epochs=epochs, dataset=dataset, model=model).items() if v is not None}
@@ -262,6 +264,8 @@ class Study(Record):
         """A validated :class:`~bnext_lib.train.TrainConfig`: profile, study overrides, then ``overrides``
         (``regime``: another regime's settings than this study's)."""
         values = {**self.regime_settings(regime or self.regime), "progress": False, **overrides}
+        if self.profile.subset_per_seed and values.get("train_subset") is not None and "seed" in overrides:
+            values.setdefault("subset_seed", overrides["seed"])  # overrides may still name another draw
         if "teachers" in values:
             values["teachers"] = tuple(values["teachers"])
         cfg = TrainConfig(**values)
@@ -269,20 +273,24 @@ class Study(Record):
         return cfg
 
     def run(self, variants: Mapping[str, Mapping[str, Any]], seeds: Sequence[int] | None = None,
-            prefetch: bool = False) -> RunSet:
+            prefetch: bool = False, headline: bool | Sequence[str] = False) -> RunSet:
         """Train (or read from the cache) every variant at every seed.
 
         Args:
             variants: ``{label: TrainConfig overrides}``.
             seeds: default: the study's seeds.
+            headline: the labels (``True``: all) a headline claim compares, trained at :attr:`headline_seeds`
+                instead.
             prefetch: also train, in the same pool, what the later studies start from (:meth:`prerequisites`): a
                 long teacher then overlaps these runs instead of leaving a worker idle.
         """
         import pandas as pd
 
         seeds = tuple(seeds) if seeds is not None else self.seeds
+        top = set(variants) if headline is True else set(headline or ())
         cut = {label: self.profile.cut_reason(label) for label in variants if self.profile.cut_reason(label)}
-        keys = [(label, seed) for label in variants if label not in cut for seed in seeds]
+        keys = [(label, seed) for label in variants if label not in cut
+                for seed in (self.headline_seeds if label in top else seeds)]
         configs = [self.config(**{**variants[label], "seed": seed}) for label, seed in keys]
         done = sum(is_done(c) for c in configs)
         extra = self.prerequisites() if prefetch else []
@@ -315,7 +323,7 @@ class Study(Record):
         has an over-fitting regime, its CE student at every seed (the baseline its regime checks measure)."""
         out = [teacher_config(n, self.config()) for n in reversed(self.teachers)]
         if self.profile.overfitting:
-            out += [self.config("overfitting", seed=s) for s in self.seeds]
+            out += [self.config("overfitting", seed=s) for s in self.headline_seeds]
         return out
 
     def teacher_table(self, names: Sequence[str] | None = None):
@@ -347,8 +355,10 @@ class Study(Record):
         return dict(zip(keys, parallel_map(run_landscape, jobs, self.workers, self.threads, desc="landscapes")))
 
     def ladder(self):
-        """The teacher table sorted by measured test top-1 (weak to strong): the ladder the studies use."""
-        return self.teacher_table().sort_values("test_top1")
+        """The teacher table sorted weak to strong by measured validation top-1 (test top-1 without a validation
+        split): the ladder the studies use."""
+        table = self.teacher_table()
+        return table.sort_values("val_top1" if table["val_top1"].notna().all() else "test_top1")
 
     @property
     def sizes(self) -> tuple[str, ...]:
@@ -359,7 +369,8 @@ class Study(Record):
         """Write ``results/<name>.json`` (parameters, tables, figures, claims, run counts, wall time)."""
         wall = round(time.perf_counter() - self.t0, 1)
         self.write_results({"study": self.name, "profile": self.profile.name, "regime": self.regime,
-                            "seeds": list(self.seeds), "settings": self.settings, "teachers": list(self.teachers),
+                            "seeds": list(self.seeds), "headline_seeds": list(self.headline_seeds),
+                            "settings": self.settings, "teachers": list(self.teachers),
                             "workers": self.workers, "threads": self.threads, "runs_trained": self.trained,
                             "runs_cached": self.cached, "wall_s": wall})
         return {"claims": len(self.claims), "tables": len(self.tables), "figures": len(self.figures),

@@ -182,3 +182,20 @@ def test_each_profile_reports_into_its_own_folder():
     reports = REPO_ROOT / "reports"
     assert [report_dir(p) for p in ("cpu", "smoke", "gpu", "paper")] == [
         reports, reports / ".scratch", reports / "gpu", reports / "paper"]
+
+
+def test_the_cpu_profile_draws_each_seed_its_subset_and_gives_headline_claims_more_seeds(tmp_path, monkeypatch):
+    import bnext_lib.study as study_mod
+
+    s = Study("03_distillation", profile="cpu", device="cpu", out_dir=tmp_path, regime="overfitting")
+    assert s.seeds == (0, 1, 2) and s.headline_seeds == (0, 1, 2, 3, 4)
+    assert s.config(seed=3).subset_seed == 3 and s.config(seed=3, subset_seed=0).subset_seed == 0
+    full = Study("01_architecture_study", profile="cpu", device="cpu", out_dir=tmp_path)
+    assert full.config(seed=3).subset_seed == 0  # no subset: nothing to draw, the digest stays the seed's alone
+    assert Study("01_architecture_study", profile="cpu", seeds=[7], out_dir=tmp_path).headline_seeds == (7,)
+    trained = []
+    monkeypatch.setattr(study_mod, "run_many", lambda cfgs, **kw: trained.extend(cfgs) or [None] * len(cfgs))
+    with pytest.raises(AttributeError):  # the fake runs have no results; the configurations are what is checked
+        s.run({"CE only": {}, "single strong": {"teachers": [s.teachers[-1]]}}, headline=["single strong"])
+    assert [(c.teachers != (), c.seed) for c in trained] == [(False, 0), (False, 1), (False, 2)] + [
+        (True, seed) for seed in range(5)]

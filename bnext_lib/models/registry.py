@@ -27,7 +27,8 @@ class ModelInfo:
         top1: published ImageNet top-1 in %, ``None`` where none exists.
         top1_source: where ``top1`` comes from.
         readme_ops: the official README's OPs in G (BOPs/64 + FLOPs/8), ``None`` where not published.
-        readme_degree: the official README's binarization degree in %, ``None`` where not published.
+        readme_degree: the official README's binarization degree in %, ``None`` where not published (for the
+            baselines under the README's other convention: FLOPs at full cost, the cost table's ``degree_fp32_pct``).
         imagenet: whether the configuration is the ImageNet one (small-image variants are not).
     """
 
