@@ -143,11 +143,11 @@ def test_a_recipe_the_profile_cannot_form_is_cut_not_missing():
     KeyError in notebook 03); a label nobody cut still raises."""
     import pandas as pd
 
-    from bnext_lib.profiles import get_profile
+    from bnext_lib.profiles import Profile
     from bnext_lib.report import RunSet
 
     df = pd.DataFrame({"label": ["two, adaptive (batch)"] * 3, "test_top1": [81.0, 81.5, 82.0]})
-    rs = RunSet({}, df, {}, get_profile("cpu"))  # its cut names consecutive KD
+    rs = RunSet({}, df, {}, Profile("cpu", cut=("consecutive*",)))  # a profile whose cut names consecutive KD
     assert set(distillation_recipes(["weak", "strong"])) == set(distillation_recipes(["weak", "mid", "strong"])) - {
         "consecutive (weak→mid, strong)"}
     res = rs.compare("consecutive (weak→mid, strong)", "two, adaptive (batch)")
