@@ -44,7 +44,8 @@ def rescaled_warmup(warmup_epochs: float | None, epochs: float, new_epochs: floa
 # AVX512-BF16, no AMX; seeds 10 and 11; reports/tables/time_to_accuracy_techniques.csv): one epoch at batch 32 (lr
 # scaled by the square root of the batch: 1e-3) on the images as stored: validation top-1 89.56 / 89.54 %, against
 # 88.68 / 89.64 % at batch 64 and 87.86 / 88.12 % at batch 128 on 32x32; bf16 autocast and channels-last for the
-# step (1.28-1.41x the compiled float32 step, benchmarks/train_speed.py). The headline comparison with the v2 recipe (bnext_micro on
+# step (1.28-1.41x the compiled float32 step, benchmarks/train_speed.py). The headline comparison with the v2
+# recipe (bnext_micro on
 # 32x32, 2 epochs at batch 128, float32: micro-s1-onecycle-flip-pad32 of benchmarks/student_frontier.py) on the
 # report's seeds is reports/tables/time_to_accuracy.csv.
 _LR_B32 = ONE_CYCLE["lr"] * (32 / 128) ** 0.5  # the one-cycle peak scaled with the square root of the batch
@@ -79,7 +80,8 @@ THRESHOLDS = dict(student_top1=89.0, teacher_lead=4.0, assistant_lead=2.0, main_
 # measures them again, and gates their roles): full-precision ResNet-10t trained on the 55,000 training images for
 # 4, 8 and 16 epochs: validation top-1 90.10, 92.58 and 93.26 % (reports/tables/teacher_ladder.csv), 5.2, 7.7 and
 # 8.4 points above the over-fitting regime's CE student (84.9 % on the choice seeds); 2 epochs gave 88.00 %.
-# Teachers trained on the student's kind of data cannot play the roles: 40 epochs on 2,000 images (twice the regime's subset) give MobileNetV3-S 0.5, ResNet-10t and ResNet-18 75.4, 85.7 and 84.4 %
+# Teachers trained on the student's kind of data cannot play the roles: 40 epochs on 2,000 images (twice the
+# regime's subset) give MobileNetV3-S 0.5, ResNet-10t and ResNet-18 75.4, 85.7 and 84.4 %
 # validation top-1 (subset seed 10; reports/tables/teachers_same_data.csv), below the CE student of that subset
 # (86.8 %). So the teachers learn from 55x the student's images and their soft labels carry that data, where in the
 # paper teacher and student learn from the same ImageNet images: a deliberate difference (docs/method.md §13).
