@@ -1,5 +1,7 @@
 """Study: parameter checks, settings layering, what a study trains and cuts, and what it writes."""
 
+import math
+
 import pytest
 
 from bnext_lib.report import REPO_ROOT, Study, assemble, combine, compare, distillation_recipes, gate
@@ -131,11 +133,15 @@ def test_cut_variants_are_not_trained_and_their_comparisons_not_tested(tmp_path)
     assert any("'ELM only'" in n for n in s.notes)
     nothing = s.run({"ELM alone": {"info_recoupling": False}})  # a study whose variants are all cut
     assert nothing.labels == [] and nothing.table().empty and nothing.compare("ELM alone", "both")["cut"]
-    (student,) = s.check_student(runs, "both")
+    (student,) = s.check_student(runs, "both")  # no validation split in this profile: the test set
     assert student["value"] == pytest.approx(runs.values("both")[0]) and student["passed"] is False  # 89 % bar
-    (gap,) = s.check_overfitting(runs, "both")
-    row = runs.df.iloc[0]
+    assert "test top-1" in student["check"]
+    gap, fit, steps, rise = s.check_overfitting(runs, "both")
+    row, cfg = runs.df.iloc[0], runs.runs[("both", 0)].config
     assert gap["value"] == pytest.approx(row["train_eval_top1"] - row["test_top1"])
+    assert fit["value"] == pytest.approx(row["train_eval_top1"])
+    assert steps["value"] == cfg.epochs * (cfg.train_subset // cfg.batch_size)
+    assert math.isnan(rise["value"]) and not rise["passed"]  # one evaluation: no slope, so the check fails
 
 
 def test_a_recipe_the_profile_cannot_form_is_cut_not_missing():
