@@ -15,7 +15,8 @@ from .record import COMPARISON_FIELDS
 from .study import NOTEBOOKS, REPO_ROOT, report_dir
 from .verdicts import VERDICTS, holm
 
-__all__ = ["machine_info", "git_commit", "adjusted_claims", "replication", "assemble", "update_readme"]
+__all__ = ["machine_info", "git_commit", "adjusted_claims", "replication", "assemble", "update_readme",
+           "report_files", "stale_files"]
 
 
 def machine_info() -> dict:
@@ -286,6 +287,35 @@ def _regime_section(out: Path, evidence=REGIME_EVIDENCE,
         if (out / "figures" / f"00_{name}.png").exists():
             lines += [f"![{caption}](figures/00_{name}.png)", ""]
     return lines
+
+
+def report_files(out: str | os.PathLike) -> set[Path]:
+    """Every file the last run of the report in ``out`` accounts for: what its studies' results name (the results
+    files, their tables and figures, the executed notebooks), what assembly writes (REPORT.md, claims.csv,
+    run.json, the regime-check and per-seed tables), and the evidence benchmarks' outputs REPORT.md cites (table,
+    figure, log). Anything else under ``out`` is left over from an earlier run (:func:`stale_files`)."""
+    out = Path(out)
+    files = {out / n for n in ("REPORT.md", "claims.csv", "run.json", "README.md")}
+    files |= {out / "tables" / n for n in ("regime_checks.csv", "claims_per_seed.csv")}
+    for path in sorted((out / "results").glob("*.json")) if (out / "results").is_dir() else []:
+        study = json.loads(path.read_text())
+        files |= {path, out / "executed" / f"{study['study']}.ipynb", out / "executed" / f"{study['study']}.html"}
+        files |= {out / t[k] for t in study.get("tables", []) for k in ("csv", "md")}
+        files |= {out / f[k] for f in study.get("figures", []) for k in ("png", "svg")}
+    for name, _, _ in REGIME_EVIDENCE + ROBUSTNESS_EVIDENCE:
+        files |= {out / "tables" / f"{name}.csv", out / "figures" / f"00_{name}.png", out / "logs" / f"{name}.log"}
+    return files
+
+
+def stale_files(out: str | os.PathLike) -> list[Path]:
+    """The files under ``out`` that :func:`report_files` does not account for; other profiles' folders beside the
+    cpu report (``gpu/``, ``paper/``, ``.scratch/``) and ``logs/`` (the transcripts of whoever ran it: the runner's
+    invocations, a device session's calls) are left out."""
+    out = Path(out)
+    others = {out / p for p in ("gpu", "paper", ".scratch")} if out.resolve() == report_dir("cpu").resolve() else set()
+    known = report_files(out)
+    return sorted(p for p in out.rglob("*") if p.is_file() and p not in known
+                  and not any(o in p.parents for o in others) and out / "logs" not in p.parents)
 
 
 def _number(v: float) -> str:

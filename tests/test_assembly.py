@@ -68,3 +68,28 @@ def test_report_tables_show_whole_numbers_small_p_and_empty_cells():
     assert rows == [["a", "0", "82.82", "", ""], ["a", "1", "83.20", "", ""],
                     ["a > b", "", "", "0.00047", "reproduced"]]
     assert "nan" not in markdown_table(pd.DataFrame({"p": [0.5, float("nan")]}))
+
+
+def test_a_file_the_last_run_did_not_write_is_stale(tmp_path):
+    """What a report folder holds is what its last run's records name, the evidence benchmarks' outputs and logs."""
+    from bnext_lib.assembly import report_files, stale_files
+
+    out = tmp_path / "reports"
+    for rel in ("results/04_x.json", "tables/04_t.csv", "tables/04_t.md", "figures/04_f.png", "figures/04_f.svg",
+                "executed/04_x.ipynb", "REPORT.md", "claims.csv", "tables/time_to_accuracy.csv",
+                "logs/anything.log", "tables/04_old_pivot.csv", "figures/04_old_heatmap.png"):
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text("x")
+    (out / "results/04_x.json").write_text(json.dumps({
+        "study": "04_x", "tables": [{"csv": "tables/04_t.csv", "md": "tables/04_t.md"}],
+        "figures": [{"png": "figures/04_f.png", "svg": "figures/04_f.svg"}]}))
+    assert out / "tables/04_t.csv" in report_files(out)
+    assert stale_files(out) == [out / "figures/04_old_heatmap.png", out / "tables/04_old_pivot.csv"]
+
+
+@pytest.mark.parametrize("profile", ["cpu", "gpu"])
+def test_the_committed_reports_hold_only_what_their_last_run_wrote(profile):
+    from bnext_lib.assembly import stale_files
+    from bnext_lib.study import report_dir
+
+    assert stale_files(report_dir(profile)) == []
