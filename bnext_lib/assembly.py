@@ -85,7 +85,7 @@ def replication(out: Path) -> dict[str, str]:
         return {}
     try:
         studies, _ = _read_results(gpu)
-    except (FileNotFoundError, json.JSONDecodeError):
+    except FileNotFoundError:  # a results folder without results: no replication to show
         return {}
     return {c["key"]: c["verdict"] for c in adjusted_claims(studies)}
 

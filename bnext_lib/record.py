@@ -7,6 +7,7 @@ atomic and lands in the study's ``out`` folder (:func:`bnext_lib.study.report_di
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -115,7 +116,8 @@ class Record:
         """The CE student learns the task: its mean top-1 over seeds on the validation split (the test set for
         runs without one) reaches the profile's ``student_top1``."""
         val = runs.values(label, "val_top1") if "val_top1" in runs.df else []
-        split, values = ("validation", val) if val and all(v == v for v in val) else ("test", runs.values(label))
+        measured = bool(val) and not any(math.isnan(v) for v in val)
+        split, values = ("validation", val) if measured else ("test", runs.values(label))
         return [self.regime_check(f"CE student {split} top-1 ({label}, mean of {len(values)} seeds)",
                                   sum(values) / len(values), self.thresholds["student_top1"])]
 

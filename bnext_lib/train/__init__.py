@@ -14,7 +14,8 @@ The official recipe (``docs/method.md`` §5, §8, §11) is the default:
 * distillation from timm teachers (:mod:`bnext_lib.distill`), the soft-target loss only (no hard-label term);
 * float32 by default; ``amp=True`` runs the student's training forward under bf16 autocast (CPU and CUDA;
   evaluation stays float32 unless ``eval_amp``). With ``compile`` the evaluation has its own compiled graph, a
-  short last batch padded to the batch size so that it keeps one shape. On CUDA the teachers always run under autocast (official), on the CPU under bf16
+  short last batch padded to the batch size so that it keeps one shape. On CUDA the teachers always run under
+  autocast (official), on the CPU under bf16
   autocast when ``amp=True``.
 
 Every epoch writes ``metrics.csv``/``metrics.json`` (train/test loss and top-1, lr, temperature, teacher weights,
