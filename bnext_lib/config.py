@@ -167,6 +167,9 @@ class TrainConfig:
     test_every: int | None = option(None, "evaluate the test set after every N-th epoch and the last (default: "
                                           "eval_every; the validation and training splits keep eval_every)",
                                     before=None)
+    eval_every_last_quarter: int | None = option(
+        None, "evaluate the validation and training splits after every N-th epoch in the last quarter of the run, "
+              "where a plateau is read (default: eval_every)", before=None)
     eval_flip: bool = option(False, "evaluate with flip test-time augmentation: the mean of the logits of each "
                                     "image and its mirror image", before=False)
     seed: int = option(0, "base seed of everything random")
@@ -212,8 +215,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "teacher_epochs", "image_size", "eval_every"):
             if int(getattr(self, name)) < 1:
                 errors.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.test_every is not None and self.test_every < 1:
-            errors.append(f"test_every must be >= 1, got {self.test_every}")
+        for name in ("test_every", "eval_every_last_quarter"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                errors.append(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("train_subset", "test_subset", "teacher_subset", "pad_to", "val_split"):
             v = getattr(self, name)
             if v is not None and v < 1:

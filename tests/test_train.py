@@ -407,6 +407,19 @@ def test_test_every_evaluates_the_test_set_less_often_than_the_validation_split(
         TrainConfig(test_every=0).validate()
 
 
+def test_the_last_quarter_can_be_evaluated_more_often(tmp_path):
+    result = train(_cfg(tmp_path, epochs=8, eval_every=4, eval_every_last_quarter=1, test_every=8, val_split=40,
+                        train_subset=32, test_subset=32, eval_train=True))
+    rows = result["history"]
+    # epochs 1-6 every 4th (4), the last quarter (7, 8) every epoch
+    assert [r["epoch"] for r in rows if r.get("val_top1") is not None] == [4, 7, 8]
+    assert [r["epoch"] for r in rows if r.get("train_eval_top1") is not None] == [4, 7, 8]
+    assert [r["epoch"] for r in rows if r["test_top1"] is not None] == [8]
+    assert train_mod.config_hash(TrainConfig(eval_every_last_quarter=None)) == train_mod.config_hash(TrainConfig())
+    with pytest.raises(ValueError, match="eval_every_last_quarter must be >= 1"):
+        TrainConfig(eval_every_last_quarter=0).validate()
+
+
 def test_static_evaluation_pads_the_last_batch_and_changes_nothing_else():
     """A compiled evaluation sees one batch shape: the short last batch is padded, its extra logits dropped."""
     model = train_mod.build_model("bnext_pico", 10, 1).eval()

@@ -452,11 +452,18 @@ def _evaluated_model(tr: _Trainer, data: _Data, epoch: int) -> nn.Module:
     return tr.ema.module
 
 
+def _eval_period(cfg: TrainConfig, epoch: int) -> int:
+    """Every how many epochs the validation and training splits are evaluated at ``epoch`` (1-based): the last
+    quarter may be denser, since a plateau is read there (:func:`bnext_lib.record.last_quarter_rise`)."""
+    late = cfg.eval_every_last_quarter is not None and epoch > cfg.epochs * 0.75
+    return cfg.eval_every_last_quarter if late else cfg.eval_every
+
+
 # --------------------------------------------------------------------------------------------- the run
 def _epoch_row(tr: _Trainer, data: _Data, epoch: int, active: Sequence[str], t_epoch: float,
                train_row: dict) -> dict:
     last = epoch + 1 == tr.cfg.epochs
-    due = (epoch + 1) % tr.cfg.eval_every == 0 or last
+    due = (epoch + 1) % _eval_period(tr.cfg, epoch + 1) == 0 or last
     test_due = (epoch + 1) % (tr.cfg.test_every or tr.cfg.eval_every) == 0 or last
     model = _evaluated_model(tr, data, epoch) if due or test_due else tr.model
     static = tr.eval_net is not None and model is tr.model
