@@ -23,8 +23,8 @@ from .augment import parse_augment
 from .data import DATASETS
 from .models.registry import check_model_name, timm_name
 
-__all__ = ["TrainConfig", "option", "config_hash", "ONE_CYCLE", "TEACHER_RECIPES", "split_teacher",
-           "teacher_config", "NOT_BEFORE"]
+__all__ = ["TrainConfig", "option", "config_hash", "in_last_quarter", "ONE_CYCLE", "TEACHER_RECIPES",
+           "split_teacher", "teacher_config", "NOT_BEFORE"]
 
 # The short-run learning-rate schedule of students and teachers: a linear warm-up over 30 % of the run from lr/25
 # to the peak, then cosine to 1e-6 at the end of the run.
@@ -69,6 +69,12 @@ TEACHER_RECIPES: dict[str, dict] = {
     # its end): what "onecycle" was before annealing to the end was added; kept so that its teachers stay comparable
     "warmcos": dict(ONE_CYCLE, anneal_to_end=False, batch_size=128, wd_conv=0.05, wd_other=0.05, augment="basic"),
 }
+
+
+def in_last_quarter(epoch, epochs):
+    """Whether 1-based ``epoch`` (a number or a numpy array) lies in the last quarter of a run of ``epochs``: where
+    the evaluations may be denser (``eval_every_last_quarter``) and the over-fitting check reads its plateau."""
+    return epoch > epochs * 0.75
 
 
 def split_teacher(name: str) -> tuple[str, int | None]:
@@ -165,7 +171,7 @@ class TrainConfig:
                                      "(train_eval_top1: the train-minus-test gap)", before=False)
     eval_every: int = option(1, "evaluate after every N-th epoch and the last", before=1)
     test_every: int | None = option(None, "evaluate the test set after every N-th epoch and the last (default: "
-                                          "eval_every; the validation and training splits keep eval_every)",
+                                          "eval_every; the validation and training splits keep theirs)",
                                     before=None)
     eval_every_last_quarter: int | None = option(
         None, "evaluate the validation and training splits after every N-th epoch in the last quarter of the run, "

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .checkpoints import atomic_write_text
+from .config import in_last_quarter
 from .verdicts import VERDICTS
 
 __all__ = ["Record", "COMPARISON_FIELDS", "SOURCES", "last_quarter_rise"]
@@ -30,7 +31,7 @@ def last_quarter_rise(epochs, top1, run_epochs: int) -> float:
     import numpy as np
 
     e, y = np.asarray(epochs, float), np.asarray(top1, float)
-    last = e > run_epochs * 0.75
+    last = in_last_quarter(e, run_epochs)
     if last.sum() < 2:
         return float("nan")
     return float(np.polyfit(e[last], y[last], 1)[0] * run_epochs / 4)

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from ..augment import Augmenter
 from ..binary import TemperatureSchedule, get_temperature, saturated_fraction, set_temperature
 from ..checkpoints import CheckpointError, atomic_save, atomic_write, atomic_write_text, read_checkpoint
-from ..config import TrainConfig, config_hash
+from ..config import TrainConfig, config_hash, in_last_quarter
 from ..data import BatchLoader, FolderData, ImageData, epoch_seed, load_dataset
 from ..distill import ConsecutiveKD, StudentLoss, Teacher
 from ..models import build_model
@@ -455,7 +455,7 @@ def _evaluated_model(tr: _Trainer, data: _Data, epoch: int) -> nn.Module:
 def _eval_period(cfg: TrainConfig, epoch: int) -> int:
     """Every how many epochs the validation and training splits are evaluated at ``epoch`` (1-based): the last
     quarter may be denser, since a plateau is read there (:func:`bnext_lib.record.last_quarter_rise`)."""
-    late = cfg.eval_every_last_quarter is not None and epoch > cfg.epochs * 0.75
+    late = cfg.eval_every_last_quarter is not None and in_last_quarter(epoch, cfg.epochs)
     return cfg.eval_every_last_quarter if late else cfg.eval_every
 
 
