@@ -62,7 +62,8 @@ SHORT_RUN = dict(model="bnext_micro", stem_stride=1, dataset="fashion_mnist", pa
 # still rose as the learning rate annealed. Validation and training-subset evaluations every 2nd epoch in the last
 # quarter (epochs 38-48: the points the check fits, as in the choice; single 5,000-image evaluations scatter by
 # ~0.5 points), every 6th before it (the curves' shape; an evaluation costs ~1.2 epochs of training here, so this
-# rhythm halves the evaluations, 24 to 12), the test set at the end only.
+# rhythm halves the evaluations, 24 to 12), the test set at the end only. Runs whose curves nothing draws (the
+# two-teacher students, the augmentation study) evaluate every split at the end only (bnext_lib.study.AT_THE_END).
 OVERFITTING = dict(train_subset=1000, epochs=48, warmup_epochs=one_cycle(48)["warmup_epochs"], eval_train=True,
                    eval_every=6, eval_every_last_quarter=2, test_every=48)
 

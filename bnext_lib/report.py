@@ -31,11 +31,11 @@ from .assembly import assemble, git_commit, machine_info, update_readme
 from .checkpoints import atomic_write_text
 from .profiles import get_profile
 from .progress import PROGRESS_ENV
-from .study import NOTEBOOKS, REPO_ROOT, RunSet, Study, distillation_recipes, parse_seeds, report_dir
+from .study import AT_THE_END, NOTEBOOKS, REPO_ROOT, RunSet, Study, distillation_recipes, parse_seeds, report_dir
 from .verdicts import combine, compare, cut, gate
 
-__all__ = ["REPO_ROOT", "NOTEBOOKS", "Study", "parse_seeds", "RunSet", "compare", "combine", "cut", "gate",
-           "distillation_recipes", "machine_info", "assemble", "update_readme", "execute", "record_run", "main"]
+__all__ = ["AT_THE_END", "REPO_ROOT", "NOTEBOOKS", "Study", "parse_seeds", "RunSet", "compare", "combine", "cut",
+           "gate", "distillation_recipes", "machine_info", "assemble", "update_readme", "execute", "record_run", "main"]
 
 
 # --------------------------------------------------------------------------------------------- runner

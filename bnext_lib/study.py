@@ -25,9 +25,12 @@ from .record import Record
 from .runs import ensure_teachers, is_done, run_many
 from .verdicts import compare, cut
 
-__all__ = ["REPO_ROOT", "NOTEBOOKS", "Study", "RunSet", "parse_seeds", "distillation_recipes", "report_dir"]
+__all__ = ["REPO_ROOT", "NOTEBOOKS", "Study", "RunSet", "parse_seeds", "distillation_recipes", "AT_THE_END",
+           "report_dir"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# a variant override: the run's validation and training splits evaluated after its last epoch only (Study.config)
+AT_THE_END = {"evaluate": "end"}
 NOTEBOOKS = ("01_architecture_study", "02_overfitting_analysis", "03_distillation", "04_augmentation_ablation")
 
 
@@ -130,6 +133,10 @@ def distillation_recipes(ladder: Sequence[str]) -> dict:
     The two-teacher recipes pair the weak teacher as assistant with the strong one as main teacher (official
     BNext-T: EfficientNet-B0 + B2); with a middle teacher, consecutive KD runs two rounds with the weak, then the
     middle teacher as assistant and the strong one as main teacher throughout (official BNext-M: B0 -> B2 with B4).
+
+    The CE and single-teacher recipes are runs of the over-fitting analysis too, which draws their learning curves
+    (notebook 02: the same runs, cached once); the two-teacher ones are evaluated at the end only
+    (``evaluate="end"``, :meth:`Study.config`), which is all their comparisons read.
     """
     if len(ladder) < 2:
         raise ValueError(f"the distillation study needs at least two teachers (weak, strong), got {list(ladder)}")
@@ -138,12 +145,13 @@ def distillation_recipes(ladder: Sequence[str]) -> dict:
         "CE only": {},
         "single weak": {"teachers": [weak]},
         "single strong": {"teachers": [strong]},
-        "two, fixed 0.5/0.5": {"teachers": [weak, strong], "kd_weighting": "fixed"},
-        "two, adaptive (batch)": {"teachers": [weak, strong]},
-        "two, adaptive (instance)": {"teachers": [weak, strong], "kd_granularity": "instance"},
+        "two, fixed 0.5/0.5": {"teachers": [weak, strong], "kd_weighting": "fixed", **AT_THE_END},
+        "two, adaptive (batch)": {"teachers": [weak, strong], **AT_THE_END},
+        "two, adaptive (instance)": {"teachers": [weak, strong], "kd_granularity": "instance", **AT_THE_END},
     }
     if len(ladder) > 2:
-        recipes["consecutive (weak→mid, strong)"] = {"teachers": [weak, ladder[len(ladder) // 2], strong]}
+        recipes["consecutive (weak→mid, strong)"] = {"teachers": [weak, ladder[len(ladder) // 2], strong],
+                                                     **AT_THE_END}
     return recipes
 
 
@@ -260,10 +268,17 @@ class Study(Record):
         """The profile's teacher ladder, weak to strong."""
         return self.profile.teachers
 
-    def config(self, regime: str | None = None, **overrides):
+    def config(self, regime: str | None = None, evaluate: str = "rhythm", **overrides):
         """A validated :class:`~bnext_lib.train.TrainConfig`: profile, study overrides, then ``overrides``
-        (``regime``: another regime's settings than this study's)."""
+        (``regime``: another regime's settings than this study's). ``evaluate="end"``: the validation and training
+        splits are evaluated after the last epoch only, not at the regime's rhythm, for a run whose learning curve
+        nothing draws (in the over-fitting regime an evaluation costs about an epoch of training)."""
+        if evaluate not in ("rhythm", "end"):
+            raise ValueError(f"evaluate must be 'rhythm' or 'end', got {evaluate!r}")
         values = {**self.regime_settings(regime or self.regime), "progress": False, **overrides}
+        if evaluate == "end":
+            values.update(eval_every=values.get("epochs", TrainConfig.epochs), eval_every_last_quarter=None,
+                          test_every=None)
         if self.profile.subset_per_seed and values.get("train_subset") is not None and "seed" in overrides:
             values.setdefault("subset_seed", overrides["seed"])  # overrides may still name another draw
         if "teachers" in values:

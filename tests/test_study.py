@@ -11,10 +11,24 @@ def test_distillation_recipes():
     rec = distillation_recipes(["w", "m", "s"])
     assert rec["CE only"] == {}
     assert rec["single strong"]["teachers"] == ["s"]
-    assert rec["two, fixed 0.5/0.5"] == {"teachers": ["w", "s"], "kd_weighting": "fixed"}
+    # the two-teacher runs draw no learning curve: evaluated at the end only; the others are notebook 02's runs too
+    assert rec["two, fixed 0.5/0.5"] == {"teachers": ["w", "s"], "kd_weighting": "fixed", "evaluate": "end"}
     assert rec["consecutive (weak→mid, strong)"]["teachers"] == ["w", "m", "s"]
+    assert {k for k, r in rec.items() if r.get("evaluate") != "end"} == {"CE only", "single weak", "single strong"}
     two = distillation_recipes(["w", "s"])  # no middle teacher: no consecutive rounds
-    assert "consecutive (weak→mid, strong)" not in two and two["two, adaptive (batch)"] == {"teachers": ["w", "s"]}
+    assert "consecutive (weak→mid, strong)" not in two
+    assert two["two, adaptive (batch)"] == {"teachers": ["w", "s"], "evaluate": "end"}
+
+
+def test_a_run_evaluated_at_the_end_only_keeps_everything_else(tmp_path):
+    s = Study("03_distillation", profile="cpu", device="cpu", out_dir=tmp_path, regime="overfitting")
+    rhythm, end = s.config(seed=3), s.config(seed=3, evaluate="end")
+    assert (rhythm.eval_every, rhythm.eval_every_last_quarter, rhythm.test_every) == (6, 2, 48)
+    assert (end.eval_every, end.eval_every_last_quarter, end.test_every) == (end.epochs, None, None) == (48, None, None)
+    others = lambda c: {k: v for k, v in c.to_dict().items() if not k.startswith(("eval_every", "test_every"))}
+    assert others(end) == others(rhythm) and end.eval_train and end.val_split == 5000
+    with pytest.raises(ValueError, match="evaluate must be 'rhythm' or 'end', got 'never'"):
+        s.config(evaluate="never")
     with pytest.raises(ValueError, match="at least two teachers"):
         distillation_recipes(["s"])
 
