@@ -18,6 +18,8 @@ def test_distillation_recipes():
     two = distillation_recipes(["w", "s"])  # no middle teacher: no consecutive rounds
     assert "consecutive (weak→mid, strong)" not in two
     assert two["two, adaptive (batch)"] == {"teachers": ["w", "s"], "evaluate": "end"}
+    with pytest.raises(ValueError, match="at least two teachers"):
+        distillation_recipes(["s"])
 
 
 def test_a_run_evaluated_at_the_end_only_keeps_everything_else(tmp_path):
@@ -29,8 +31,6 @@ def test_a_run_evaluated_at_the_end_only_keeps_everything_else(tmp_path):
     assert others(end) == others(rhythm) and end.eval_train and end.val_split == 5000
     with pytest.raises(ValueError, match="evaluate must be 'rhythm' or 'end', got 'never'"):
         s.config(evaluate="never")
-    with pytest.raises(ValueError, match="at least two teachers"):
-        distillation_recipes(["s"])
 
 
 @pytest.mark.parametrize("kwargs, message", [
