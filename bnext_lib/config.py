@@ -24,7 +24,12 @@ from .data import DATASETS
 from .models.registry import check_model_name, timm_name
 
 __all__ = ["TrainConfig", "option", "config_hash", "in_last_quarter", "ONE_CYCLE", "TEACHER_RECIPES",
-           "split_teacher", "teacher_config", "NOT_BEFORE"]
+           "split_teacher", "teacher_config", "NOT_BEFORE", "NUMERICS"]
+
+# The engine's numerics version, part of every digest from 2 on: bump it with any change to the engine that changes
+# a run's numbers (a kernel, an order of operations, a default), so that the runs recorded before it (the ledger,
+# bnext_lib.ledger; the run cache) are no longer found under the new digests and are never mixed with new ones.
+NUMERICS = 1
 
 # The short-run learning-rate schedule of students and teachers: a linear warm-up over 30 % of the run from lr/25
 # to the peak, then cosine to 1e-6 at the end of the run.
@@ -111,9 +116,10 @@ class TrainConfig:
     * teachers are not trained by the engine (see :func:`bnext_lib.train.train`); they are runs of the run
       cache (:func:`teacher_config`), always seed 0, so that every student of a study distils from the same ones.
     * ``eval_every``: on a small training subset the full test set costs as much as the epoch itself.
-    * ``compile`` and ``channels_last`` change how a run computes, not what: like the thread count they are not
-      part of the digest (rounding aside: a binary network turns a last-bit difference into a flipped sign, as
-      another CPU does).
+    * ``compile`` and ``channels_last`` change how a run computes, not what, but they change its rounding, which a
+      binary network turns into flipped signs: they are part of the digest (when on), so that two machines never
+      record different runs under one digest. The thread count and the device are not (a profile fixes them;
+      every ledger record keeps them, with the machine).
     """
 
     model: str = option("bnext_nano", "a registered model (bnext_nano, ...) or timm:<name> (full precision)")
@@ -183,8 +189,8 @@ class TrainConfig:
     amp: bool = option(False, "bf16 autocast for the student's training forward (and the teachers on a CPU); "
                               "evaluation stays float32 unless eval_amp")
     eval_amp: bool = option(False, "evaluate under the same autocast as training (bf16 on a CPU)", before=False)
-    channels_last: bool = option(False, "train in the channels-last memory format", digest=False)
-    compile: bool = option(False, "torch.compile the student's training forward", digest=False)
+    channels_last: bool = option(False, "train in the channels-last memory format", before=False)
+    compile: bool = option(False, "torch.compile the student's training forward", before=False)
     threads: int | None = option(None, "torch CPU threads (default: torch's)", digest=False)
     out: str | None = option(None, "run folder for metrics and checkpoints (default: nothing written)",
                              digest=False)
@@ -286,20 +292,21 @@ def field_types() -> dict[str, type]:
     return out
 
 
-def config_hash(cfg: TrainConfig, legacy: bool = False) -> str:
+def config_hash(cfg: TrainConfig) -> str:
     """A short digest of everything that changes a run's numbers: the fields whose ``digest`` is true, less those
-    at the value they had before they existed, less the teacher options of a run without teachers.
-    ``legacy=True``: the digest of versions that hashed the teacher options of every run, under which earlier
-    teachers were cached (:func:`bnext_lib.runs.run_folder` falls back to it)."""
+    at the value they had before they existed, less the teacher options of a run without teachers; with the
+    engine's :data:`NUMERICS` version from 2 on."""
     values = cfg.to_dict()
     d = {}
     for f in dataclasses.fields(cfg):
         meta, v = f.metadata, values[f.name]
         if not meta["digest"] or (meta["before"] is not NOT_BEFORE and v == meta["before"]):
             continue
-        if meta["teacher"] and not (legacy or cfg.teachers):
+        if meta["teacher"] and not cfg.teachers:
             continue
         d[f.name] = v
+    if NUMERICS != 1:
+        d["numerics"] = NUMERICS
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -32,10 +32,13 @@ __all__ = ["Teacher", "StudentLoss", "soft_target_ce", "MultiTeacherLoss", "Cons
 @dataclass
 class Teacher:
     """A trained teacher handed to the engine: the module (frozen and put in eval mode by the engine) and its
-    test top-1, recorded with the student's results."""
+    test top-1; where it comes from the run cache or the ledger, its run's digest and the SHA-256 of its weights,
+    which a student's ledger record names (:mod:`bnext_lib.ledger`)."""
 
     model: nn.Module
     test_top1: float
+    digest: str | None = None
+    weights_sha256: str | None = None
 
 
 def soft_target_ce(student_logits: torch.Tensor, teacher_logits: torch.Tensor, reduction: str = "mean"

@@ -19,11 +19,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .augment import Augmenter
-from .checkpoints import atomic_write_text
-from .runs import Run
-from .train import resolve_device, training_images
+from .train import training_images
 
-__all__ = ["Landscape", "filter_normalized_direction", "loss_landscape", "roughness", "run_landscape", "landscape_table"]
+__all__ = ["Landscape", "filter_normalized_direction", "loss_landscape", "roughness", "run_landscape", "landscape_key",
+           "landscape_table"]
 
 
 @dataclass
@@ -128,27 +127,20 @@ def loss_landscape(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return Landscape(alphas, alphas.copy(), loss, top1)
 
 
-def run_landscape(args: tuple) -> Landscape:
-    """Loss landscape of a cached run on the first ``images`` of its training subset (cached in the run's folder).
+def landscape_key(steps: int, span: float, images: int, seed: int) -> str:
+    """The name a run's slice is kept under in its ledger record's ``derived`` values."""
+    return f"landscape_s{steps}_w{span:g}_n{images}_seed{seed}"
 
-    ``args`` is ``(TrainConfig, steps, span, images, seed)`` (a tuple so that it can go through a process pool).
-    """
-    import json
 
-    cfg, steps, span, images, seed = args
-    run = Run.load(cfg)
-    # "_v2": earlier slices of runs with pad_to were evaluated on unpadded images
-    cache = run.folder / f"landscape_v2_s{steps}_w{span}_n{images}_seed{seed}.json"
-    if cache.exists():
-        return Landscape.from_dict(json.loads(cache.read_text()))
-    data = training_images(cfg)[0]  # the images the run trained on, as it saw them
-    # a fixed, class-balanced evaluation batch: the stratified subset of the training subset
-    batch = data.subset(min(images, len(data)))
-    device = resolve_device(cfg.device)
+def run_landscape(cfg, model: nn.Module, steps: int, span: float, images: int, seed: int) -> Landscape:
+    """The loss landscape of a trained run of ``cfg`` on the first ``images`` of its own training images (a fixed,
+    class-balanced batch), as it saw them: what :mod:`bnext_lib.runs` computes when the run finishes and keeps in
+    its ledger record (:func:`landscape_key`), so that the report never needs the run's weights again."""
+    data = training_images(cfg)[0]
+    batch = data.subset(min(images, len(data)))  # the stratified subset of the training subset
+    device = next(model.parameters()).device
     x = Augmenter("none", data.mean, data.std, data.num_classes).eval_batch(batch.images.to(device))
-    result = loss_landscape(run.load_model(device), x, batch.labels.to(device), steps=steps, span=span, seed=seed)
-    atomic_write_text(cache, json.dumps(result.to_dict()))
-    return result
+    return loss_landscape(model, x, batch.labels.to(device), steps=steps, span=span, seed=seed)
 
 
 def landscape_table(slices: dict):

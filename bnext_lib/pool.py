@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import multiprocessing as mp
 import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -61,6 +62,14 @@ def _init_worker(threads: int | None, lines) -> None:
     sys.stderr = _Lines(lambda text: lines.put(("stderr", text)), sys.__stderr__)
     if threads:
         torch.set_num_threads(threads)
+    _quiet_cuda_probe()
+
+
+def _quiet_cuda_probe() -> None:
+    """A CPU-only process on a machine with a CUDA toolkit: torch.compile's import of cpp_extension would warn "No
+    CUDA runtime is found" once per worker, noise a user should not have to learn to ignore."""
+    if not torch.cuda.is_available():
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 
 def _relay(lines) -> None:

@@ -6,9 +6,17 @@ The report is cut by concern: :mod:`bnext_lib.study` (Study, RunSet: runs and wh
 :mod:`bnext_lib.verdicts` (the statistical test and the regime gate), :mod:`bnext_lib.assembly` (REPORT.md,
 claims.csv, the README's headline), and this runner.
 
+Runs come from the profile's committed ledger (:mod:`bnext_lib.ledger`); only missing runs train. With a time
+budget (``--budget-min``, ``make report BUDGET_MIN=100``) the report is built in parts: a part trains missing runs
+until the next would not fit, records each in the ledger as it finishes, and stops cleanly; commit the ledger, and
+the same command (on any machine) continues. The notebooks of a part write into ``<out>/.part/``; only a part that
+completes every notebook publishes into ``<out>`` and assembles REPORT.md there, so that an interrupted or
+unfinished part leaves the committed report as it was (a partial REPORT.md is in ``.part/``).
+
 CLI::
 
     python -m bnext_lib.report                    # all four notebooks at the cpu profile into reports/
+    python -m bnext_lib.report --budget-min 100   # one part: what fits in 100 minutes
     python -m bnext_lib.report --profile smoke    # into reports/.scratch/
     python -m bnext_lib.report --profile gpu      # into reports/gpu/ (paper: reports/paper/)
     python -m bnext_lib.report --assemble-only    # rebuild REPORT.md from reports/results/
@@ -19,7 +27,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -27,10 +37,12 @@ from pathlib import Path
 from typing import Sequence
 
 from . import nbclean
-from .assembly import assemble, git_commit, machine_info, update_readme
+from .assembly import assemble, machine_info, report_files, stale_files, update_readme
 from .checkpoints import atomic_write_text
+from .ledger import Ledger, cpu_kind, git_commit, ledger_dir
 from .profiles import get_profile
 from .progress import PROGRESS_ENV
+from .runs import DEADLINE_ENV
 from .study import AT_THE_END, NOTEBOOKS, REPO_ROOT, RunSet, Study, distillation_recipes, parse_seeds, report_dir
 from .verdicts import combine, compare, cut, gate
 
@@ -59,25 +71,33 @@ def execute(notebooks: Sequence[str], profile: str, out: Path, html: bool = True
             times: dict | None = None) -> dict:
     """Run notebooks with papermill into ``out/executed`` (and HTML), returning wall seconds per notebook.
 
-    ``times`` (filled as the notebooks end) also holds, when an exception or an interrupt stops a notebook, that
-    notebook's seconds so far with ``interrupted: True``: the caller records them before the exception goes on."""
+    A notebook stopped because its runs wait for the next part (:class:`~bnext_lib.runs.RunsWaiting`) is recorded
+    with ``waiting: True`` and the next notebook runs (its runs may all be in the ledger). ``times`` (filled as the
+    notebooks end) also holds, when an exception or an interrupt stops a notebook, that notebook's seconds so far
+    with ``interrupted: True``: the caller records them before the exception goes on."""
     import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
 
     (out / "executed").mkdir(parents=True, exist_ok=True)
     times = {} if times is None else times
-    expected = _recorded_minutes(out, profile)
     for k, name in enumerate(notebooks):
         src = REPO_ROOT / "notebooks" / f"{name}.ipynb"
         dst = out / "executed" / f"{name}.ipynb"
-        left = [expected.get(n) for n in notebooks[k:]]
-        eta = (f"; time left at most ~{sum(left):.0f} min (the last recorded {profile} run's times; cached runs "
-               "make it less)" if left and None not in left else "")
-        print(f"== {name} ({profile}) [notebook {k + 1} of {len(notebooks)}{eta}]", file=sys.stderr, flush=True)
+        print(f"== {name} ({profile}) [notebook {k + 1} of {len(notebooks)}]", file=sys.stderr, flush=True)
         t = time.perf_counter()
         try:
             with _text_progress():
                 pm.execute_notebook(str(src), str(dst), parameters={"profile": profile, "out_dir": str(out)},
-                                    cwd=str(src.parent), kernel_name="python3", progress_bar=False, log_output=log)
+                                    cwd=str(src.parent), kernel_name="python3", progress_bar=False, log_output=log,
+                                    extra_arguments=QUIET_KERNEL)
+        except PapermillExecutionError as e:
+            times[name] = {"wall_s": round(time.perf_counter() - t, 1), "interrupted": True}
+            if e.ename != "RunsWaiting":
+                raise
+            times[name] = {"wall_s": times[name]["wall_s"], "waiting": True}
+            print(f"== {name}: stopped after {times[name]['wall_s'] / 60:.1f} min: {e.evalue}", file=sys.stderr,
+                  flush=True)
+            continue
         except BaseException:
             times[name] = {"wall_s": round(time.perf_counter() - t, 1), "interrupted": True}
             raise
@@ -90,16 +110,29 @@ def execute(notebooks: Sequence[str], profile: str, out: Path, html: bool = True
     return times
 
 
-def _recorded_minutes(out: Path, profile: str) -> dict:
-    """Minutes per notebook of the last report recorded in ``out/run.json`` at this profile (a committed report
-    comes with one), for the runner's estimate of the time left."""
+# the kernel's own log at errors only: its warning that it talks to this process over TCP on localhost without
+# encryption, once per notebook, is noise a user should not have to learn to ignore
+QUIET_KERNEL = ["--IPKernelApp.log_level=ERROR"]
+
+
+def ledger_summary(ledger: Ledger) -> str:
+    """One line on a ledger: its runs, their worker-hours and the machines that trained them."""
+    records = list(ledger.records())
+    if not records:
+        return f"{_shown(ledger.root)}: no runs recorded yet"
+    kinds: dict[str, int] = {}
+    for r in records:
+        kinds[cpu_kind(r["machine"])] = kinds.get(cpu_kind(r["machine"]), 0) + 1
+    hours = sum(r["wall_s"] for r in records) / 3600
+    return (f"{_shown(ledger.root)}: {len(records)} runs recorded, {hours:.2f} worker-hours, trained on "
+            + "; ".join(f"{n} x {k}" for k, n in kinds.items()))
+
+
+def _shown(path: Path) -> str:
     try:
-        run = json.loads((out / "run.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    if run.get("profile") != profile:
-        return {}
-    return {n: v.get("first_wall_s", v.get("wall_s", 0)) / 60 for n, v in run.get("notebooks", {}).items()}
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
 
 
 def refresh_notebooks(notebooks: Sequence[str] = NOTEBOOKS) -> None:
@@ -205,6 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", metavar="NOTEBOOK", help=f"a subset of {', '.join(NOTEBOOKS)}")
     ap.add_argument("--out", help="output folder (default: reports/ for cpu, reports/.scratch/ for smoke, "
                                   "reports/<profile>/ for the others)")
+    ap.add_argument("--budget-min", type=float, metavar="MIN",
+                    help="a part of the report: start no run that would not end within MIN minutes (expected "
+                         "costs from the ledger's runs on this kind of machine); the next part continues")
     ap.add_argument("--no-html", dest="html", action="store_false")
     ap.add_argument("--assemble-only", action="store_true", help="only rebuild REPORT.md")
     ap.add_argument("--refresh-notebooks", action="store_true",
@@ -214,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         get_profile(args.profile)
     except ValueError as e:
         ap.error(str(e))
+    if args.budget_min is not None and not args.budget_min > 0:
+        ap.error(f"--budget-min must be a positive number of minutes, got {args.budget_min:g}")
     chosen = list(NOTEBOOKS)
     if args.only:
         unknown = [n for n in args.only if n not in NOTEBOOKS]
@@ -226,28 +264,77 @@ def main(argv: Sequence[str] | None = None) -> int:
     # resolved here: the notebooks run in notebooks/, where a relative path would point elsewhere
     out = Path(args.out).resolve() if args.out else report_dir(args.profile)
     if not args.assemble_only:
-        started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-        t = time.perf_counter()
-        handler = signal.signal(signal.SIGTERM, _interrupt)  # `timeout`, a scheduler: record what ran, then stop
-        times: dict = {}
-        try:
-            execute(chosen, args.profile, out, html=args.html, times=times)
-        except BaseException:
-            if times:
-                record_run(out, args.profile, times, started, resume_ok=bool(args.only), interrupted=True)
-            print(f"report: interrupted after {(time.perf_counter() - t) / 60:.1f} min; the same command resumes "
-                  "(trained runs are cached)", file=sys.stderr)
-            raise
-        finally:
-            signal.signal(signal.SIGTERM, handler)
-        record_run(out, args.profile, times, started, resume_ok=bool(args.only))
-        print(f"report: {(time.perf_counter() - t) / 60:.1f} min", file=sys.stderr)
+        waiting = _part(chosen, args, out)
+        if waiting is None:
+            return 130
+        if waiting:
+            return 0
     path = assemble(out)
     print(f"wrote {path}")
     if out.resolve() == (REPO_ROOT / "reports").resolve():  # the committed report: README's headline follows it
         update_readme(out)
         print(f"updated the headline of {REPO_ROOT / 'README.md'}")
     return 0
+
+
+def _part(chosen: Sequence[str], args, out: Path) -> list[str] | None:
+    """Run the notebooks into ``out/.part``; publish into ``out`` when none waits. The notebooks that wait for
+    runs ([] when none), or None when the part was interrupted (``out`` left as it was)."""
+    ledger = Ledger(ledger_dir(args.profile))
+    stage = out / ".part"
+    shutil.rmtree(stage, ignore_errors=True)
+    print(f"report ({args.profile}): {ledger_summary(ledger)}", file=sys.stderr, flush=True)
+    if args.budget_min is not None:
+        os.environ[DEADLINE_ENV] = str(time.time() + 60 * args.budget_min)
+        print(f"report: a part of at most {args.budget_min:g} min: no run starts that its measured cost on this "
+              "kind of machine would take past it", file=sys.stderr, flush=True)
+    started, t = time.strftime("%Y-%m-%d %H:%M:%S %Z"), time.perf_counter()
+    handler = signal.signal(signal.SIGTERM, _interrupt)  # `timeout`, a scheduler: stop as cleanly as Ctrl-C
+    times: dict = {}
+    try:
+        execute(chosen, args.profile, stage, html=args.html, times=times)
+    except KeyboardInterrupt:
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # the kernel client's tasks, cancelled with it
+        ledger.write_index()
+        print(f"report: interrupted after {(time.perf_counter() - t) / 60:.1f} min; {_shown(out)} is as it was; the "
+              f"runs that finished are in {_shown(ledger.root)} (commit it); the same command continues",
+              file=sys.stderr)
+        return None
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+        os.environ.pop(DEADLINE_ENV, None)
+    ledger.write_index()
+    waiting = [n for n, v in times.items() if v.get("waiting")]
+    record_run(stage, args.profile, times, started)
+    if waiting:
+        path = assemble(stage)
+        print(f"report: part done in {(time.perf_counter() - t) / 60:.1f} min; {ledger_summary(ledger)}; waiting for "
+              f"runs: {', '.join(waiting)}. A partial report is in {_shown(path)}; {_shown(out)} is as it was. "
+              f"Commit {_shown(ledger.root)} and run the same command to continue.", file=sys.stderr)
+        return waiting
+    publish(stage, out)
+    print(f"report: {(time.perf_counter() - t) / 60:.1f} min; {ledger_summary(ledger)}", file=sys.stderr)
+    return []
+
+
+def publish(stage: Path, out: Path) -> None:
+    """Move a complete part's files from ``stage`` into ``out`` (each atomically), merging ``run.json`` with the
+    recorded run, then remove what the report no longer accounts for (:func:`~bnext_lib.assembly.stale_files`)."""
+    for src in sorted(p for p in stage.rglob("*") if p.is_file() and p.name != "run.json"):
+        dst = out / src.relative_to(stage)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
+    part = json.loads((stage / "run.json").read_text())
+    if set(part["notebooks"]) == set(NOTEBOOKS):  # the whole report: its own record
+        os.replace(stage / "run.json", out / "run.json")
+    else:  # --only: these notebooks' entries continue the recorded run
+        times = {n: {k: v for k, v in e.items() if k == "wall_s"} for n, e in part["notebooks"].items()}
+        record_run(out, part["profile"], times, part["started"], resume_ok=True)
+    shutil.rmtree(stage, ignore_errors=True)
+    known = report_files(out)
+    for path in stale_files(out):
+        if path not in known:
+            path.unlink()
 
 
 if __name__ == "__main__":

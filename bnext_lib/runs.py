@@ -1,17 +1,22 @@
-"""Cached training runs shared by the notebooks: the run cache, and the teachers it holds.
+"""Runs the notebooks share: the ledger first, then this machine's run cache, then training.
 
-A run is stored in ``data/runs/<digest>/`` where ``digest`` is :func:`~bnext_lib.train.config_hash` of its full
-configuration (everything that changes its numbers: not the thread count, device, ``compile`` or progress bars).
-A notebook asking for a run that another notebook already trained gets it back without training; changing one
-option trains only the runs it touches. The folder holds the engine's ``metrics.csv``, ``trace.csv``,
-``result.json`` and, once the run is complete, ``model.pt`` (the completion marker). An interrupted run keeps
-its ``last.pt`` and resumes from it the next time it is asked for.
+A run is known by its digest (:func:`~bnext_lib.config.config_hash` of everything that changes its numbers). Its
+committed record lives in a profile's ledger (:mod:`bnext_lib.ledger`): a run the ledger has is never trained
+again, on any machine. Training happens in this machine's run cache, ``data/runs/<digest>/`` (``$BNEXT_RUNS``):
+the engine's ``metrics.csv``, ``trace.csv``, ``last.pt`` while it trains (an interrupted run resumes from it), and
+once it is complete ``model.pt`` and ``record.json``, the record the ledger receives. What a notebook computes
+from a run's weights (loss landscapes) is computed when the run finishes (``derive``) and kept in its record;
+teachers' weights are committed to the ledger, since students depend on them.
 
-:func:`run_many` trains the missing runs side by side in ``workers`` processes (:mod:`bnext_lib.pool`). Teachers a
-batch of runs needs are trained first, once, so that no two workers race for the same teacher.
+:func:`run_many` trains the missing runs side by side in ``workers`` processes (:mod:`bnext_lib.pool`), seed-major
+(seed 0 of every variant, then seed 1, ...), teachers first. Under a deadline (``$BNEXT_DEADLINE``, set by the
+report's time budget) a run whose expected cost (:meth:`~bnext_lib.ledger.Ledger.estimate`) would not fit is not
+started: it waits for the next part (:class:`RunsWaiting`). A lock per digest makes two processes asking for one
+run train it once.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -19,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 import torch
 import torch.nn as nn
@@ -28,17 +33,38 @@ from .checkpoints import atomic_save, atomic_write_text, read_checkpoint
 from .config import TrainConfig, config_hash, teacher_config
 from .data import default_data_root
 from .distill import Teacher
+from .landscape import landscape_key, run_landscape
+from .ledger import (Ledger, LedgerError, cpu_kind, digest_lock, git_commit, machine, now, record_config,
+                     weights_sha256, SCHEMA)
 from .models import build_model
 from .pool import parallel_map
 from .train import train
 
-__all__ = ["Run", "runs_root", "run_folder", "is_done", "run_one", "run_many",
-           "load_teachers", "ensure_teachers"]
+__all__ = ["Run", "RunsWaiting", "runs_root", "run_folder", "is_done", "run_one", "run_many", "load_teachers",
+           "ensure_teachers", "deadline", "DEADLINE_ENV"]
+
+# the end of a report part's time budget (seconds since the epoch), set by the report runner (bnext_lib.report)
+DEADLINE_ENV = "BNEXT_DEADLINE"
+
+
+def deadline() -> float | None:
+    value = os.environ.get(DEADLINE_ENV)
+    return float(value) if value else None
+
+
+class RunsWaiting(RuntimeError):
+    """Runs a caller asked for that were not started because the part's time budget would not fit them; they
+    train in the next part (``configs``: their configurations)."""
+
+    def __init__(self, configs: Sequence[TrainConfig], done: int):
+        self.configs, self.done = list(configs), done
+        super().__init__(f"{len(self.configs)} run(s) wait for the next part (the time budget would not fit them); "
+                         f"{done} of {done + len(self.configs)} are recorded")
 
 
 def runs_root(data_root: str | os.PathLike | None = None) -> Path:
-    """``$BNEXT_RUNS`` if set (a separate cache: runs under other CPU kernels, see
-    ``benchmarks/kernel_variance.py``), else ``<data root>/runs``."""
+    """``$BNEXT_RUNS`` if set (a separate cache: the tests', runs under other CPU kernels), else
+    ``<data root>/runs``."""
     env = os.environ.get("BNEXT_RUNS")
     if env:
         return Path(env)
@@ -46,225 +72,307 @@ def runs_root(data_root: str | os.PathLike | None = None) -> Path:
 
 
 def run_folder(cfg: TrainConfig, root: str | os.PathLike | None = None) -> Path:
-    """The folder a configuration's run lives in. A finished run cached by an earlier version, whose digest then
-    covered options that do not change the run (the teacher options of a run without teachers), is found under
-    its old name."""
-    base = Path(root or runs_root(cfg.data_root))
-    digest = config_hash(cfg)
-    folder = base / digest
-    if not folder.exists():
-        return _older_names(base).get(digest, folder)
-    return folder
+    """The folder of this machine's run cache that a configuration's run trains in."""
+    return Path(root or runs_root(cfg.data_root)) / config_hash(cfg)
 
 
-_OLDER: dict[Path, tuple[int, dict[str, Path]]] = {}
-
-
-def _older_names(base: Path) -> dict[str, Path]:
-    """``{today's digest: folder}`` of the finished runs under ``base`` stored under another name (read from their
-    ``config.json``; cached until the folder changes)."""
-    try:
-        stamp = base.stat().st_mtime_ns
-    except OSError:
-        return {}
-    if base in _OLDER and _OLDER[base][0] == stamp:
-        return _OLDER[base][1]
-    index = {}
-    for folder in base.iterdir():
-        try:
-            if not (folder / "model.pt").exists():
-                continue
-            values = json.loads((folder / "config.json").read_text())
-            values["teachers"] = tuple(values.get("teachers", ()))
-            digest = config_hash(TrainConfig(**values))
-        except (OSError, ValueError, TypeError):  # an unreadable or foreign folder is not a run of ours
-            continue
-        if digest != folder.name:
-            index.setdefault(digest, folder)
-    _OLDER[base] = (stamp, index)
-    return index
-
-
-def is_done(cfg: TrainConfig, root: str | os.PathLike | None = None) -> bool:
-    return (run_folder(cfg, root) / "model.pt").exists()
+def is_done(cfg: TrainConfig, root: str | os.PathLike | None = None, ledger: Ledger | None = None) -> bool:
+    """Whether the ledger (if given) or this machine's run cache has the finished run."""
+    return (ledger is not None and ledger.has(cfg)) or (run_folder(cfg, root) / "record.json").exists()
 
 
 @dataclass
 class Run:
-    """A finished run read back from its folder.
+    """A finished run: its configuration and record (:mod:`bnext_lib.ledger`).
 
     Attributes:
         config: the configuration it was trained with.
-        folder: ``data/runs/<digest>``.
-        result: the engine's summary (``final``, ``history``, ``trace``, ``teachers``, ``wall_s``...).
+        record: the ledger record: ``final``, ``history``, ``trace``, ``teachers``, ``wall_s``, ``machine``,
+            ``commit``, ``derived``...
+        folder: this machine's run-cache folder, where its weights are (None: trained elsewhere).
+        ledger: the ledger it was read from or written to, where teachers' weights are committed.
     """
 
     config: TrainConfig
-    folder: Path
-    result: dict
+    record: dict
+    folder: Path | None = None
+    ledger: Ledger | None = None
 
     @property
     def digest(self) -> str:
-        return self.folder.name
+        return self.record["digest"]
+
+    @property
+    def result(self) -> dict:
+        """The record (the name earlier versions gave the engine's summary)."""
+        return self.record
 
     @property
     def final(self) -> dict:
-        return self.result["final"]
+        return self.record["final"]
+
+    @property
+    def teacher_top1(self) -> dict[str, float]:
+        """``{teacher: its test top-1}``."""
+        return {n: t["test_top1"] for n, t in self.record["teachers"].items()}
 
     def history(self):
         """Per-epoch metrics as a ``pandas.DataFrame``."""
         import pandas as pd
-        return pd.DataFrame(self.result["history"])
+        return pd.DataFrame(self.record["history"])
 
     def trace(self):
         """16 points per epoch (loss, lr, temperature, saturated fraction) as a ``pandas.DataFrame``."""
         import pandas as pd
-        return pd.DataFrame(self.result.get("trace", []))
+        return pd.DataFrame(self.record.get("trace", []))
+
+    def weights(self) -> dict:
+        """The weights it ended with: committed in the ledger (teachers), else this machine's run cache, checked
+        against the record's SHA-256."""
+        sha = self.record["weights_sha256"]
+        if self.ledger is not None and self.ledger.weights_path(self.digest).exists():
+            return self.ledger.load_weights(self.digest, sha)
+        local = self.folder / "model.pt" if self.folder is not None else None
+        if local is None or not local.exists():
+            raise LedgerError(f"run {self.digest} ({self.config.model}, seed {self.config.seed}): its weights are "
+                              "neither committed nor on this machine (only teachers' weights are committed)")
+        state = read_checkpoint(local)["model"]
+        if weights_sha256(state) != sha:
+            raise LedgerError(f"{local}: these weights are not the recorded run's (SHA-256 differs: trained "
+                              "again on another machine?); delete the folder")
+        return state
 
     def load_model(self, device: str | torch.device = "cpu") -> nn.Module:
         """The trained model in eval mode."""
-        state = read_checkpoint(self.folder / "model.pt")
-        cfg = self.config
-        model = build_model(cfg.model, state["num_classes"], state["in_chans"], **cfg.model_options())
-        model.load_state_dict(state["model"])
+        model = build_model(self.config.model, self.record["num_classes"], self.record["in_chans"],
+                            **self.config.model_options())
+        model.load_state_dict(self.weights())
         return model.eval().to(device)
 
     @classmethod
-    def load(cls, cfg: TrainConfig, root: str | os.PathLike | None = None) -> "Run":
+    def load(cls, cfg: TrainConfig, root: str | os.PathLike | None = None, ledger: Ledger | None = None) -> "Run":
+        """The finished run of ``cfg`` from the ledger, else from this machine's run cache."""
         folder = run_folder(cfg, root)
-        if not (folder / "model.pt").exists():
-            raise FileNotFoundError(f"run {folder.name} ({cfg.model}, seed {cfg.seed}) has not been trained")
-        try:
-            result = json.loads((folder / "result.json").read_text())
-        except (OSError, ValueError) as e:
-            raise RuntimeError(f"{folder / 'result.json'} is unreadable ({e}); delete {folder} to retrain") from e
-        return cls(cfg, folder, result)
+        record = ledger.get(cfg) if ledger is not None else None
+        if record is None:
+            path = folder / "record.json"
+            if not path.exists():
+                raise FileNotFoundError(f"run {folder.name} ({cfg.model}, seed {cfg.seed}) has not been trained")
+            record = (ledger or Ledger(folder.parent)).read_file(path, folder.name)
+        return cls(cfg, record, folder if folder.exists() else None, ledger)
 
 
-def run_one(cfg: TrainConfig, root: str | os.PathLike | None = None) -> Run:
-    """Train ``cfg`` into its cache folder unless it is there already (resuming an interrupted run)."""
+# --------------------------------------------------------------------------------------------- one run
+def _derived(cfg: TrainConfig, spec: tuple, model: nn.Module) -> tuple[str, dict]:
+    """``(key, value)`` of one value computed from a finished run's weights; ``spec`` is ``("landscape", steps,
+    span, images, seed)``."""
+    kind, *args = spec
+    if kind != "landscape":
+        raise ValueError(f"unknown derived value {kind!r}; the one known is 'landscape'")
+    return landscape_key(*args), run_landscape(cfg, model, *args).to_dict()
+
+
+def _train(cfg: TrainConfig, folder: Path, root, ledger: Ledger | None) -> dict:
+    """Train ``cfg`` into ``folder`` (resuming its checkpoint); its record, and ``model.pt`` beside it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "config.json", json.dumps(cfg.to_dict(), indent=1))
+    run_cfg = dataclasses.replace(cfg, out=str(folder), resume=(folder / "last.pt").exists())
+    teachers = load_teachers(cfg, root, ledger) if cfg.teachers else {}
+    started = now()
+    result = train(run_cfg, single_process=True, teachers=teachers)
+    state = result["model"].state_dict()
+    record = {"schema": SCHEMA, "digest": config_hash(cfg), "config": record_config(cfg), "final": result["final"],
+              "history": result["history"], "trace": result["trace"],
+              "teachers": {n: {"digest": t.digest, "weights_sha256": t.weights_sha256, "test_top1": t.test_top1}
+                           for n, t in teachers.items()},
+              "weights_sha256": weights_sha256(state), "params": sum(p.numel() for p in result["model"].parameters()),
+              "num_classes": result["num_classes"], "in_chans": result["in_chans"],
+              "wall_s": round(result["wall_s"], 2), "started": started, "ended": now(), "machine": machine(),
+              "commit": git_commit(), "derived": {}}
+    atomic_save({"model": state, "num_classes": result["num_classes"], "in_chans": result["in_chans"],
+                 "config": cfg.to_dict()}, folder / "model.pt")
+    (folder / "last.pt").unlink(missing_ok=True)  # the optimizer state is twice the model; done runs drop it
+    return record
+
+
+def run_one(cfg: TrainConfig, root: str | os.PathLike | None = None, ledger: Ledger | None = None,
+            keep_weights: bool = False, derive: Sequence[tuple] = ()) -> Run:
+    """The finished run of ``cfg``: from the ledger, else from this machine's run cache (then recorded in the
+    ledger), else trained (resuming an interrupted run). ``keep_weights``: commit its weights to the ledger (a
+    teacher). ``derive``: values computed from its weights when it finishes (:func:`_derived`), kept in its record.
+    Holds the digest's lock meanwhile, so that a second process asking for it waits and finds it."""
+    digest = config_hash(cfg)
     folder = run_folder(cfg, root)
-    if not (folder / "model.pt").exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(folder / "config.json", json.dumps(cfg.to_dict(), indent=1))
-        run_cfg = dataclasses.replace(cfg, out=str(folder), resume=(folder / "last.pt").exists())
-        teachers = load_teachers(cfg, root) if cfg.teachers else None
-        result = train(run_cfg, single_process=True, teachers=teachers)
-        model = result["model"]
-        atomic_save({"model": model.state_dict(), "num_classes": result["num_classes"],
-                     "in_chans": result["in_chans"], "config": cfg.to_dict()}, folder / "model.pt")
-        (folder / "last.pt").unlink(missing_ok=True)  # the optimizer state is twice the model; done runs drop it
-    return Run.load(cfg, root)
+    ledger_lock = ledger.lock(digest) if ledger is not None else contextlib.nullcontext()
+    with ledger_lock, digest_lock(folder.parent, digest):
+        run = Run.load(cfg, root, ledger) if is_done(cfg, root, ledger) else None
+        if run is None:
+            record = _train(cfg, folder, root, ledger)
+            run = Run(cfg, record, folder, ledger)
+        return _complete(run, ledger, keep_weights, derive)
+
+
+def _complete(run: Run, ledger: Ledger | None, keep_weights: bool, derive: Sequence[tuple]) -> Run:
+    """Add to ``run``'s record what this caller needs and it lacks (derived values, committed weights) and write it
+    where it is missing (this machine's run cache, the ledger)."""
+    record = dict(run.record, derived=dict(run.record["derived"]))
+    todo = [s for s in derive if _key(s) not in record["derived"]]
+    commit = keep_weights and ledger is not None and not ledger.weights_path(run.digest).exists()
+    if todo or commit:
+        state = run.weights()  # raises, naming the run, when neither the ledger nor this machine has them
+        model = build_model(run.config.model, record["num_classes"], record["in_chans"], **run.config.model_options())
+        model.load_state_dict(state)
+        for spec in todo:
+            key, value = _derived(run.config, spec, model.eval())
+            record["derived"][key] = value
+        if commit:
+            ledger.put_weights(run.digest, state)
+    local = run_folder(run.config) if run.folder is None else run.folder
+    if run.folder is not None and (todo or not (local / "record.json").exists()):
+        atomic_write_text(local / "record.json", json.dumps(record, indent=1, sort_keys=True))
+    if ledger is not None and (todo or not ledger.has(run.config)):
+        ledger.put(record)
+    return Run(run.config, record, run.folder, ledger)
+
+
+def _key(spec: tuple) -> str:
+    return landscape_key(*spec[1:])
 
 
 # --------------------------------------------------------------------------------------------- teachers
-def _legacy_teacher(cfg: TrainConfig, root: str | os.PathLike | None) -> None:
-    """Move a teacher cached by earlier versions (``data/teachers/<digest>/teacher.pt``) into the run cache."""
-    old = (Path(cfg.data_root) if cfg.data_root else default_data_root()) / "teachers" / config_hash(cfg, legacy=True)
-    if not (old / "teacher.pt").exists() or is_done(cfg, root):
-        return
-    state = read_checkpoint(old / "teacher.pt")
-    folder = run_folder(cfg, root)
-    folder.mkdir(parents=True, exist_ok=True)
-    final = {"epoch": cfg.epochs, "test_top1": float(state["test_top1"])}
-    atomic_write_text(folder / "config.json", json.dumps(cfg.to_dict(), indent=1))
-    atomic_write_text(folder / "result.json", json.dumps({
-        "final": final, "history": [final], "trace": [], "wall_s": 0.0, "config": cfg.to_dict(), "teachers": {},
-        "migrated_from": str(old)}, indent=1))
-    atomic_save({k: state[k] for k in ("model", "num_classes", "in_chans")} | {"config": cfg.to_dict()},
-                folder / "model.pt")
-
-
-def load_teachers(cfg: TrainConfig, root: str | os.PathLike | None = None) -> dict[str, Teacher]:
-    """``{name: Teacher}`` for every teacher of ``cfg``, from the run cache; missing ones are trained first.
-
-    Under ``torchrun`` only rank 0 trains; the other ranks wait for its runs to complete.
-    """
+def load_teachers(cfg: TrainConfig, root: str | os.PathLike | None = None,
+                  ledger: Ledger | None = None) -> dict[str, Teacher]:
+    """``{name: Teacher}`` for every teacher of ``cfg``: committed in the ledger, else from the run cache; missing
+    ones are trained first. Under ``torchrun`` only rank 0 trains; the other ranks wait for its runs."""
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     teachers = {}
     for name in cfg.teachers:
         t_cfg = teacher_config(name, cfg)
-        _legacy_teacher(t_cfg, root)
         if rank == 0 or world == 1:
-            run = run_one(t_cfg, root)
+            run = run_one(t_cfg, root, ledger, keep_weights=True)
         else:
-            while not is_done(t_cfg, root):
+            while not is_done(t_cfg, root, ledger):
                 time.sleep(2)
-            run = Run.load(t_cfg, root)
-        teachers[name] = Teacher(run.load_model(), float(run.final["test_top1"]))
+            run = Run.load(t_cfg, root, ledger)
+        teachers[name] = Teacher(run.load_model(), float(run.final["test_top1"]), run.digest,
+                                 run.record["weights_sha256"])
     return teachers
 
 
-def ensure_teachers(configs: Sequence[TrainConfig], workers: int = 1, threads: int | None = None) -> dict:
-    """Train (or find in the cache) every teacher the configurations need, side by side; ``{teacher config
-    digest: Run}``."""
-    t_cfgs = {}
+def _teacher_configs(configs: Sequence[TrainConfig], threads: int | None = None) -> dict[str, TrainConfig]:
+    """``{digest: config}`` of every teacher run the configurations need."""
+    out = {}
     for c in configs:
         for name in c.teachers:
             t = teacher_config(name, c)
-            t_cfgs.setdefault(config_hash(t), t)
-    for t in t_cfgs.values():
-        _legacy_teacher(t, None)
-    runs = run_many(list(t_cfgs.values()), workers=workers, threads=threads) if t_cfgs else []
+            out.setdefault(config_hash(t), dataclasses.replace(t, threads=threads or t.threads))
+    return out
+
+
+def ensure_teachers(configs: Sequence[TrainConfig], workers: int = 1, threads: int | None = None,
+                    ledger: Ledger | None = None) -> dict:
+    """Train (or find) every teacher the configurations need, side by side; ``{teacher config digest: Run}``."""
+    t_cfgs = _teacher_configs(configs, threads)
+    runs = run_many(list(t_cfgs.values()), workers=workers, threads=threads, ledger=ledger, teachers=True)
     return dict(zip(t_cfgs, runs))
 
 
-def _missing_teachers(configs: Sequence[TrainConfig], threads: int | None) -> dict[str, TrainConfig]:
-    """``{digest: config}`` of the teacher runs the configurations need and the cache lacks (earlier versions'
-    teachers are moved into the cache first)."""
-    missing = {}
-    for c in configs:
-        for name in c.teachers:
-            t = teacher_config(name, c)
-            _legacy_teacher(t, None)
-            if not is_done(t):
-                missing.setdefault(config_hash(t), dataclasses.replace(t, threads=threads or t.threads))
-    return missing
-
-
+# --------------------------------------------------------------------------------------------- many runs
 def _run_job(args: tuple) -> dict:
-    cfg, root = args
+    cfg, root, ledger_root, keep, derive, expected = args
+    end = deadline()
+    if end is not None and time.time() + (expected or 0.0) > end:  # would not fit: the next part trains it
+        return {"digest": config_hash(cfg), "waiting": True}
     t = time.perf_counter()
-    run = run_one(cfg, root)
+    run = run_one(cfg, root, Ledger(ledger_root) if ledger_root else None, keep, derive)
     return {"digest": run.digest, "seconds": time.perf_counter() - t}
 
 
 def run_many(configs: Sequence[TrainConfig], root: str | os.PathLike | None = None, workers: int = 1,
-             threads: int | None = None, verbose: bool = True) -> list[Run]:
+             threads: int | None = None, verbose: bool = True, ledger: Ledger | None = None,
+             derive: dict[str, Sequence[tuple]] | None = None, teachers: bool | Collection[str] = False,
+             partial: bool = False) -> list[Run | None]:
     """Every configuration's :class:`Run`, training the missing ones ``workers`` at a time.
 
-    Configurations are validated before anything is trained; duplicates are trained once.
+    Configurations are validated before anything is trained; duplicates are trained once; missing teachers train
+    first (their weights committed to the ledger). ``derive``: ``{digest: specs}`` of values computed from a run's
+    weights when it finishes (:func:`run_one`). ``teachers``: these runs are teachers (``True``: all; else the
+    digests of those that are), whose weights are committed to the ledger.
+
+    Raises:
+        RunsWaiting: under a deadline (:func:`deadline`), when runs did not fit; with ``partial``, their places in
+            the returned list are None instead.
     """
     for cfg in configs:
         cfg.validate()
+    derive = derive or {}
+    keep = (lambda d: True) if teachers is True else (lambda d: d in (teachers or ()))
     todo: dict[str, TrainConfig] = {}
     for cfg in configs:
-        if not is_done(cfg, root):
-            todo.setdefault(config_hash(cfg), dataclasses.replace(cfg, progress=False, threads=threads or cfg.threads))
+        digest = config_hash(cfg)
+        if not _ready(cfg, root, ledger, keep(digest), derive.get(digest, ())):
+            todo.setdefault(digest, dataclasses.replace(cfg, progress=False, threads=threads or cfg.threads))
+    waiting: set[str] = set()
     if todo:
-        # one seed of every variant before the next seed: workers starting together then compile different graphs,
-        # and the later seeds find theirs in Inductor's on-disk cache instead of compiling the same graph at once
-        pending = sorted(todo.values(), key=lambda c: c.seed)
-        missing = _missing_teachers(pending, threads)
-        # the missing teachers (strong ones, listed last, first) train side by side with the runs that need none of them, so that no
-        # worker waits for a teacher; the runs that distil from them follow
-        needs = [any(config_hash(teacher_config(n, c)) in missing for n in c.teachers) for c in pending]
-        first = [(t, None) for t in reversed(missing.values())]
-        first += [(c, root) for c, n in zip(pending, needs) if not n]
-        later = [(c, root) for c, n in zip(pending, needs) if n]
-        if verbose:
-            print(f"training {len(pending)} of {len(configs)} runs ({len(configs) - len(pending)} cached)"
-                  + (f" and {len(missing)} teacher(s) they need" if missing else "") + f", {workers} worker(s)",
-                  file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        for batch in (first, later):
-            def report(i: int, value: dict, batch=batch) -> None:
-                if verbose:
-                    c, where = batch[i]
-                    r = Run.load(c, where).final
-                    print(f"  trained {c.model} seed {c.seed} ({value['digest']}): test top-1 {r['test_top1']:.2f} %, "
-                          f"{value['seconds']:.0f} s [{time.perf_counter() - t0:.0f} s]", file=sys.stderr, flush=True)
+        waiting = _train_missing(list(todo.values()), len(configs), root, workers, threads, verbose, ledger, derive,
+                                 keep)
+    runs = [None if config_hash(c) in waiting else Run.load(c, root, ledger) for c in configs]
+    if waiting and not partial:
+        raise RunsWaiting([c for c, r in zip(configs, runs) if r is None], sum(r is not None for r in runs))
+    return runs
 
-            if batch:
-                parallel_map(_run_job, batch, workers, threads, on_done=report, desc="runs" if verbose else None)
-    return [Run.load(cfg, root) for cfg in configs]
+
+def _ready(cfg, root, ledger, keep: bool, derive: Sequence[tuple]) -> bool:
+    """Whether the run is recorded with everything this caller needs of it."""
+    if not is_done(cfg, root, ledger):
+        return False
+    if not derive and not (keep and ledger is not None):
+        return True
+    run = Run.load(cfg, root, ledger)
+    return (all(_key(s) in run.record["derived"] for s in derive)
+            and not (keep and ledger is not None and not ledger.weights_path(run.digest).exists()))
+
+
+def _train_missing(pending, asked, root, workers, threads, verbose, ledger, derive, keep) -> set[str]:
+    """Train ``pending`` (teachers they miss first); the digests of the runs that did not fit the deadline."""
+    # one seed of every variant before the next seed: a part cut short by its budget is balanced over the arms it
+    # compares, and workers starting together compile different graphs (later seeds find theirs in Inductor's cache)
+    pending = sorted(pending, key=lambda c: c.seed)
+    missing = {d: t for d, t in _teacher_configs(pending, threads).items()
+               if not _ready(t, root, ledger, True, ())}
+    kind, where = cpu_kind(machine()), str(ledger.root) if ledger is not None else None
+    expect = (lambda c: ledger.estimate(c, kind)) if ledger is not None else (lambda c: None)
+
+    def job(c, keep):
+        return (c, root, where, keep, tuple(derive.get(config_hash(c), ())), expect(c))
+
+    # the missing teachers (strong ones, listed last, first) train side by side with the runs that need none of
+    # them, so that no worker waits for a teacher; the runs that distil from them follow
+    needs = [any(config_hash(teacher_config(n, c)) in missing for n in c.teachers) for c in pending]
+    first = [job(t, True) for t in reversed(missing.values())]
+    first += [job(c, keep(config_hash(c))) for c, n in zip(pending, needs) if not n]
+    later = [job(c, keep(config_hash(c))) for c, n in zip(pending, needs) if n]
+    if verbose:
+        print(f"training {len(pending)} of {asked} runs ({asked - len(pending)} recorded)"
+              + (f" and {len(missing)} teacher(s) they need" if missing else "") + f", {workers} worker(s)",
+              file=sys.stderr, flush=True)
+    t0, waiting = time.perf_counter(), set()
+    for batch in (first, later):
+        def report(i: int, value: dict, batch=batch) -> None:
+            c = batch[i][0]
+            if value.get("waiting"):
+                waiting.add(value["digest"])
+                if verbose:
+                    print(f"  waits for the next part: {c.model} seed {c.seed} ({value['digest']})", file=sys.stderr,
+                          flush=True)
+            elif verbose:
+                r = Run.load(c, root, ledger).final
+                print(f"  trained {c.model} seed {c.seed} ({value['digest']}): test top-1 {r['test_top1']:.2f} %, "
+                      f"{value['seconds']:.0f} s [{time.perf_counter() - t0:.0f} s]", file=sys.stderr, flush=True)
+
+        if batch and waiting & {config_hash(t) for t in missing.values()} and batch is later:
+            waiting |= {config_hash(c) for c, *_ in batch}  # their teachers wait: so do they
+            continue
+        if batch:
+            parallel_map(_run_job, batch, workers, threads, on_done=report, desc="runs" if verbose else None)
+    return waiting

@@ -8,7 +8,6 @@ through it and records claims with a verdict; :meth:`Study.finish` writes ``resu
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -16,13 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .checkpoints import atomic_write_text
 from .config import TrainConfig, config_hash, teacher_config
-from .landscape import run_landscape
-from .pool import parallel_map
+from .landscape import Landscape, landscape_key
+from .ledger import Ledger, ledger_dir
 from .profiles import get_profile, rescaled_warmup
 from .record import Record
-from .runs import ensure_teachers, is_done, run_many
+from .runs import RunsWaiting, ensure_teachers, is_done, run_many
 from .verdicts import compare, cut
 
 __all__ = ["REPO_ROOT", "NOTEBOOKS", "Study", "RunSet", "parse_seeds", "distillation_recipes", "AT_THE_END",
@@ -199,6 +197,8 @@ class Study(Record):
             neither a test nor a notebook run at another profile writes over the committed cpu report).
         regime: ``"full"`` (the profile's training settings: the architecture study) or ``"overfitting"`` (with
             the profile's over-fitting overrides: a training subset the CE student over-fits).
+        ledger: the ledger runs are read from and recorded in (``None``: the profile's,
+            :func:`bnext_lib.ledger.ledger_dir`).
 
     Raises:
         ValueError: on an unknown profile, model or dataset, or on non-positive epochs, seeds or workers,
@@ -208,7 +208,7 @@ class Study(Record):
     def __init__(self, name: str, profile: str = "smoke", seeds: Sequence[int] | None = None,
                  epochs: int | None = None, dataset: str | None = None, model: str | None = None,
                  device: str = "auto", workers: int | None = None, out_dir: str | os.PathLike | None = None,
-                 regime: str = "full"):
+                 regime: str = "full", ledger: str | os.PathLike | None = None):
         errors = []
         try:
             self.profile = get_profile(profile)
@@ -242,7 +242,9 @@ class Study(Record):
         self.overrides["device"] = device
         Record.__init__(self, name, Path(out_dir) if out_dir else report_dir(profile), self.profile.thresholds,
                         regime)
+        self.ledger = Ledger(ledger if ledger is not None else ledger_dir(profile))
         self.trained = self.cached = 0
+        self.waiting: dict = {}
         self.t0 = time.perf_counter()
 
     def __repr__(self) -> str:
@@ -288,8 +290,9 @@ class Study(Record):
         return cfg
 
     def run(self, variants: Mapping[str, Mapping[str, Any]], seeds: Sequence[int] | None = None,
-            prefetch: bool = False, headline: bool | Sequence[str] = False) -> RunSet:
-        """Train (or read from the cache) every variant at every seed.
+            prefetch: bool = False, headline: bool | Sequence[str] = False,
+            landscapes: bool | Sequence[str] = False) -> RunSet:
+        """Every variant at every seed: from the ledger, else trained (and recorded).
 
         Args:
             variants: ``{label: TrainConfig overrides}``.
@@ -298,6 +301,12 @@ class Study(Record):
                 instead.
             prefetch: also train, in the same pool, what the later studies start from (:meth:`prerequisites`): a
                 long teacher then overlaps these runs instead of leaving a worker idle.
+            landscapes: the labels (``True``: all) whose loss landscapes (:meth:`landscapes`) are computed when
+                their runs finish and kept in their records.
+
+        Raises:
+            RunsWaiting: a report part's time budget did not fit some runs; what the study recorded so far is
+                written first (:meth:`finish`), saying what waits.
         """
         import pandas as pd
 
@@ -307,15 +316,24 @@ class Study(Record):
         keys = [(label, seed) for label in variants if label not in cut
                 for seed in (self.headline_seeds if label in top else seeds)]
         configs = [self.config(**{**variants[label], "seed": seed}) for label, seed in keys]
-        done = sum(is_done(c) for c in configs)
+        done = sum(is_done(c, ledger=self.ledger) for c in configs)
         extra = self.prerequisites() if prefetch else []
-        runs = run_many(extra + configs, workers=self.workers, threads=self.threads)[len(extra):]
+        teachers = {config_hash(teacher_config(n, self.config())) for n in self.teachers} if prefetch else ()
+        wanted = set(variants) if landscapes is True else set(landscapes or ())
+        derive = {config_hash(c): [self.landscape_spec] for (label, _), c in zip(keys, configs) if label in wanted}
+        try:
+            runs = run_many(extra + configs, workers=self.workers, threads=self.threads, ledger=self.ledger,
+                            derive=derive, teachers=teachers)[len(extra):]
+        except RunsWaiting as e:
+            self.waiting = {"runs": len(e.configs), "recorded": e.done, "labels": list(variants)}
+            self.finish()
+            raise
         self.cached += done
         self.trained += len(configs) - done
         rows = []
         for (label, seed), run in zip(keys, runs):
             f = run.final
-            t_acc = run.result.get("teachers") or {}
+            t_acc = run.teacher_top1
             seen = f.get("train_eval_top1")
             seen = f["train_top1"] if seen is None else seen
             rows.append({"label": label, "seed": seed, "model": run.config.model, "augment": run.config.augment,
@@ -325,7 +343,7 @@ class Study(Record):
                          "train_top1": f["train_top1"], "train_eval_top1": f.get("train_eval_top1", math.nan),
                          "gap": seen - f["test_top1"],
                          "test_loss": f["test_loss"], "train_loss": f["train_loss"],
-                         "minutes": run.result["wall_s"] / 60, "digest": run.digest})
+                         "minutes": run.record["wall_s"] / 60, "digest": run.digest})
         if cut:
             self.note("Cut at this profile to fit its budget: " + ", ".join(f"'{c}'" for c in cut) + ".")
         columns = ["label", "seed", "model", "augment", "teachers", "teacher_top1", "test_top1", "val_top1",
@@ -347,27 +365,41 @@ class Study(Record):
 
         names = list(names or self.teachers)
         base = self.config(teachers=tuple(names))
-        runs = ensure_teachers([base], self.workers, self.threads)
+        try:
+            runs = ensure_teachers([base], self.workers, self.threads, self.ledger)
+        except RunsWaiting as e:
+            self.waiting = {"runs": len(e.configs), "recorded": e.done, "labels": names}
+            self.finish()
+            raise
         rows = []
         for n in names:
             t_cfg = teacher_config(n, base)
             run = runs[config_hash(t_cfg)]
-            model = run.load_model()
             rows.append({"teacher": n, "test_top1": run.final["test_top1"],
                          "val_top1": _or_nan(run.final.get("val_top1")),
                          "train_top1": run.final.get("train_top1", float("nan")),
-                         "params_M": sum(p.numel() for p in model.parameters()) / 1e6, "epochs": t_cfg.epochs,
+                         "params_M": run.record["params"] / 1e6, "epochs": t_cfg.epochs,
                          "train_images": t_cfg.train_subset or "all", "recipe": base.teacher_recipe,
-                         "minutes": run.result.get("wall_s", float("nan")) / 60})
+                         "minutes": run.record["wall_s"] / 60})
         return pd.DataFrame(rows).set_index("teacher")
+
+    @property
+    def landscape_spec(self) -> tuple:
+        """The profile's loss-landscape grid as a derived value of a run (:func:`bnext_lib.runs.run_one`)."""
+        g = self.profile.landscape
+        return ("landscape", g["steps"], g["span"], g["images"], 0)
 
     def landscapes(self, runset: RunSet, labels: Sequence[str]) -> dict:
         """Loss-landscape slices (the profile's grid, the same direction seed) of every seed's run of each label,
-        computed side by side and cached in the runs' folders; ``{(label, seed): Landscape}``."""
-        g = self.profile.landscape  # labels the profile cut have no runs, hence no slices
+        ``{(label, seed): Landscape}``: from the runs' records (:meth:`run` with ``landscapes``), else computed
+        side by side from the weights on this machine and recorded."""
         keys = [(label, seed) for label in labels for (lab, seed) in runset.runs if lab == label]
-        jobs = [(runset.runs[k].config, g["steps"], g["span"], g["images"], 0) for k in keys]
-        return dict(zip(keys, parallel_map(run_landscape, jobs, self.workers, self.threads, desc="landscapes")))
+        spec = self.landscape_spec
+        configs = [runset.runs[k].config for k in keys]
+        runs = run_many(configs, workers=self.workers, threads=self.threads, ledger=self.ledger, verbose=False,
+                        derive={config_hash(c): [spec] for c in configs})
+        key = landscape_key(*spec[1:])
+        return {k: Landscape.from_dict(r.record["derived"][key]) for k, r in zip(keys, runs)}
 
     def ladder(self):
         """The teacher table sorted weak to strong by measured validation top-1 (test top-1 without a validation
@@ -387,6 +419,7 @@ class Study(Record):
                             "seeds": list(self.seeds), "headline_seeds": list(self.headline_seeds),
                             "settings": self.settings, "teachers": list(self.teachers),
                             "workers": self.workers, "threads": self.threads, "runs_trained": self.trained,
-                            "runs_cached": self.cached, "wall_s": wall})
+                            "runs_cached": self.cached, "wall_s": wall, "ledger": self.ledger.root.name,
+                            **({"waiting": self.waiting} if self.waiting else {})})
         return {"claims": len(self.claims), "tables": len(self.tables), "figures": len(self.figures),
                 "runs_trained": self.trained, "runs_cached": self.cached, "wall_s": wall}

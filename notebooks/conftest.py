@@ -24,3 +24,7 @@ def warnings_as_errors() -> str:
 
 
 os.environ["PYTHONWARNINGS"] = warnings_as_errors()
+# the unit tests' run cache and ledger (tests/conftest.py), never this machine's or a committed one
+_TEST_CACHE = PACKAGE.parent / "build" / "test"
+os.environ.setdefault("BNEXT_RUNS", str(_TEST_CACHE / "runs"))
+os.environ.setdefault("BNEXT_LEDGER", str(_TEST_CACHE / "ledger"))

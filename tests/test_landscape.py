@@ -68,10 +68,13 @@ def test_landscape_sees_the_images_the_run_trained_on(tmp_path, monkeypatch):
         return real(model, x, y, **kw)
 
     monkeypatch.setattr(landscape_mod, "loss_landscape", spy)
-    ls = landscape_mod.run_landscape((cfg, 3, 0.5, 16, 0))
+    spec = ("landscape", 3, 0.5, 16, 0)
+    run = run_one(cfg, derive=[spec])  # a finished run: computed from its weights, kept in its record
+    ls = landscape_mod.Landscape.from_dict(run.record["derived"][landscape_mod.landscape_key(*spec[1:])])
     assert seen["side"] == (32, 32) and ls.loss.shape == (3, 3)
     seen.clear()
-    assert landscape_mod.run_landscape((cfg, 3, 0.5, 16, 0)).centre_loss == ls.centre_loss and not seen  # cached
+    again = run_one(cfg, derive=[spec]).record["derived"]["landscape_s3_w0.5_n16_seed0"]
+    assert again["loss"] == ls.loss.tolist() and not seen  # read from the record, not computed again
 
 
 def test_a_landscape_batch_comes_from_the_run_s_own_training_images(tmp_path, monkeypatch):
@@ -86,7 +89,7 @@ def test_a_landscape_batch_comes_from_the_run_s_own_training_images(tmp_path, mo
     seen, real = {}, landscape_mod.loss_landscape
     monkeypatch.setattr(landscape_mod, "loss_landscape", lambda model, x, y, **kw: seen.update(x=x) or
                         real(model, x, y, **kw))
-    landscape_mod.run_landscape((cfg, 3, 0.5, 16, 0))
+    run_one(cfg, derive=[("landscape", 3, 0.5, 16, 0)])
     train, val = training_images(cfg)
     flat = lambda t: {tuple(r.tolist()) for r in t.reshape(len(t), -1)}  # noqa: E731
     from bnext_lib.augment import Augmenter

@@ -8,18 +8,30 @@ import pytest
 from bnext_lib.report import NOTEBOOKS, Study
 
 
-def test_runner_estimates_the_time_left_from_the_last_recorded_run(tmp_path, capsys, monkeypatch):
+def test_the_runner_opens_with_the_ledger_and_continues_past_a_notebook_that_waits(tmp_path, capsys, monkeypatch):
+    """The runner says what the ledger holds (not an estimate from an earlier protocol's run); a notebook stopped by
+    runs that wait for the next part is recorded as waiting and the next notebook still runs."""
+    from papermill.exceptions import PapermillExecutionError
 
     import bnext_lib.report as runner
 
-    (tmp_path / "run.json").write_text(json.dumps({"profile": "cpu", "notebooks": {
-        "01_architecture_study": {"wall_s": 600, "first_wall_s": 1200}, "02_overfitting_analysis": {"wall_s": 300}}}))
-    assert runner._recorded_minutes(tmp_path, "cpu") == {"01_architecture_study": 20, "02_overfitting_analysis": 5}
-    assert runner._recorded_minutes(tmp_path, "gpu") == {}
-    monkeypatch.setattr("papermill.execute_notebook", lambda *a, **k: None)
-    runner.execute(["01_architecture_study", "02_overfitting_analysis"], "cpu", tmp_path, html=False)
+    ran = []
+
+    def execute(src, dst, **kw):
+        ran.append(src)
+        assert kw["extra_arguments"] == runner.QUIET_KERNEL  # the kernel's TCP warning is not shown
+        if "01_" in src:
+            raise PapermillExecutionError(3, 1, "study.run(...)", "RunsWaiting", "2 run(s) wait for the next part", [])
+
+    monkeypatch.setattr("papermill.execute_notebook", execute)
+    times = runner.execute(["01_architecture_study", "02_overfitting_analysis"], "cpu", tmp_path, html=False)
+    assert len(ran) == 2 and times["01_architecture_study"]["waiting"] and "waiting" not in times["02_overfitting_analysis"]
     err = capsys.readouterr().err
-    assert "[notebook 1 of 2; time left at most ~25 min" in err and "[notebook 2 of 2; time left at most ~5 min" in err
+    assert "stopped after" in err and "2 run(s) wait for the next part" in err and "time left" not in err
+    monkeypatch.setattr("papermill.execute_notebook", lambda *a, **k: (_ for _ in ()).throw(
+        PapermillExecutionError(3, 1, "x", "ValueError", "a bug", [])))
+    with pytest.raises(PapermillExecutionError):  # any other error stops the report
+        runner.execute(["01_architecture_study"], "cpu", tmp_path, html=False)
 
 
 def test_an_interrupted_report_resumes_with_its_time(tmp_path, monkeypatch):
@@ -75,22 +87,38 @@ def test_a_notebook_at_another_profile_writes_beside_the_cpu_report(profile):
             shutil.rmtree(report_dir(profile), ignore_errors=True)
 
 
-def test_the_runner_records_an_interrupted_invocation(tmp_path, monkeypatch):
-    """A stop (Ctrl-C, or SIGTERM from `timeout`) during a notebook still writes run.json, marked interrupted."""
+def test_an_interrupted_part_leaves_the_report_as_it_was(tmp_path, monkeypatch, capsys):
+    """A stop (Ctrl-C, or SIGTERM from `timeout`) during a notebook: one line saying where things are, exit 130,
+    the report folder untouched (the notebooks write into .part/), SIGTERM's handler restored."""
     import signal
 
     import bnext_lib.report as runner
 
+    monkeypatch.setenv("BNEXT_LEDGER", str(tmp_path / "ledger"))
+    (tmp_path / "REPORT.md").write_text("the committed report\n")
+
     def stopped(notebooks, profile, out, html=True, log=True, times=None):
+        assert out == tmp_path / ".part"
+        (out / "tables").mkdir(parents=True)
+        (out / "tables" / "01_ablation.csv").write_text("half written")
         times[notebooks[0]] = {"wall_s": 5.0, "interrupted": True}
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runner, "execute", stopped)
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(KeyboardInterrupt):
-        runner.main(["--profile", "smoke", "--out", str(tmp_path)])
-    run = json.loads((tmp_path / "run.json").read_text())
-    assert run["interrupted"] and run["notebooks"][NOTEBOOKS[0]]["wall_s"] == 5.0
+    assert runner.main(["--profile", "smoke", "--out", str(tmp_path)]) == 130
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".part", "REPORT.md"]
+    assert (tmp_path / "REPORT.md").read_text() == "the committed report\n"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("report: interrupted after") and "is as it was" in err[-1]
     assert signal.getsignal(signal.SIGTERM) is before
     with pytest.raises(KeyboardInterrupt, match="signal"):
         runner._interrupt(signal.SIGTERM, None)
+
+
+def test_a_budget_must_be_positive(capsys):
+    import bnext_lib.report as runner
+
+    with pytest.raises(SystemExit):
+        runner.main(["--profile", "smoke", "--budget-min", "0"])
+    assert "--budget-min must be a positive number of minutes" in capsys.readouterr().err

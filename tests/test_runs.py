@@ -17,11 +17,11 @@ def test_missing_teachers_train_beside_the_runs_that_need_none(tmp_path, monkeyp
     passes = []
     real = runs_mod.parallel_map
     monkeypatch.setattr(runs_mod, "parallel_map",
-                        lambda fn, items, *a, **k: passes.append([c.model for c, _ in items]) or real(fn, items, *a, **k))
+                        lambda fn, items, *a, **k: passes.append([c.model for c, *_ in items]) or real(fn, items, *a, **k))
     runs = run_many([kd, ce])
     assert passes == [["timm:resnet10t", "bnext_pico"], ["bnext_pico"]]
     assert "and 1 teacher(s) they need" in capsys.readouterr().err
-    assert runs[0].result["teachers"]["timm:resnet10t"] > 0 and is_done(teacher_config("timm:resnet10t", kd))
+    assert runs[0].teacher_top1["timm:resnet10t"] > 0 and is_done(teacher_config("timm:resnet10t", kd))
 
 
 def test_bnext_runs_names_another_run_cache(tmp_path, monkeypatch):

@@ -31,10 +31,7 @@ DDP training, so a multi-process run matches a single-process one up to those st
 from __future__ import annotations
 
 import csv
-import dataclasses
-import hashlib
 import json
-import math
 import os
 import random
 import sys

@@ -1,0 +1,329 @@
+"""The ledger: every finished run of a profile as one small, committed JSON record, named by its digest.
+
+A run's weights and checkpoints live in the machine's run cache (``data/runs/``, :mod:`bnext_lib.runs`), which dies
+with the machine; its record lives in the ledger (``reports/<profile>/ledger/``: ``reports/ledger/`` for cpu),
+which is committed, so that a report can be trained in parts on different machines and audited by anyone.
+A record holds what the report reads from a run and what an auditor needs to check it:
+
+* ``schema``, ``digest`` (:func:`~bnext_lib.config.config_hash`) and the full configuration, including the options
+  the digest leaves out but rounding depends on (threads, device);
+* ``final``, ``history`` (per epoch), ``trace`` (16 points per epoch), ``wall_s``, ``started``/``ended``;
+* ``teachers``: per teacher its digest, the SHA-256 of its weights and its top-1;
+* ``weights_sha256``: the SHA-256 of the weights the run ended with (:func:`weights_sha256`), ``params``;
+* ``machine`` (CPU model and instruction sets, GPU, torch and CUDA) and ``commit``;
+* ``derived``: what a notebook computes from the weights (loss-landscape slices), computed when the run
+  finishes, so that a finished run never needs its weights again.
+
+Teachers' weights, which students depend on, are committed once beside the records (``weights/<digest>.safetensors``)
+and checked against their recorded SHA-256 when they are loaded. ``index.csv`` is a table of the records for
+readers, derived from them (:meth:`Ledger.write_index`).
+
+Integrity: a record that is truncated, not JSON, fails the schema, or whose digest is not its configuration's,
+raises :class:`LedgerError` naming the file, and is never used; every write is atomic; :meth:`Ledger.lock` holds a
+file lock per digest, so that two processes (or two cluster jobs on a shared file system) never train one run.
+A change to the engine that changes a run's numbers bumps :data:`~bnext_lib.config.NUMERICS`, which is part of
+every digest: older records are then simply not found (and listed as orphans), never mixed with new ones.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from .checkpoints import atomic_write, atomic_write_text
+from .config import TrainConfig, config_hash
+
+__all__ = ["SCHEMA", "REQUIRED", "LedgerError", "Ledger", "ledger_dir", "machine", "git_commit", "weights_sha256",
+           "record_config", "cpu_kind", "digest_lock", "now", "dumps"]
+
+SCHEMA = 1
+# the fields every record has, with their JSON types
+REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "schema": int, "digest": str, "config": dict, "final": dict, "history": list, "trace": list, "teachers": dict,
+    "weights_sha256": str, "params": int, "num_classes": int, "in_chans": int, "wall_s": (int, float),
+    "started": str, "ended": str, "machine": dict, "commit": str, "derived": dict}
+# configuration fields that describe where a run was asked to write, not the run
+_NOT_RECORDED = ("out", "resume", "progress")
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class LedgerError(ValueError):
+    """A record that cannot be used; the message is one line naming the file and what is wrong."""
+
+
+def ledger_dir(profile: str) -> Path:
+    """A profile's ledger: ``$BNEXT_LEDGER/<profile>`` if that is set (tests, a scratch ledger), else
+    ``ledger/`` in the profile's report folder (:func:`bnext_lib.study.report_dir`)."""
+    env = os.environ.get("BNEXT_LEDGER")
+    if env:
+        return Path(env) / profile
+    return _REPO_ROOT / "reports" / {"cpu": "", "smoke": ".scratch"}.get(profile, profile) / "ledger"
+
+
+# --------------------------------------------------------------------------------------------- provenance
+_ISA = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_bf16",
+        "amx_tile", "amx_int8", "asimd", "sve")
+
+
+def machine() -> dict:
+    """The machine a run trained on: CPU model and the instruction sets torch's kernels choose by, cores, GPU,
+    torch, CUDA and Python versions."""
+    import torch
+
+    model, flags = None, set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model is None:
+                model = value.strip()
+            elif key.strip() in ("flags", "Features") and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    info = {"cpu": model or platform.processor() or platform.machine(), "isa": [f for f in _ISA if f in flags], "cores": os.cpu_count(),
+            "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return info
+
+
+def cpu_kind(info: Mapping[str, Any]) -> str:
+    """What makes two machines' runs cost and round alike: the CPU model and its instruction sets (or the GPU)."""
+    if info.get("gpu"):
+        return str(info["gpu"])
+    return f"{info.get('cpu')} [{' '.join(info.get('isa', []))}]"
+
+
+def git_commit() -> str:
+    """HEAD (marked when the code differs from it, reports aside); ``$BNEXT_COMMIT`` where there is no ``.git``
+    (a machine that got the working tree only)."""
+    if os.environ.get("BNEXT_COMMIT"):
+        return os.environ["BNEXT_COMMIT"]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_REPO_ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        # outputs don't count; `git diff` compares contents through the notebooks' clean filter (bnext_lib/nbclean.py)
+        dirty = subprocess.run(["git", "diff", "HEAD", "--name-only", "--", ".", ":!reports"],
+                               cwd=_REPO_ROOT, capture_output=True, text=True).stdout.strip()
+        return commit + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def weights_sha256(state: Mapping[str, Any]) -> str:
+    """SHA-256 of a state dict's tensors (name, dtype, shape and bytes, in name order): the same weights give the
+    same hash whatever file format holds them."""
+    import torch
+
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name]
+        if not isinstance(t, torch.Tensor):
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def record_config(cfg: TrainConfig) -> dict:
+    """The configuration as a record keeps it: every field but where the run was asked to write."""
+    return {k: v for k, v in cfg.to_dict().items() if k not in _NOT_RECORDED}
+
+
+def _config_of(values: Mapping[str, Any]) -> TrainConfig:
+    values = dict(values)
+    values["teachers"] = tuple(values.get("teachers", ()))
+    return TrainConfig(**values)
+
+
+# --------------------------------------------------------------------------------------------- the ledger
+class Ledger:
+    """The records of one profile in ``root`` (``<digest>.json``), teachers' weights in ``root/weights``."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"Ledger({str(self.root)!r})"
+
+    def path(self, digest: str) -> Path:
+        return self.root / f"{digest}.json"
+
+    def weights_path(self, digest: str) -> Path:
+        return self.root / "weights" / f"{digest}.safetensors"
+
+    # ------------------------------------------------------------------ reading
+    def read(self, path: str | os.PathLike) -> dict:
+        """One record, checked: JSON, the schema, and the digest of its configuration (:class:`LedgerError`)."""
+        path = Path(path)
+        return self.read_file(path, path.stem)
+
+    @staticmethod
+    def read_file(path: Path, digest: str) -> dict:
+        """:meth:`read` of a record stored under another name (a run cache's ``<digest>/record.json``)."""
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise LedgerError(f"ledger record {path}: unreadable ({e.strerror or e})") from None
+        try:
+            record = json.loads(text)
+        except ValueError as e:
+            raise LedgerError(f"ledger record {path}: truncated or not JSON ({e})") from None
+        problem = _schema_problem(record)
+        if problem:
+            raise LedgerError(f"ledger record {path}: {problem}")
+        try:
+            cfg = _config_of(record["config"])
+        except TypeError as e:
+            raise LedgerError(f"ledger record {path}: its configuration is not a TrainConfig ({e})") from None
+        found = config_hash(cfg)
+        if found != record["digest"] or found != digest:
+            raise LedgerError(f"ledger record {path}: its configuration's digest is {found}, the record says "
+                              f"{record['digest']} and its name {digest} (edited, written by other code, or before "
+                              "a change of the engine's numerics); delete it to re-train")
+        return record
+
+    def get(self, cfg: TrainConfig) -> dict | None:
+        """``cfg``'s record (checked), or None when the ledger does not have it."""
+        path = self.path(config_hash(cfg))
+        return self.read(path) if path.exists() else None
+
+    def has(self, cfg: TrainConfig) -> bool:
+        return self.path(config_hash(cfg)).exists()
+
+    def records(self) -> Iterator[dict]:
+        """Every record, checked, in digest order."""
+        for path in sorted(self.root.glob("*.json")):
+            yield self.read(path)
+
+    # ------------------------------------------------------------------ writing
+    def put(self, record: Mapping[str, Any]) -> Path:
+        """Write a record atomically (checked first: a bad record is never written)."""
+        problem = _schema_problem(record)
+        if problem:
+            raise LedgerError(f"ledger record {record.get('digest')}: {problem}")
+        return atomic_write_text(self.path(record["digest"]), dumps(record))
+
+    def put_weights(self, digest: str, state: Mapping[str, Any]) -> Path:
+        """Commit a teacher's weights (safetensors) beside its record."""
+        from safetensors.torch import save
+
+        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items() if hasattr(v, "detach")}
+        data = save(tensors, metadata={"digest": digest})
+        return atomic_write(self.weights_path(digest), lambda f: f.write(data))
+
+    def load_weights(self, digest: str, sha256: str) -> dict:
+        """A teacher's committed weights, checked against the SHA-256 its record gives."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = self.weights_path(digest)
+        try:
+            state = load_file(str(path))
+        except (OSError, SafetensorError) as e:
+            raise LedgerError(f"teacher weights {path}: unreadable ({e})") from None
+        found = weights_sha256(state)
+        if found != sha256:
+            raise LedgerError(f"teacher weights {path}: SHA-256 {found[:12]}… is not the recorded {sha256[:12]}…")
+        return state
+
+    def lock(self, digest: str):
+        """Hold the lock of one digest in this ledger (:func:`digest_lock`)."""
+        return digest_lock(self.root, digest)
+
+    # ------------------------------------------------------------------ for readers
+    def index(self):
+        """One row per record: digest, model, seed, the options that tell variants apart, top-1s, wall seconds,
+        machine and commit (a ``pandas.DataFrame``)."""
+        import pandas as pd
+
+        rows = []
+        for r in self.records():
+            c, f = r["config"], r["final"]
+            rows.append({"digest": r["digest"], "model": c["model"], "seed": c["seed"],
+                         "train_subset": c.get("train_subset"), "epochs": c["epochs"],
+                         "teachers": "+".join(c.get("teachers", [])), "augment": c["augment"],
+                         "test_top1": f.get("test_top1"), "val_top1": f.get("val_top1"),
+                         "train_eval_top1": f.get("train_eval_top1"), "wall_s": round(r["wall_s"], 1),
+                         "machine": cpu_kind(r["machine"]), "commit": r["commit"][:12], "ended": r["ended"],
+                         "teacher_weights": self.weights_path(r["digest"]).exists()})
+        return pd.DataFrame(rows)
+
+    def write_index(self) -> Path | None:
+        """``index.csv`` from the records (none without records)."""
+        table = self.index()
+        if table.empty:
+            return None
+        return atomic_write_text(self.root / "index.csv", table.to_csv(index=False))
+
+    def estimate(self, cfg: TrainConfig, kind: str) -> float | None:
+        """Wall seconds a run of ``cfg`` is expected to take on a machine of ``kind`` (:func:`cpu_kind`), from the
+        recorded runs of the same variant (every option but the seeds), else of the same model, data size, length
+        and number of teachers; on this kind of machine, else on any. None when nothing alike was recorded."""
+        import statistics
+
+        def variant(values: Mapping[str, Any]) -> tuple:
+            return tuple(sorted((k, str(v)) for k, v in values.items()
+                                if k not in ("seed", "subset_seed", "threads", "device", "data_root")))
+
+        def shape(values: Mapping[str, Any]) -> tuple:
+            return (values["model"], values.get("train_subset"), values["epochs"], values["batch_size"],
+                    len(values.get("teachers", ())), values.get("eval_every"))
+
+        mine = record_config(cfg)
+        costs: dict[tuple, list[float]] = {}
+        for r in self.records():
+            same_kind = cpu_kind(r["machine"]) == kind
+            for level, key in ((0, variant(r["config"])), (1, shape(r["config"]))):
+                costs.setdefault((level, same_kind, key), []).append(r["wall_s"])
+        for level, key in ((0, variant(mine)), (1, shape(mine))):
+            for same_kind in (True, False):
+                found = costs.get((level, same_kind, key))
+                if found:
+                    return float(statistics.median(found))
+        return None
+
+
+@contextlib.contextmanager
+def digest_lock(folder: str | os.PathLike, digest: str):
+    """Hold the lock of one digest (a file lock in ``folder/.locks``, which git ignores; filelock's, which also
+    works on a cluster's shared file system): the process that gets it trains the run, the others wait for it,
+    then find its record."""
+    from filelock import FileLock
+
+    locks = Path(folder) / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(locks / f"{digest}.lock")):
+        yield
+
+
+def dumps(record: Mapping[str, Any]) -> str:
+    """A record as it is stored: sorted keys, one value per line where it is short, so that a diff reads well."""
+    return json.dumps(record, indent=1, sort_keys=True, allow_nan=True) + "\n"
+
+
+def _schema_problem(record: Any) -> str | None:
+    if not isinstance(record, dict):
+        return f"not a record (a JSON {type(record).__name__})"
+    if record.get("schema") != SCHEMA:
+        return f"schema {record.get('schema')!r}, this code reads schema {SCHEMA}"
+    missing = [k for k in REQUIRED if k not in record]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    wrong = [k for k, t in REQUIRED.items() if not isinstance(record[k], t) or isinstance(record[k], bool)]
+    if wrong:
+        return f"wrong type of {', '.join(wrong)}"
+    for name, t in record["teachers"].items():
+        if not isinstance(t, dict) or not {"digest", "weights_sha256", "test_top1"} <= set(t):
+            return f"teacher {name!r} lacks its digest, weights' SHA-256 or top-1"
+    return None
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
