@@ -53,10 +53,15 @@ test-portable: $(STAMP) data
 		$(BIN)/python -m pytest -m portability tests
 
 # the four notebooks at the cpu profile -> reports/ (REPORT.md, figures, tables, executed/); PROFILE=gpu -> reports/gpu/,
-# PROFILE=smoke -> reports/.scratch/
+# PROFILE=smoke -> reports/.scratch/. Runs come from the profile's committed ledger (reports/ledger/ for cpu); only
+# missing runs train. BUDGET_MIN=100: one part of a report built in parts (commit the ledger after it, and the same
+# command continues, on any machine); WORKERS=1: one run at a time
 PROFILE ?= cpu
+BUDGET_MIN ?=
+WORKERS ?=
 report: $(STAMP) data
-	$(BIN)/python -m bnext_lib.report --profile $(PROFILE)
+	$(BIN)/python -m bnext_lib.report --profile $(PROFILE) $(if $(BUDGET_MIN),--budget-min $(BUDGET_MIN)) \
+		$(if $(WORKERS),--workers $(WORKERS))
 
 # JupyterLab in the project's environment (the "Python (bnext)" kernel is registered in .venv by set-up); a notebook
 # run and saved there keeps its outputs and `git status` stays clean (bnext_lib/nbclean.py)

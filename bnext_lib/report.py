@@ -68,7 +68,7 @@ def _text_progress():
 
 
 def execute(notebooks: Sequence[str], profile: str, out: Path, html: bool = True, log: bool = True,
-            times: dict | None = None) -> dict:
+            times: dict | None = None, workers: int | None = None) -> dict:
     """Run notebooks with papermill into ``out/executed`` (and HTML), returning wall seconds per notebook.
 
     A notebook stopped because its runs wait for the next part (:class:`~bnext_lib.runs.RunsWaiting`) is recorded
@@ -87,7 +87,8 @@ def execute(notebooks: Sequence[str], profile: str, out: Path, html: bool = True
         t = time.perf_counter()
         try:
             with _text_progress():
-                pm.execute_notebook(str(src), str(dst), parameters={"profile": profile, "out_dir": str(out)},
+                parameters = {"profile": profile, "out_dir": str(out), **({"workers": workers} if workers else {})}
+                pm.execute_notebook(str(src), str(dst), parameters=parameters,
                                     cwd=str(src.parent), kernel_name="python3", progress_bar=False, log_output=log,
                                     extra_arguments=QUIET_KERNEL)
         except PapermillExecutionError as e:
@@ -241,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--budget-min", type=float, metavar="MIN",
                     help="a part of the report: start no run that would not end within MIN minutes (expected "
                          "costs from the ledger's runs on this kind of machine); the next part continues")
+    ap.add_argument("--workers", type=int, metavar="N",
+                    help="runs trained side by side (default: the profile's); 1 leaves a core free beside a part")
     ap.add_argument("--no-html", dest="html", action="store_false")
     ap.add_argument("--assemble-only", action="store_true", help="only rebuild REPORT.md")
     ap.add_argument("--refresh-notebooks", action="store_true",
@@ -252,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(str(e))
     if args.budget_min is not None and not args.budget_min > 0:
         ap.error(f"--budget-min must be a positive number of minutes, got {args.budget_min:g}")
+    if args.workers is not None and args.workers < 1:
+        ap.error(f"--workers must be a positive integer, got {args.workers}")
     chosen = list(NOTEBOOKS)
     if args.only:
         unknown = [n for n in args.only if n not in NOTEBOOKS]
@@ -292,7 +297,7 @@ def _part(chosen: Sequence[str], args, out: Path) -> list[str] | None:
     handler = signal.signal(signal.SIGTERM, _interrupt)  # `timeout`, a scheduler: stop as cleanly as Ctrl-C
     times: dict = {}
     try:
-        execute(chosen, args.profile, stage, html=args.html, times=times)
+        execute(chosen, args.profile, stage, html=args.html, times=times, workers=args.workers)
     except KeyboardInterrupt:
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # the kernel client's tasks, cancelled with it
         ledger.write_index()
