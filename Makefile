@@ -6,12 +6,12 @@ STAMP  := $(VENV)/.installed
 
 NBVAL  := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg --nbval-cell-timeout 900
 
-.PHONY: test test-fast test-portable report data lab kernel clean-venv
+.PHONY: test test-fast test-portable report audit data lab kernel clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[report,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[report,dev,cluster]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name bnext --display-name "Python (bnext)" >/dev/null
 # git sees a notebook that Jupyter ran and saved as unchanged (see bnext_lib/nbclean.py)
 	if git rev-parse --git-dir >/dev/null 2>&1; then git config filter.bnext-notebook.clean '$(PYTHON) bnext_lib/nbclean.py %f'; fi
@@ -63,12 +63,24 @@ report: $(STAMP) data
 	$(BIN)/python -m bnext_lib.report --profile $(PROFILE) $(if $(BUDGET_MIN),--budget-min $(BUDGET_MIN)) \
 		$(if $(WORKERS),--workers $(WORKERS))
 
-# JupyterLab in the project's environment (the "Python (bnext)" kernel is registered in .venv by set-up); a notebook
+# re-train a seeded random sample of the profile's ledger (what fits 15 minutes by the runs' recorded times) and hold
+# it against the records: identical on the records' kind of machine, within the measured cross-kernel spread elsewhere
+SEED ?= 0
+audit: $(STAMP) data
+	$(BIN)/python -m bnext_lib.audit --profile $(PROFILE) --seed $(SEED)
+
+# JupyterLab (the pinned `lab` extra, installed once) in the project's environment, serving the repository (notebooks,
+# reports/, docs/) and opening notebooks/; the "Python (bnext)" kernel is registered in .venv by set-up; a notebook
 # run and saved there keeps its outputs and `git status` stays clean (bnext_lib/nbclean.py)
-lab: $(STAMP) data
-	$(BIN)/python -m pip install --quiet jupyterlab
-	$(BIN)/jupyter lab --FileContentsManager.post_save_hook=bnext_lib.nbclean.post_save \
-		$(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
+LAB_STAMP := $(VENV)/.lab-installed
+$(LAB_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[report,dev,cluster,lab]'
+	touch $@
+
+lab: $(LAB_STAMP) data
+	$(BIN)/jupyter lab --ServerApp.root_dir=$(CURDIR) --LabApp.default_url=/lab/tree/notebooks \
+		--FileContentsManager.post_save_hook=bnext_lib.nbclean.post_save \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 # register the kernel for a Jupyter installed elsewhere (per user)
 kernel: $(STAMP)

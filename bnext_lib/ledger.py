@@ -40,7 +40,7 @@ from .checkpoints import atomic_write, atomic_write_text
 from .config import TrainConfig, config_hash
 
 __all__ = ["SCHEMA", "REQUIRED", "LedgerError", "Ledger", "ledger_dir", "machine", "git_commit", "weights_sha256",
-           "record_config", "cpu_kind", "digest_lock", "now", "dumps"]
+           "record_config", "config_of", "cpu_kind", "digest_lock", "now", "dumps"]
 
 SCHEMA = 1
 # the fields every record has, with their JSON types
@@ -136,7 +136,8 @@ def record_config(cfg: TrainConfig) -> dict:
     return {k: v for k, v in cfg.to_dict().items() if k not in _NOT_RECORDED}
 
 
-def _config_of(values: Mapping[str, Any]) -> TrainConfig:
+def config_of(values: Mapping[str, Any]) -> TrainConfig:
+    """The :class:`TrainConfig` a record's ``config`` describes."""
     values = dict(values)
     values["teachers"] = tuple(values.get("teachers", ()))
     return TrainConfig(**values)
@@ -179,7 +180,7 @@ class Ledger:
         if problem:
             raise LedgerError(f"ledger record {path}: {problem}")
         try:
-            cfg = _config_of(record["config"])
+            cfg = config_of(record["config"])
         except TypeError as e:
             raise LedgerError(f"ledger record {path}: its configuration is not a TrainConfig ({e})") from None
         found = config_hash(cfg)

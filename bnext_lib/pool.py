@@ -2,7 +2,8 @@
 
 On a CPU, two processes of one thread each train ~1.5x more images per second than one process with two threads
 (small convolutions parallelise poorly), so the run cache trains independent runs side by side
-(:func:`bnext_lib.runs.run_many`). Workers are spawned (forking after torch has started threads is unsafe); what
+(:func:`bnext_lib.runs.run_many`). On a machine with several GPUs each worker gets its own
+(``CUDA_VISIBLE_DEVICES``, round robin). Workers are spawned (forking after torch has started threads is unsafe); what
 they print is relayed to the parent line by line and printed there once, so that under Jupyter it shows in the
 notebook and not also on the server's terminal.
 """
@@ -12,6 +13,7 @@ import contextlib
 import io
 import logging
 import multiprocessing as mp
+import os
 import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Callable, Sequence
@@ -54,7 +56,7 @@ class _Lines(io.TextIOBase):
         return self.real.fileno()
 
 
-def _init_worker(threads: int | None, lines) -> None:
+def _init_worker(threads: int | None, lines, gpus: int = 0, counter=None) -> None:
     # A spawned worker's stdout/stderr are the parent's file descriptors: a terminal, or under Jupyter a pipe
     # that ipykernel shows in the notebook *and* echoes to the server's terminal. Its lines go to the parent
     # instead, which prints them once (see parallel_map).
@@ -62,6 +64,10 @@ def _init_worker(threads: int | None, lines) -> None:
     sys.stderr = _Lines(lambda text: lines.put(("stderr", text)), sys.__stderr__)
     if threads:
         torch.set_num_threads(threads)
+    if gpus > 1 and counter is not None:  # several GPUs: each worker its own, before CUDA starts in it
+        with counter.get_lock():
+            index, counter.value = counter.value, counter.value + 1
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
     _quiet_cuda_probe()
 
 
@@ -114,6 +120,7 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int = 
 
 def _serial_map(fn, items, threads, results, bar, on_done) -> None:
     saved = torch.get_num_threads()
+    _quiet_cuda_probe()
     try:
         if threads:
             torch.set_num_threads(threads)
@@ -130,8 +137,9 @@ def _pool_map(fn, items, workers, threads, results, bar, on_done) -> None:
     ctx = mp.get_context("spawn")  # fork after torch has threads is unsafe
     lines = ctx.SimpleQueue()
     failed = None
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     with ProcessPoolExecutor(min(workers, len(items)), mp_context=ctx, initializer=_init_worker,
-                             initargs=(threads, lines)) as pool:
+                             initargs=(threads, lines, gpus, ctx.Value("i", 0))) as pool:
         futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
         pending = set(futures)
         while pending:  # relaying while items run; a failure cancels what has not started

@@ -39,6 +39,7 @@ from typing import Sequence
 from . import nbclean
 from .assembly import assemble, machine_info, report_files, stale_files, update_readme
 from .checkpoints import atomic_write_text
+from .cluster import EXECUTOR_ENV, ClusterSpec
 from .ledger import Ledger, cpu_kind, git_commit, ledger_dir
 from .profiles import get_profile
 from .progress import PROGRESS_ENV
@@ -244,6 +245,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "costs from the ledger's runs on this kind of machine); the next part continues")
     ap.add_argument("--workers", type=int, metavar="N",
                     help="runs trained side by side (default: the profile's); 1 leaves a core free beside a part")
+    ap.add_argument("--executor", choices=("local", "slurm", "submitit-local"), default="local",
+                    help="local: a process pool on this machine (default); slurm: the missing runs of each batch as "
+                         "one Slurm job array (submitit, the `cluster` extra) writing into one shared ledger; "
+                         "submitit-local: the same path on this machine")
+    ap.add_argument("--slurm-partition", help="the Slurm partition (default: the cluster's)")
+    ap.add_argument("--slurm-time-min", type=int, default=60, help="each job's time limit; a job that reaches it is "
+                                                                  "requeued and resumes (default 60)")
+    ap.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per job (default 0)")
     ap.add_argument("--no-html", dest="html", action="store_false")
     ap.add_argument("--assemble-only", action="store_true", help="only rebuild REPORT.md")
     ap.add_argument("--refresh-notebooks", action="store_true",
@@ -257,6 +266,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"--budget-min must be a positive number of minutes, got {args.budget_min:g}")
     if args.workers is not None and args.workers < 1:
         ap.error(f"--workers must be a positive integer, got {args.workers}")
+    if args.executor != "local":
+        try:
+            spec = ClusterSpec("slurm" if args.executor == "slurm" else "local",
+                               folder=str(REPO_ROOT / "data" / "submitit"), partition=args.slurm_partition,
+                               time_min=args.slurm_time_min, gpus_per_task=args.slurm_gpus)
+        except ValueError as e:
+            ap.error(str(e))
+        os.environ[EXECUTOR_ENV] = spec.to_env()  # the notebooks' kernels inherit it
     chosen = list(NOTEBOOKS)
     if args.only:
         unknown = [n for n in args.only if n not in NOTEBOOKS]

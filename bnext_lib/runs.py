@@ -9,7 +9,8 @@ from a run's weights (loss landscapes) is computed when the run finishes (``deri
 teachers' weights are committed to the ledger, since students depend on them.
 
 :func:`run_many` trains the missing runs side by side in ``workers`` processes (:mod:`bnext_lib.pool`), seed-major
-(seed 0 of every variant, then seed 1, ...), teachers first. Under a deadline (``$BNEXT_DEADLINE``, set by the
+(seed 0 of every variant, then seed 1, ...), teachers first; or, with ``$BNEXT_EXECUTOR``, as submitit job arrays on
+a cluster (:mod:`bnext_lib.cluster`). Under a deadline (``$BNEXT_DEADLINE``, set by the
 report's time budget) a run whose expected cost (:meth:`~bnext_lib.ledger.Ledger.estimate`) would not fit is not
 started: it waits for the next part (:class:`RunsWaiting`). A lock per digest makes two processes asking for one
 run train it once.
@@ -20,6 +21,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from .checkpoints import atomic_save, atomic_write_text, read_checkpoint
+from .cluster import cluster_map, executor_spec
 from .config import TrainConfig, config_hash, teacher_config
 from .data import default_data_root
 from .distill import Teacher
@@ -40,8 +43,8 @@ from .models import build_model
 from .pool import parallel_map
 from .train import train
 
-__all__ = ["Run", "RunsWaiting", "runs_root", "run_folder", "is_done", "run_one", "run_many", "load_teachers",
-           "ensure_teachers", "deadline", "DEADLINE_ENV"]
+__all__ = ["Run", "RunsWaiting", "runs_root", "run_folder", "is_done", "run_one", "run_many", "retrain",
+           "load_teachers", "ensure_teachers", "deadline", "DEADLINE_ENV"]
 
 # the end of a report part's time budget (seconds since the epoch), set by the report runner (bnext_lib.report)
 DEADLINE_ENV = "BNEXT_DEADLINE"
@@ -239,6 +242,19 @@ def _key(spec: tuple) -> str:
     return landscape_key(*spec[1:])
 
 
+def retrain(cfg: TrainConfig, ledger: Ledger, root: str | os.PathLike) -> dict:
+    """Train ``cfg`` again from nothing into ``root`` (a scratch run cache), its teachers from the ledger's
+    committed weights (never trained again); the fresh record, written nowhere else (:mod:`bnext_lib.audit`)."""
+    for name in cfg.teachers:
+        t_cfg = teacher_config(name, cfg)
+        if not ledger.has(t_cfg) or not ledger.weights_path(config_hash(t_cfg)).exists():
+            raise LedgerError(f"teacher {name} ({config_hash(t_cfg)}) of run {config_hash(cfg)} has no committed "
+                              f"weights in {ledger.root}: the run cannot be re-trained as it was")
+    folder = Path(root) / config_hash(cfg)
+    shutil.rmtree(folder, ignore_errors=True)
+    return _train(cfg, folder, root, ledger)
+
+
 # --------------------------------------------------------------------------------------------- teachers
 def load_teachers(cfg: TrainConfig, root: str | os.PathLike | None = None,
                   ledger: Ledger | None = None) -> dict[str, Teacher]:
@@ -354,9 +370,11 @@ def _train_missing(pending, asked, root, workers, threads, verbose, ledger, deri
     later = [job(c, keep(config_hash(c))) for c, n in zip(pending, needs) if n]
     if verbose:
         print(f"training {len(pending)} of {asked} runs ({asked - len(pending)} recorded)"
-              + (f" and {len(missing)} teacher(s) they need" if missing else "") + f", {workers} worker(s)",
-              file=sys.stderr, flush=True)
-    t0, waiting = time.perf_counter(), set()
+              + (f" and {len(missing)} teacher(s) they need" if missing else "")
+              + (f", {workers} worker(s)" if executor_spec() is None else ""), file=sys.stderr, flush=True)
+    t0, waiting, spec = time.perf_counter(), set(), executor_spec()
+    if verbose and spec is not None:
+        print(f"  as {spec.cluster} job arrays (submitit, logs in {spec.folder})", file=sys.stderr, flush=True)
     for batch in (first, later):
         def report(i: int, value: dict, batch=batch) -> None:
             c = batch[i][0]
@@ -373,6 +391,8 @@ def _train_missing(pending, asked, root, workers, threads, verbose, ledger, deri
         if batch and waiting & {config_hash(t) for t in missing.values()} and batch is later:
             waiting |= {config_hash(c) for c, *_ in batch}  # their teachers wait: so do they
             continue
-        if batch:
+        if batch and spec is not None:  # a cluster: one job array per batch
+            cluster_map(_run_job, batch, spec, on_done=report)
+        elif batch:
             parallel_map(_run_job, batch, workers, threads, on_done=report, desc="runs" if verbose else None)
     return waiting

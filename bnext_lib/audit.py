@@ -1,0 +1,136 @@
+"""The audit: re-train a seeded random sample of a ledger's runs and hold what comes out against their records.
+
+``make audit`` (``python -m bnext_lib.audit``, ``bnext-audit``) prints per run the recorded and re-trained
+metrics, their largest difference, the tolerance and why, and exits non-zero when a run falls outside it:
+
+* on a machine of the record's kind (the same CPU model and instruction sets, or GPU) and the same torch, the
+  re-trained run must be identical: the same metrics and the same SHA-256 of its final weights;
+* elsewhere, other kernels round differently and a binary network turns a last-bit difference into flipped signs,
+  so runs drift apart as two seeds do: each top-1 must lie within the largest cross-kernel difference
+  ``benchmarks/kernel_variance.py`` measured (``reports/tables/kernel_variance.csv``), read at audit time.
+
+A student re-trains with its recorded teachers' committed weights (checked against their SHA-256), never with
+teachers trained again. The default sample is what fits ``--budget-min`` (15) by the runs' recorded wall
+times; ``--digest`` names runs instead. Nothing is written to the ledger or this machine's run cache.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import random
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from .ledger import Ledger, LedgerError, config_of, cpu_kind, ledger_dir, machine
+from .runs import retrain
+
+__all__ = ["METRICS", "KERNEL_VARIANCE", "choose", "tolerance", "audit_run", "main"]
+
+# what the audit compares, where a run measured it
+METRICS = ("test_top1", "val_top1", "train_eval_top1", "test_loss")
+KERNEL_VARIANCE = Path(__file__).resolve().parents[1] / "reports" / "tables" / "kernel_variance.csv"
+
+
+def choose(records: Sequence[dict], seed: int, budget_s: float, digests: Sequence[str] = ()) -> list[dict]:
+    """The runs to re-train: those named by ``digests``, else a ``seed``-ed random order of all of them, taken while
+    their recorded wall seconds fit ``budget_s`` (a run that alone exceeds it is passed over)."""
+    if digests:
+        known = {r["digest"]: r for r in records}
+        unknown = [d for d in digests if d not in known]
+        if unknown:
+            raise ValueError(f"not in the ledger: {', '.join(unknown)}")
+        return [known[d] for d in digests]
+    order = sorted(records, key=lambda r: r["digest"])
+    random.Random(seed).shuffle(order)
+    chosen, used = [], 0.0
+    for r in order:
+        if used + r["wall_s"] <= budget_s:
+            chosen.append(r)
+            used += r["wall_s"]
+    return chosen
+
+
+def tolerance(record: dict, here: dict, variance: Path = KERNEL_VARIANCE) -> tuple[float, str]:
+    """(the largest |difference| of a top-1 allowed, why): 0 on the record's kind of machine and torch, else the
+    largest cross-kernel difference measured by ``benchmarks/kernel_variance.py``."""
+    theirs = record["machine"]
+    if cpu_kind(theirs) == cpu_kind(here) and theirs.get("torch") == here.get("torch"):
+        return 0.0, "same machine kind and torch: identical"
+    import pandas as pd
+
+    try:
+        spread = pd.read_csv(variance)["difference"].abs().max()
+    except (OSError, KeyError, ValueError) as e:
+        raise FileNotFoundError(f"{variance}: the cross-kernel spread is needed to audit a run of another machine "
+                                f"kind ({e}); run benchmarks/kernel_variance.py") from None
+    return float(spread), (f"trained on {cpu_kind(theirs)}, torch {theirs.get('torch')}: within the cross-kernel "
+                           f"spread ({variance.name}, max |Δ| {spread:.2f})")
+
+
+def audit_run(record: dict, ledger: Ledger, here: dict, root: Path) -> dict:
+    """Re-train one recorded run into ``root`` and compare; a row of the audit table."""
+    cfg = dataclasses.replace(config_of(record["config"]), progress=False)
+    fresh = retrain(cfg, ledger, root)
+    limit, why = tolerance(record, here)
+    row = {"digest": record["digest"], "model": cfg.model, "seed": cfg.seed}
+    worst = 0.0
+    for m in METRICS:
+        a, b = record["final"].get(m), fresh["final"].get(m)
+        if a is None or b is None:
+            continue
+        row[f"{m} recorded"], row[f"{m} now"] = a, b
+        if m.endswith("top1"):
+            worst = max(worst, abs(a - b))
+        elif limit == 0.0:  # a loss is compared where the run must be identical
+            worst = max(worst, 0.0 if a == b else math.inf)
+    same_weights = fresh["weights_sha256"] == record["weights_sha256"]
+    row.update({"max |Δ| top-1": worst, "weights identical": same_weights, "tolerance": limit, "why": why})
+    row["ok"] = worst <= limit and (same_weights or limit > 0)
+    return row
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bnext_lib.audit", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="cpu", help="whose ledger (default cpu)")
+    ap.add_argument("--ledger", help="a ledger folder instead of the profile's")
+    ap.add_argument("--seed", type=int, default=0, help="the sample's seed (default 0)")
+    ap.add_argument("--budget-min", type=float, default=15.0,
+                    help="re-train a random sample whose recorded wall times add up to at most this (default 15)")
+    ap.add_argument("--digest", nargs="+", default=(), help="re-train these runs instead of a sample")
+    args = ap.parse_args(argv)
+    ledger = Ledger(args.ledger or ledger_dir(args.profile))
+    try:
+        records = list(ledger.records())
+    except LedgerError as e:
+        print(f"audit: {e}", file=sys.stderr)
+        return 2
+    if not records:
+        print(f"audit: {ledger.root} holds no runs", file=sys.stderr)
+        return 2
+    try:
+        sample = choose(records, args.seed, 60 * args.budget_min, args.digest)
+    except ValueError as e:
+        ap.error(str(e))
+    if not sample:
+        ap.error(f"no run of {ledger.root} fits --budget-min {args.budget_min:g}; name one with --digest")
+    here = machine()
+    print(f"audit: {len(sample)} of {len(records)} runs of {ledger.root} (seed {args.seed}), re-trained on "
+          f"{cpu_kind(here)}, torch {here['torch']}", file=sys.stderr, flush=True)
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory(prefix="bnext-audit-") as tmp:
+        rows = [audit_run(r, ledger, here, Path(tmp)) for r in sample]
+    table = pd.DataFrame(rows)
+    with pd.option_context("display.max_columns", None, "display.width", 200, "display.max_colwidth", 80):
+        print(table.to_string(index=False))
+    bad = table[~table.ok]
+    print(f"audit: {len(table) - len(bad)} of {len(table)} runs within tolerance"
+          + (f"; outside: {', '.join(bad.digest)}" if len(bad) else ""))
+    return 1 if len(bad) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""The ledger: records that outlive the machine, are checked before use, are trained once, and let a report be
+built in parts."""
+import json
+import multiprocessing as mp
+import time
+
+import pytest
+import torch
+
+from bnext_lib.config import config_hash
+from bnext_lib.ledger import Ledger, LedgerError, dumps, weights_sha256
+from bnext_lib.runs import Run, RunsWaiting, run_many, run_one
+from tiny import tiny_config
+
+
+@pytest.fixture
+def trained(tmp_path):
+    """A tiny run, recorded in a ledger of its own."""
+    ledger = Ledger(tmp_path / "ledger")
+    run = run_one(tiny_config(seed=3), tmp_path / "runs", ledger)
+    return ledger, run
+
+
+def test_a_record_holds_what_the_report_and_an_auditor_need(trained):
+    ledger, run = trained
+    record = ledger.get(run.config)
+    assert record == run.record and record["digest"] == config_hash(run.config) == run.digest
+    assert record["config"]["threads"] == 1 and "out" not in record["config"]  # rounding-relevant, not where
+    assert record["machine"]["cpu"] and record["machine"]["torch"] == torch.__version__ and record["commit"]
+    assert record["history"][-1] == record["final"] and record["trace"] and record["wall_s"] > 0
+    assert record["weights_sha256"] == weights_sha256(run.weights()) and record["params"] > 0
+    text = ledger.path(run.digest).read_text()
+    assert text == dumps(record) and "/tmp" not in text  # plain, diffable JSON without absolute paths
+    assert ledger.write_index().read_text().splitlines()[0].startswith("digest,model,seed")
+
+
+def test_the_ledger_is_read_before_this_machine_s_run_cache_and_training(trained, tmp_path, monkeypatch):
+    """A new machine (an empty run cache) finds the run in the ledger and trains nothing."""
+    import bnext_lib.runs as runs_mod
+
+    ledger, run = trained
+    monkeypatch.setattr(runs_mod, "train", lambda *a, **k: pytest.fail("a recorded run was trained again"))
+    again = run_many([run.config], tmp_path / "new-machine", ledger=ledger, verbose=False)[0]
+    assert again.record == run.record and again.folder is None
+    with pytest.raises(LedgerError, match="neither committed nor on this machine"):
+        again.load_model()  # a student's weights stay on the machine that trained it
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda text: text[: len(text) // 2], "truncated or not JSON"),
+    (lambda text: "\x00\x01 not json", "truncated or not JSON"),
+    (lambda text: text.replace('"schema": 1', '"schema": 9'), "schema 9, this code reads schema 1"),
+    (lambda text: text.replace('"weights_sha256"', '"weights"'), "missing weights_sha256"),
+    (lambda text: text.replace('"seed": 3', '"seed": 4'), "its configuration's digest is"),
+])
+def test_a_damaged_record_is_named_in_one_line_and_never_used(trained, tmp_path, monkeypatch, damage, message):
+    import bnext_lib.runs as runs_mod
+
+    ledger, run = trained
+    path = ledger.path(run.digest)
+    path.write_text(damage(path.read_text()))
+    monkeypatch.setattr(runs_mod, "train", lambda *a, **k: pytest.fail("trained over a damaged record"))
+    with pytest.raises(LedgerError, match=message) as e:
+        run_many([run.config], tmp_path / "new-machine", ledger=ledger, verbose=False)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(LedgerError, match=message):
+        list(ledger.records())
+
+
+def test_a_record_is_checked_before_it_is_written(tmp_path):
+    with pytest.raises(LedgerError, match="missing"):
+        Ledger(tmp_path).put({"schema": 1, "digest": "abc"})
+    assert not list(tmp_path.iterdir())
+
+
+def test_committed_weights_are_checked_against_their_hash(trained):
+    ledger, run = trained
+    state = run.weights()
+    ledger.put_weights(run.digest, state)
+    loaded = ledger.load_weights(run.digest, run.record["weights_sha256"])
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+    tampered = dict(state, **{k: v + 1 for k, v in list(state.items())[:1]})
+    ledger.put_weights(run.digest, tampered)
+    with pytest.raises(LedgerError, match="is not the recorded"):
+        ledger.load_weights(run.digest, run.record["weights_sha256"])
+
+
+def test_a_committed_teacher_reproduces_its_recorded_accuracy_exactly(tmp_path, monkeypatch):
+    """A student's teacher is committed with its weights; on a new machine the student loads it from the ledger,
+    and the loaded teacher's test top-1 is the recorded one, to the last digit."""
+    import bnext_lib.runs as runs_mod
+    from bnext_lib.train import evaluate, evaluation_splits
+
+    ledger = Ledger(tmp_path / "ledger")
+    cfg = tiny_config(teachers=("timm:resnet10t",), teacher_epochs=1)
+    student = run_one(cfg, tmp_path / "runs", ledger)
+    teacher = student.record["teachers"]["timm:resnet10t"]
+    assert ledger.weights_path(teacher["digest"]).exists()
+    monkeypatch.setattr(runs_mod, "train", lambda *a, **k: pytest.fail("a committed teacher was trained again"))
+    loaded = runs_mod.load_teachers(cfg, tmp_path / "new-machine", ledger)["timm:resnet10t"]
+    assert (loaded.digest, loaded.weights_sha256) == (teacher["digest"], teacher["weights_sha256"])
+    t_run = Run.load(runs_mod.teacher_config("timm:resnet10t", cfg), tmp_path / "new-machine", ledger)
+    splits, augmenter = evaluation_splits(t_run.config)
+    _, top1 = evaluate(loaded.model, splits["test"], augmenter, torch.device("cpu"))
+    assert top1 == t_run.final["test_top1"] == teacher["test_top1"]
+
+
+def test_a_new_engine_numerics_version_does_not_mix_with_older_records(trained, tmp_path, monkeypatch):
+    """Bumping NUMERICS (a change that moves a run's numbers) changes every digest: the older record is not found
+    under the new one, so the run trains again instead of being mixed in; the older record stays, readable."""
+    import bnext_lib.config as config_mod
+
+    ledger, run = trained
+    monkeypatch.setattr(config_mod, "NUMERICS", 2)
+    assert config_hash(run.config) != run.digest and not ledger.has(run.config)
+    with pytest.raises(LedgerError, match="its configuration's digest is"):
+        ledger.read(ledger.path(run.digest))  # under the new engine the old record is named, never used
+
+
+def test_a_deadline_leaves_runs_for_the_next_part(tmp_path, monkeypatch):
+    """Under a deadline a run whose expected cost would not fit is not started: run_many raises RunsWaiting (with
+    ``partial``: None in its place), and nothing half-trained is recorded."""
+    import bnext_lib.runs as runs_mod
+
+    ledger = Ledger(tmp_path / "ledger")
+    monkeypatch.setenv(runs_mod.DEADLINE_ENV, str(time.time() - 1))
+    monkeypatch.setattr(runs_mod, "train", lambda *a, **k: pytest.fail("a run was started past the deadline"))
+    cfgs = [tiny_config(seed=s) for s in (0, 1)]
+    with pytest.raises(RunsWaiting, match="2 run\\(s\\) wait for the next part") as e:
+        run_many(cfgs, tmp_path / "runs", ledger=ledger, verbose=False)
+    assert e.value.configs == cfgs and e.value.done == 0
+    assert run_many(cfgs, tmp_path / "runs", ledger=ledger, verbose=False, partial=True) == [None, None]
+    assert not list(ledger.records())
+
+
+def test_the_expected_cost_comes_from_recorded_runs_of_the_same_variant_and_machine_kind(trained):
+    ledger, run = trained
+    kind = "AMD EPYC [avx2]"
+    record = dict(run.record, machine=dict(run.record["machine"], cpu="AMD EPYC", isa=["avx2"]), wall_s=100.0)
+    ledger.put(record)
+    other = tiny_config(seed=8)  # the same variant at another seed
+    assert ledger.estimate(other, kind) == 100.0
+    assert ledger.estimate(other, "another CPU []") == 100.0  # no run of this kind: any machine's
+    assert ledger.estimate(tiny_config(epochs=5), kind) is None  # nothing alike recorded
+
+
+def _train_in_a_process(args):
+    cfg, root, ledger_root = args
+    run = run_one(cfg, root, Ledger(ledger_root))
+    return run.record["started"], run.record["ended"]
+
+
+@pytest.mark.slow
+def test_two_processes_asking_for_one_digest_train_it_once(tmp_path):
+    cfg = tiny_config(seed=11, epochs=2)
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        first, second = pool.map(_train_in_a_process, [(cfg, tmp_path / "runs", tmp_path / "ledger")] * 2)
+    assert first == second  # the second process waited on the digest's lock and found the first one's record
+    assert len(list((tmp_path / "ledger").glob("*.json"))) == 1
+    assert json.loads((tmp_path / "ledger" / f"{config_hash(cfg)}.json").read_text())["started"] == first[0]
+
+
+def test_tests_never_touch_this_machine_s_run_cache_or_a_committed_ledger():
+    from bnext_lib.ledger import ledger_dir
+    from bnext_lib.runs import runs_root
+
+    for path in (runs_root(), ledger_dir("cpu"), ledger_dir("smoke")):
+        assert "build" in path.parts and "test" in path.parts, path
