@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from .checkpoints import atomic_write_text
 from .data import DATASETS
-from .ledger import git_commit
+from .ledger import git_commit, machine
 from .record import COMPARISON_FIELDS
 from .study import NOTEBOOKS, REPO_ROOT, report_dir
 from .verdicts import VERDICTS, holm
@@ -20,25 +20,14 @@ __all__ = ["machine_info", "git_commit", "adjusted_claims", "replication", "asse
 
 
 def machine_info() -> dict:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """The machine of a report invocation: :func:`bnext_lib.ledger.machine` with its memory and platform."""
     try:
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
     except (ValueError, OSError, AttributeError):
         mem = float("nan")
-    info = {"cpu": cpu, "cores": os.cpu_count(), "memory_GiB": round(mem, 1), "python": platform.python_version(),
-            "torch": torch.__version__, "platform": platform.platform()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
+    # not platform.platform(): on Linux it asks `uname -p` in a child process for a field nobody reads here
+    return {**machine(), "memory_GiB": round(mem, 1),
+            "platform": "-".join((platform.system(), platform.release(), platform.machine()))}
 
 
 def _scope(claim: Mapping[str, Any]) -> tuple[int, int]:

@@ -62,6 +62,7 @@ def test_truncated_gzip_is_named(tmp_path):
         load_dataset("fashion_mnist", "test", root=tmp_path)
 
 
+@pytest.mark.slow
 def test_the_cli_names_a_bad_data_file_in_one_line(tmp_path, capsys):
     from bnext_lib.cli import main
     _write_fake_fashion_mnist(tmp_path / "fashion-mnist")  # the right format, not the real files' checksums
@@ -72,6 +73,7 @@ def test_the_cli_names_a_bad_data_file_in_one_line(tmp_path, capsys):
         main(["--data-root", str(tmp_path), "--epochs", "1", "--no-progress", "--debug"])
 
 
+@pytest.mark.slow
 def test_the_cli_names_a_bad_checkpoint_in_one_line(tmp_path, capsys):
     from bnext_lib.cli import main
     out = tmp_path / "run"

@@ -53,6 +53,7 @@ def test_loss_landscape_centre_and_restore():
         loss_landscape(model, x, y, steps=4)
 
 
+@pytest.mark.slow
 def test_landscape_sees_the_images_the_run_trained_on(tmp_path, monkeypatch):
     """A run trained on zero-padded images is sliced on zero-padded images (28x28 ones gave the trained point a
     top-1 well below the run's own)."""
@@ -77,6 +78,7 @@ def test_landscape_sees_the_images_the_run_trained_on(tmp_path, monkeypatch):
     assert again["loss"] == ls.loss.tolist() and not seen  # read from the record, not computed again
 
 
+@pytest.mark.slow
 def test_a_landscape_batch_comes_from_the_run_s_own_training_images(tmp_path, monkeypatch):
     """With a validation split and a subset drawn by its own seed, the sliced batch is drawn from exactly the
     images the engine trained on (never a held-out one)."""

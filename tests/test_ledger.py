@@ -21,6 +21,7 @@ def trained(tmp_path):
     return ledger, run
 
 
+@pytest.mark.slow
 def test_a_record_holds_what_the_report_and_an_auditor_need(trained):
     ledger, run = trained
     record = ledger.get(run.config)
@@ -34,6 +35,7 @@ def test_a_record_holds_what_the_report_and_an_auditor_need(trained):
     assert ledger.write_index().read_text().splitlines()[0].startswith("digest,model,seed")
 
 
+@pytest.mark.slow
 def test_the_ledger_is_read_before_this_machine_s_run_cache_and_training(trained, tmp_path, monkeypatch):
     """A new machine (an empty run cache) finds the run in the ledger and trains nothing."""
     import bnext_lib.runs as runs_mod
@@ -53,6 +55,7 @@ def test_the_ledger_is_read_before_this_machine_s_run_cache_and_training(trained
     (lambda text: text.replace('"weights_sha256"', '"weights"'), "missing weights_sha256"),
     (lambda text: text.replace('"seed": 3', '"seed": 4'), "its configuration's digest is"),
 ])
+@pytest.mark.slow
 def test_a_damaged_record_is_named_in_one_line_and_never_used(trained, tmp_path, monkeypatch, damage, message):
     import bnext_lib.runs as runs_mod
 
@@ -73,6 +76,7 @@ def test_a_record_is_checked_before_it_is_written(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_committed_weights_are_checked_against_their_hash(trained):
     ledger, run = trained
     state = run.weights()
@@ -85,6 +89,7 @@ def test_committed_weights_are_checked_against_their_hash(trained):
         ledger.load_weights(run.digest, run.record["weights_sha256"])
 
 
+@pytest.mark.slow
 def test_a_committed_teacher_reproduces_its_recorded_accuracy_exactly(tmp_path, monkeypatch):
     """A student's teacher is committed with its weights; on a new machine the student loads it from the ledger,
     and the loaded teacher's test top-1 is the recorded one, to the last digit."""
@@ -105,6 +110,7 @@ def test_a_committed_teacher_reproduces_its_recorded_accuracy_exactly(tmp_path, 
     assert top1 == t_run.final["test_top1"] == teacher["test_top1"]
 
 
+@pytest.mark.slow
 def test_a_new_engine_numerics_version_does_not_mix_with_older_records(trained, tmp_path, monkeypatch):
     """Bumping NUMERICS (a change that moves a run's numbers) changes every digest: the older record is not found
     under the new one, so the run trains again instead of being mixed in; the older record stays, readable."""
@@ -133,6 +139,7 @@ def test_a_deadline_leaves_runs_for_the_next_part(tmp_path, monkeypatch):
     assert not list(ledger.records())
 
 
+@pytest.mark.slow
 def test_the_expected_cost_comes_from_recorded_runs_of_the_same_variant_and_machine_kind(trained):
     ledger, run = trained
     kind = "AMD EPYC [avx2]"

@@ -39,6 +39,7 @@ def test_ceil_mode_pooling_does_not_count_padding(name):
     assert all(not m.count_include_pad for m in pools)
 
 
+@pytest.mark.slow
 @pytest.mark.portability
 def test_compiled_shortcut_pooling_has_the_eager_gradient():
     from bnext_lib.blocks import shortcut_pool

@@ -131,6 +131,7 @@ def _git(repo: Path, *args: str) -> str:
                           capture_output=True, text=True).stdout
 
 
+@pytest.mark.slow
 def test_git_sees_no_change_after_run_and_save_with_the_makefile_filter(tmp_path):
     """A clone set up as ``make`` does it: a notebook run and saved on another Python and kernel shows no diff, and
     after ``make lab``'s save hook no status either; an edit still shows."""
@@ -242,6 +243,7 @@ def test_notebook_shape(name):
 @pytest.mark.parametrize("params, message", [({"profile": "laptop"}, "unknown profile"),
                                               ({"epochs": -2}, "epochs must be a positive integer"),
                                               ({"model": "bnext_xl"}, "is unknown")])
+@pytest.mark.slow
 def test_notebook_rejects_bad_parameters_before_work(params, message, tmp_path):
     import papermill as pm
 

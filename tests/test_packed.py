@@ -95,6 +95,7 @@ def test_packed_model_equals_float_model(name, tmp_path):
         torch.testing.assert_close(loaded, ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # builds the compiled kernel that the numpy one is held against
 def test_numpy_fallback_equals_kernel(monkeypatch):
     import bnext_lib.packed as packed
 

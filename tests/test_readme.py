@@ -28,6 +28,7 @@ def readme_commands() -> list[list[str]]:
     return commands
 
 
+@pytest.mark.slow
 def test_readme_papermill_example_runs(tmp_path):
     """Run as written, at the smoke profile instead of cpu (seconds instead of ~15 minutes) and into tmp_path:
     ``-p`` hands the notebook ``seeds`` as the text ``'[0, 1, 2]'``, which it must read as a list."""

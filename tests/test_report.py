@@ -97,7 +97,7 @@ def test_an_interrupted_part_leaves_the_report_as_it_was(tmp_path, monkeypatch, 
     monkeypatch.setenv("BNEXT_LEDGER", str(tmp_path / "ledger"))
     (tmp_path / "REPORT.md").write_text("the committed report\n")
 
-    def stopped(notebooks, profile, out, html=True, log=True, times=None):
+    def stopped(notebooks, profile, out, html=True, log=True, times=None, workers=None):
         assert out == tmp_path / ".part"
         (out / "tables").mkdir(parents=True)
         (out / "tables" / "01_ablation.csv").write_text("half written")

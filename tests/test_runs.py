@@ -7,6 +7,7 @@ from bnext_lib.runs import Run, is_done, run_folder, run_many, run_one
 from tiny import tiny_config
 
 
+@pytest.mark.slow
 def test_missing_teachers_train_beside_the_runs_that_need_none(tmp_path, monkeypatch, capsys):
     """run_many trains a missing teacher in the same pass as the runs without teachers, then the runs that distil."""
     import bnext_lib.runs as runs_mod
@@ -31,6 +32,7 @@ def test_bnext_runs_names_another_run_cache(tmp_path, monkeypatch):
     assert runs_root() == tmp_path / "capped" and run_folder(tiny_config()).parent == tmp_path / "capped"
 
 
+@pytest.mark.slow
 def test_run_cache_trains_once_and_resumes(tmp_path, monkeypatch):
     cfg = tiny_config()
     run = run_one(cfg, tmp_path)

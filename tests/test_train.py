@@ -182,6 +182,7 @@ def test_torchrun_two_ranks_matches_one_rank(tmp_path):
     assert h1[-1]["test_top1"] > 60 and h2[-1]["test_top1"] > 60  # both learned
 
 
+@pytest.mark.slow
 def test_imagefolder_dataset_trains(tmp_path):
     from PIL import Image
 
@@ -314,6 +315,7 @@ def test_subset_seed_draws_the_training_images_and_the_teachers_follow_it():
     assert torch.equal(training_images(a)[1].images, training_images(b)[1].images)  # one validation split
 
 
+@pytest.mark.slow
 def test_pad_to_and_eval_train(tmp_path):
     result = train(_cfg(tmp_path, epochs=1, pad_to=32, eval_train=True, train_subset=64, test_subset=32))
     row = result["final"]
@@ -352,6 +354,7 @@ def test_flip_evaluation_averages_the_logits_of_both_mirror_images():
     assert top1 == pytest.approx(100 * (logits.argmax(1) == labels).float().mean().item())
 
 
+@pytest.mark.slow
 def test_channels_last_trains_the_same_computation(tmp_path):
     """Another memory layout, the same numbers up to float rounding (a binary network then flips a few signs, so
     whole runs drift apart as runs on two CPUs do): part of the run's digest, so that no ledger mixes the two."""
@@ -383,6 +386,7 @@ def test_a_teacher_name_may_fix_its_own_length():
             TrainConfig(teachers=(bad,)).validate()
 
 
+@pytest.mark.slow
 def test_eval_every_skips_evaluations_but_never_the_last(tmp_path):
     result = train(_cfg(tmp_path, epochs=3, eval_every=2, eval_train=True, train_subset=64, test_subset=32))
     rows = result["history"]
@@ -392,6 +396,7 @@ def test_eval_every_skips_evaluations_but_never_the_last(tmp_path):
         TrainConfig(eval_every=0).validate()
 
 
+@pytest.mark.slow
 def test_test_every_evaluates_the_test_set_less_often_than_the_validation_split(tmp_path):
     result = train(_cfg(tmp_path, epochs=3, eval_every=1, test_every=3, val_split=40, train_subset=64,
                         test_subset=32))
@@ -403,6 +408,7 @@ def test_test_every_evaluates_the_test_set_less_often_than_the_validation_split(
         TrainConfig(test_every=0).validate()
 
 
+@pytest.mark.slow
 def test_the_last_quarter_can_be_evaluated_more_often(tmp_path):
     result = train(_cfg(tmp_path, epochs=8, eval_every=4, eval_every_last_quarter=1, test_every=8, val_split=40,
                         train_subset=32, test_subset=32, eval_train=True))
