@@ -40,7 +40,7 @@ from . import nbclean
 from .assembly import assemble, machine_info, report_files, stale_files, update_readme
 from .checkpoints import atomic_write_text
 from .cluster import EXECUTOR_ENV, ClusterSpec
-from .ledger import Ledger, cpu_kind, git_commit, ledger_dir
+from .ledger import Ledger, cpu_kind, git_commit, ledger_dir, machine
 from .profiles import get_profile
 from .progress import PROGRESS_ENV
 from .runs import DEADLINE_ENV
@@ -306,6 +306,9 @@ def _part(chosen: Sequence[str], args, out: Path) -> list[str] | None:
     stage = out / ".part"
     shutil.rmtree(stage, ignore_errors=True)
     print(f"report ({args.profile}): {ledger_summary(ledger)}", file=sys.stderr, flush=True)
+    slow = emulated_bf16(args.profile)
+    if slow:
+        print(f"report: warning: {slow}", file=sys.stderr, flush=True)
     if args.budget_min is not None:
         os.environ[DEADLINE_ENV] = str(time.time() + 60 * args.budget_min)
         print(f"report: a part of at most {args.budget_min:g} min: no run starts that its measured cost on this "
@@ -337,6 +340,20 @@ def _part(chosen: Sequence[str], args, out: Path) -> list[str] | None:
     publish(stage, out)
     print(f"report: {(time.perf_counter() - t) / 60:.1f} min; {ledger_summary(ledger)}", file=sys.stderr)
     return []
+
+
+def emulated_bf16(profile: str) -> str | None:
+    """Why a part of ``profile`` would crawl on this machine: a profile that trains under bf16 autocast on a CPU
+    with neither avx512_bf16 nor amx_bf16, where bf16 is emulated (None when that is not so)."""
+    import torch
+
+    if not get_profile(profile).train.get("amp") or torch.cuda.is_available():
+        return None
+    if {"avx512_bf16", "amx_bf16"} & set(machine()["isa"]):
+        return None
+    return (f"this CPU ({machine()['cpu']}) has neither avx512_bf16 nor amx_bf16: the {profile} profile's bf16 "
+            "autocast is emulated here, 9x (bnext_micro) to 47x (ResNet-10t) slower than float32 as measured on an "
+            "AVX2-only AMD EPYC (docs/method.md §11.2); a part on this machine trains little")
 
 
 def publish(stage: Path, out: Path) -> None:

@@ -121,6 +121,18 @@ def test_profile_fills_defaults_and_flags_win():
     assert cfg.model == "bnext_pico" and cfg.epochs == 2 and cfg.train_subset == 512
 
 
+def test_the_over_fitting_regime_is_one_flag_away(capsys):
+    """--regime overfitting trains the profile's over-fitting regime without copying it out of profiles.py."""
+    from bnext_lib.profiles import OVERFITTING
+
+    cfg = config_from_args(["--profile", "cpu", "--regime", "overfitting"])
+    assert {k: getattr(cfg, k) for k in OVERFITTING} == OVERFITTING and cfg.model == "bnext_micro"
+    assert config_from_args(["--profile", "cpu", "--regime", "overfitting", "--epochs", "30"]).epochs == 30
+    with pytest.raises(SystemExit):
+        config_from_args(["--regime", "overfitting"])
+    assert "--regime needs --profile" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_two_teacher_distillation_logs_alpha_and_caches_teachers(tmp_path):
     cfg = _cfg(tmp_path, epochs=2, teachers=("timm:mobilenetv3_small_050", "timm:resnet10t"), teacher_epochs=1)
