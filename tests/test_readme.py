@@ -60,3 +60,13 @@ def test_readme_report_commands_name_real_notebooks():
     assert named and only
     assert all((ROOT / a).is_file() for a in named), named
     assert set(only) <= set(NOTEBOOKS), only
+
+
+def test_the_spelled_out_cpu_recipe_is_the_run_the_cpu_profile_trains():
+    """The README's cpu recipe written out flag by flag trains the same run (the same digest) as --profile cpu."""
+    from bnext_lib.config import config_hash
+
+    [spelled] = [c for c in readme_commands() if c[:3] == [".venv/bin/python", "-m", "bnext_lib.train"]
+                 and "--model" in c and "--compile" in c and "--val-split" in c]
+    profile = config_from_args(["--profile", "cpu", "--seed", "0"])
+    assert config_hash(config_from_args(spelled[3:])) == config_hash(profile)
