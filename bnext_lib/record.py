@@ -1,8 +1,8 @@
 """What a study writes: tables, figures, claims with their verdicts, the regime checks they rest on, notes, and the
 results file the report is assembled from (``results/<study>.json``).
 
-:class:`Record` is the writing half of :class:`bnext_lib.study.Study` (which schedules the runs); every write is
-atomic and lands in the study's ``out`` folder (:func:`bnext_lib.study.report_dir` of its profile by default).
+:class:`Record` is what a :class:`bnext_lib.study.Study` (which schedules the runs) writes through, held by it
+(``study.record``); every write is atomic and lands in the study's ``out`` folder (:func:`bnext_lib.study.report_dir` of its profile by default).
 """
 from __future__ import annotations
 

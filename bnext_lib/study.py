@@ -181,9 +181,10 @@ def _or_nan(value) -> float:
     return math.nan if value is None else float(value)
 
 
-class Study(Record):
-    """One notebook's study: validated parameters and the runs, teachers and landscapes it asks the run cache for;
-    what it writes (tables, figures, claims, regime checks) is :class:`~bnext_lib.record.Record`'s.
+class Study:
+    """One notebook's study: validated parameters and the runs, teachers and landscapes it asks the ledger for;
+    what it writes (tables, figures, claims, regime checks) is kept by its :attr:`record`
+    (:class:`~bnext_lib.record.Record`), whose writing methods it offers the notebooks as its own.
 
     Args:
         name: the notebook's name (``01_architecture_study``...).
@@ -240,12 +241,46 @@ class Study(Record):
         self.threads = self.profile.threads if self.workers > 1 else None
         self.overrides = {k: v for k, v in dict(epochs=epochs, dataset=dataset, model=model).items() if v is not None}
         self.overrides["device"] = device
-        Record.__init__(self, name, Path(out_dir) if out_dir else report_dir(profile), self.profile.thresholds,
-                        regime)
+        self.name, self.regime = name, regime
+        self.record = Record(name, Path(out_dir) if out_dir else report_dir(profile), self.profile.thresholds, regime)
         self.ledger = Ledger(ledger if ledger is not None else ledger_dir(profile))
         self.trained = self.cached = 0
         self.waiting: dict = {}
         self.t0 = time.perf_counter()
+
+    # what the notebooks write, through the study's record
+    @property
+    def out(self) -> Path:
+        return self.record.out
+
+    @property
+    def claims(self) -> list[dict]:
+        return self.record.claims
+
+    @property
+    def notes(self) -> list[str]:
+        return self.record.notes
+
+    def table(self, df, name: str, caption: str, floatfmt: str = ".2f"):
+        return self.record.table(df, name, caption, floatfmt)
+
+    def figure(self, fig, name: str, caption: str) -> None:
+        self.record.figure(fig, name, caption)
+
+    def claim(self, key: str, claim: str, result: Mapping[str, Any], where: str, source: str = "paper") -> dict:
+        return self.record.claim(key, claim, result, where, source)
+
+    def note(self, text: str) -> None:
+        self.record.note(text)
+
+    def check_student(self, runs, label: str) -> list[dict]:
+        return self.record.check_student(runs, label)
+
+    def check_teachers(self, ladder, runs, label: str) -> list[dict]:
+        return self.record.check_teachers(ladder, runs, label)
+
+    def check_overfitting(self, runs, label: str) -> list[dict]:
+        return self.record.check_overfitting(runs, label)
 
     def __repr__(self) -> str:
         return (f"Study({self.name!r}, profile={self.profile.name!r}, regime={self.regime!r}, "
@@ -415,11 +450,12 @@ class Study(Record):
     def finish(self) -> dict:
         """Write ``results/<name>.json`` (parameters, tables, figures, claims, run counts, wall time)."""
         wall = round(time.perf_counter() - self.t0, 1)
-        self.write_results({"study": self.name, "profile": self.profile.name, "regime": self.regime,
+        r = self.record
+        r.write_results({"study": self.name, "profile": self.profile.name, "regime": self.regime,
                             "seeds": list(self.seeds), "headline_seeds": list(self.headline_seeds),
                             "settings": self.settings, "teachers": list(self.teachers),
                             "workers": self.workers, "threads": self.threads, "runs_trained": self.trained,
                             "runs_cached": self.cached, "wall_s": wall, "ledger": self.ledger.root.name,
                             **({"waiting": self.waiting} if self.waiting else {})})
-        return {"claims": len(self.claims), "tables": len(self.tables), "figures": len(self.figures),
+        return {"claims": len(r.claims), "tables": len(r.tables), "figures": len(r.figures),
                 "runs_trained": self.trained, "runs_cached": self.cached, "wall_s": wall}

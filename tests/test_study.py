@@ -64,7 +64,7 @@ def test_study_config_layers(tmp_path):
     s = Study("03_distillation", profile="smoke", epochs=2, seeds=[3], out_dir=tmp_path)
     cfg = s.config(augment="none")
     assert (cfg.model, cfg.epochs, cfg.augment, cfg.train_subset) == ("bnext_pico", 2, "none", 512)
-    assert s.seeds == (3,) and s.key == "03"
+    assert s.seeds == (3,) and s.record.key == "03"
     assert Study("01_architecture_study", profile="cpu", out_dir=tmp_path).config().compile
 
 
@@ -94,8 +94,8 @@ def test_study_outputs(tmp_path):
     s.claim("k", "a claim", {"verdict": "inconclusive", "text": "1 vs 2"}, "table 02_t")
     tested = combine([compare([3.0, 3.1, 2.9], [1.0, 1.1, 0.9], "A", "B"), compare([1, 2, 3], [2, 1, 3], "C", "D")])
     s.claim("t", "a tested claim", tested, "table 02_t")
-    gap = s.regime_check("CE student train-minus-test gap", 1.5, 3.0)
-    teacher = s.regime_check("strongest teacher top-1", 94.0, 93.0)
+    gap = s.record.regime_check("CE student train-minus-test gap", 1.5, 3.0)
+    teacher = s.record.regime_check("strongest teacher top-1", 94.0, 93.0)
     assert not gap["passed"] and teacher["passed"]
     s.claim("g", "a gated claim", gate(compare([3.0, 3.1, 2.9], [1.0, 1.1, 0.9]), [gap, teacher]), "x")
     with pytest.raises(ValueError, match="verdict must be"):
