@@ -197,8 +197,15 @@ class TrainConfig:
     resume: bool = option(False, "continue from OUT/last.pt", digest=False)
     progress: bool = option(True, "show tqdm bars", flag="--no-progress", digest=False)
 
+    def _state(self) -> tuple:
+        return tuple(getattr(self, f.name) for f in dataclasses.fields(self))
+
     def validate(self) -> None:
-        """Check every option before any data is read; raises ``ValueError`` saying what is allowed."""
+        """Check every option before any data is read; raises ``ValueError`` saying what is allowed. A
+        configuration is checked once on its way (a study, the executor, the engine): asked again unchanged, it
+        returns at once."""
+        if self.__dict__.get("_validated") == self._state():
+            return
         errors = [e for f in dataclasses.fields(self) for e in _check_choice(f, getattr(self, f.name))]
         model_error = check_model_name(self.model)
         if model_error:
@@ -221,6 +228,7 @@ class TrainConfig:
             errors.append("resume needs an out folder")
         if errors:
             raise ValueError("invalid training configuration:\n  " + "\n  ".join(errors))
+        self.__dict__["_validated"] = self._state()
 
     def _range_errors(self) -> list[str]:
         errors = []
@@ -295,7 +303,12 @@ def field_types() -> dict[str, type]:
 def config_hash(cfg: TrainConfig) -> str:
     """A short digest of everything that changes a run's numbers: the fields whose ``digest`` is true, less those
     at the value they had before they existed, less the teacher options of a run without teachers; with the
-    engine's :data:`NUMERICS` version from 2 on."""
+    engine's :data:`NUMERICS` version from 2 on. Computed once per configuration (and engine version) on its way,
+    however often asked."""
+    state = (cfg._state(), NUMERICS)
+    memo = cfg.__dict__.get("_digest")
+    if memo is not None and memo[0] == state:
+        return memo[1]
     values = cfg.to_dict()
     d = {}
     for f in dataclasses.fields(cfg):
@@ -307,7 +320,9 @@ def config_hash(cfg: TrainConfig) -> str:
         d[f.name] = v
     if NUMERICS != 1:
         d["numerics"] = NUMERICS
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    cfg.__dict__["_digest"] = (state, digest)
+    return digest
 
 
 def teacher_config(name: str, student: TrainConfig) -> TrainConfig:

@@ -309,6 +309,28 @@ def test_digests_old_and_new(monkeypatch):
     assert h(with_teacher) != h(TrainConfig(teachers=("timm:resnet10t",), teacher_epochs=9))
 
 
+def test_a_configuration_is_validated_and_digested_once_on_its_way(monkeypatch):
+    """A study validates and digests a configuration; the executor and the engine asking again get the answer
+    without the work; a changed configuration is checked and digested anew."""
+    import bnext_lib.config as config_mod
+
+    cfg, calls = TrainConfig(epochs=3), {"check": 0, "hash": 0}
+    real_range, real_sha = TrainConfig._range_errors, config_mod.hashlib.sha256
+    monkeypatch.setattr(TrainConfig, "_range_errors",
+                        lambda self: calls.__setitem__("check", calls["check"] + 1) or real_range(self))
+    monkeypatch.setattr(config_mod.hashlib, "sha256", lambda b: calls.__setitem__("hash", calls["hash"] + 1)
+                        or real_sha(b))
+    digests = set()
+    for _ in range(3):
+        cfg.validate()
+        digests.add(train_mod.config_hash(cfg))
+    assert calls == {"check": 1, "hash": 1} and len(digests) == 1
+    cfg.epochs = 0
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        cfg.validate()
+    assert calls["check"] == 2 and train_mod.config_hash(cfg) not in digests and calls["hash"] == 2
+
+
 def test_subset_seed_draws_the_training_images_and_the_teachers_follow_it():
     """``subset_seed`` 0 is the draw every run had before it existed (same digest); another seed draws other images
     for the student and for its teachers, whatever the teachers' own seed."""
