@@ -122,10 +122,13 @@ def test_study_outputs(tmp_path):
 
 
 @pytest.mark.slow
-def test_cut_variants_are_not_trained_and_their_comparisons_not_tested(tmp_path):
+def test_cut_variants_are_not_trained_and_their_comparisons_not_tested(tmp_path, monkeypatch):
     """A profile's cut patterns drop variants before training; a claim keeps the comparisons that ran, and the
     regime checks are measured from the runs."""
     import dataclasses
+
+    monkeypatch.delenv("BNEXT_RUNS")  # the runs under the test's data root, and a ledger of its own
+    monkeypatch.setenv("BNEXT_LEDGER", str(tmp_path / "ledger"))
 
     s = Study("01_architecture_study", out_dir=tmp_path)
     tiny = dict(model="bnext_pico", dataset="synthetic", epochs=1, batch_size=32, train_subset=64, test_subset=32,
@@ -139,7 +142,7 @@ def test_cut_variants_are_not_trained_and_their_comparisons_not_tested(tmp_path)
                  prefetch=True)
     assert runs.labels == ["both", "neither"] and list(runs.cut) == ["ELM only"]
     # the two runs, the teacher and the over-fitting regime's CE student (what the later studies start from)
-    assert s.trained == 2 and len(list((tmp_path / "data" / "runs").iterdir())) == 4
+    assert s.trained == 2 and len(list((tmp_path / "data" / "runs").glob("[!.]*"))) == 4  # the locks aside
     part = runs.compare("both", "ELM only")
     assert part["verdict"] == "not tested" and part["cut"] and "cut at the smoke profile" in part["text"]
     assert combine([part])["verdict"] == "not tested"
