@@ -264,31 +264,40 @@ class Ledger:
         return atomic_write_text(self.root / "index.csv", table.to_csv(index=False))
 
     def estimate(self, cfg: TrainConfig, kind: str) -> float | None:
-        """Wall seconds a run of ``cfg`` is expected to take on a machine of ``kind`` (:func:`cpu_kind`), from the
-        recorded runs of the same variant (every option but the seeds), else of the same model, data size, length
-        and number of teachers; on this kind of machine, else on any. None when nothing alike was recorded."""
+        """Wall seconds a run of ``cfg`` is expected to take on a machine of ``kind`` (:meth:`estimator`)."""
+        return self.estimator(kind)(cfg)
+
+    def estimator(self, kind: str):
+        """A function from a configuration to the wall seconds its run is expected to take on a machine of
+        ``kind`` (:func:`cpu_kind`), reading the records once: the median of the recorded runs of the same variant
+        (every option but the seeds), else of the same model, data size, length, batch, evaluation rhythm and
+        number of teachers; on this kind of machine first, else on any. None when nothing alike was recorded."""
         import statistics
 
-        def variant(values: Mapping[str, Any]) -> tuple:
-            return tuple(sorted((k, str(v)) for k, v in values.items()
-                                if k not in ("seed", "subset_seed", "threads", "device", "data_root")))
-
-        def shape(values: Mapping[str, Any]) -> tuple:
-            return (values["model"], values.get("train_subset"), values["epochs"], values["batch_size"],
-                    len(values.get("teachers", ())), values.get("eval_every"))
-
-        mine = record_config(cfg)
         costs: dict[tuple, list[float]] = {}
         for r in self.records():
             same_kind = cpu_kind(r["machine"]) == kind
-            for level, key in ((0, variant(r["config"])), (1, shape(r["config"]))):
+            for level, key in enumerate((_variant(r["config"]), _shape(r["config"]))):
                 costs.setdefault((level, same_kind, key), []).append(r["wall_s"])
-        for level, key in ((0, variant(mine)), (1, shape(mine))):
-            for same_kind in (True, False):
-                found = costs.get((level, same_kind, key))
-                if found:
-                    return float(statistics.median(found))
-        return None
+
+        def expected(cfg: TrainConfig) -> float | None:
+            mine = record_config(cfg)
+            for level, key in enumerate((_variant(mine), _shape(mine))):
+                for same_kind in (True, False):
+                    if (level, same_kind, key) in costs:
+                        return float(statistics.median(costs[(level, same_kind, key)]))
+            return None
+        return expected
+
+
+def _variant(values: Mapping[str, Any]) -> tuple:
+    return tuple(sorted((k, str(v)) for k, v in values.items()
+                        if k not in ("seed", "subset_seed", "threads", "device", "data_root")))
+
+
+def _shape(values: Mapping[str, Any]) -> tuple:
+    return (values["model"], values.get("train_subset"), values["epochs"], values["batch_size"],
+            len(values.get("teachers", ())), values.get("eval_every"))
 
 
 @contextlib.contextmanager

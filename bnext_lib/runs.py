@@ -349,6 +349,16 @@ def _ready(cfg, root, ledger, keep: bool, derive: Sequence[tuple]) -> bool:
             and not (keep and ledger is not None and not ledger.weights_path(run.digest).exists()))
 
 
+def _expected_time(costs: Sequence[float | None], workers: int) -> str:
+    """"; ~N min expected ..." from the ledger's recorded costs of these runs on this kind of machine."""
+    known = [c for c in costs if c is not None]
+    if not known:
+        return "; no run of these kinds recorded yet, so no time estimate"
+    unknown = len(costs) - len(known)
+    return (f"; ~{sum(known) / 60 / max(1, workers):.0f} min expected from the ledger's recorded costs"
+            + (f", plus {unknown} run(s) of a kind never recorded" if unknown else ""))
+
+
 def _train_missing(pending, asked, root, workers, threads, verbose, ledger, derive, keep) -> set[str]:
     """Train ``pending`` (teachers they miss first); the digests of the runs that did not fit the deadline."""
     # one seed of every variant before the next seed: a part cut short by its budget is balanced over the arms it
@@ -356,11 +366,11 @@ def _train_missing(pending, asked, root, workers, threads, verbose, ledger, deri
     pending = sorted(pending, key=lambda c: c.seed)
     missing = {d: t for d, t in _teacher_configs(pending, threads).items()
                if not _ready(t, root, ledger, True, ())}
-    kind, where = cpu_kind(machine()), str(ledger.root) if ledger is not None else None
-    expect = (lambda c: ledger.estimate(c, kind)) if ledger is not None else (lambda c: None)
+    where = str(ledger.root) if ledger is not None else None
+    expect = ledger.estimator(cpu_kind(machine())) if ledger is not None else (lambda c: None)
 
-    def job(c, keep):
-        return (c, root, where, keep, tuple(derive.get(config_hash(c), ())), expect(c))
+    def job(c, commit_weights):
+        return (c, root, where, commit_weights, tuple(derive.get(config_hash(c), ())), expect(c))
 
     # the missing teachers (strong ones, listed last, first) train side by side with the runs that need none of
     # them, so that no worker waits for a teacher; the runs that distil from them follow
@@ -371,7 +381,8 @@ def _train_missing(pending, asked, root, workers, threads, verbose, ledger, deri
     if verbose:
         print(f"training {len(pending)} of {asked} runs ({asked - len(pending)} recorded)"
               + (f" and {len(missing)} teacher(s) they need" if missing else "")
-              + (f", {workers} worker(s)" if executor_spec() is None else ""), file=sys.stderr, flush=True)
+              + (f", {workers} worker(s)" if executor_spec() is None else "")
+              + _expected_time([j[-1] for j in first + later], workers), file=sys.stderr, flush=True)
     t0, waiting, spec = time.perf_counter(), set(), executor_spec()
     if verbose and spec is not None:
         print(f"  as {spec.cluster} job arrays (submitit, logs in {spec.folder})", file=sys.stderr, flush=True)

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 from .config import TrainConfig, config_hash, teacher_config
 from .landscape import Landscape, landscape_key
-from .ledger import Ledger, ledger_dir
+from .ledger import Ledger, cpu_kind, ledger_dir
 from .profiles import get_profile, rescaled_warmup
 from .record import Record
 from .runs import RunsWaiting, ensure_teachers, is_done, run_many
@@ -84,7 +84,14 @@ class RunSet:
         if why:
             return cut(better, worse, why, lower)
         r = compare(self.values(better, metric), self.values(worse, metric), better, worse, unit, lower)
-        return dict(r, seeds_a=self.values(better, "seed"), seeds_b=self.values(worse, "seed"))
+        return dict(r, seeds_a=self.values(better, "seed"), seeds_b=self.values(worse, "seed"),
+                    machines=self.machines(better, worse))
+
+    def machines(self, *labels: str) -> str:
+        """The kinds of machine that trained these labels' runs (from their ledger records), for a comparison's
+        row in claims.csv: a report built in parts may rest on several."""
+        kinds = sorted({cpu_kind(run.record["machine"]) for (label, _), run in self.runs.items() if label in labels})
+        return "; ".join(kinds)
 
     def summary(self, metrics: Sequence[str] = ("test_top1", "train_top1", "gap")):
         """Mean, sample std, min and max per label (columns ``<metric>_mean`` ...), in label order."""

@@ -77,3 +77,23 @@ def test_run_many_in_two_processes(tmp_path):
     assert len([p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(".")]) == 2  # .locks aside
     with pytest.raises(FileNotFoundError, match="has not been trained"):
         Run.load(tiny_config(seed=9), tmp_path)
+
+
+def test_on_a_machine_with_several_gpus_each_worker_gets_its_own(monkeypatch):
+    """The pool's workers take the GPUs round robin (CUDA_VISIBLE_DEVICES, set before CUDA starts in them)."""
+    import multiprocessing as mp
+    import os
+    import sys
+
+    from bnext_lib import pool
+
+    counter, lines, seen = mp.get_context("spawn").Value("i", 0), [], []
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # the initializer redirects them: put back afterwards
+    monkeypatch.setattr(sys, "stderr", sys.stderr)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    for _ in range(3):
+        pool._init_worker(None, type("Queue", (), {"put": lambda self, x: lines.append(x)})(), 2, counter)
+        seen.append(os.environ["CUDA_VISIBLE_DEVICES"])
+    assert seen == ["0", "1", "0"]
+    pool._init_worker(None, type("Queue", (), {"put": lambda self, x: None})(), 1, counter)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"  # one GPU: left as it was
