@@ -81,7 +81,8 @@ _SCALARS = tuple(k for k in COMPARISON_FIELDS if not k.startswith(("values_", "s
 
 def _write_claims_csv(out: Path, claims: list[dict], gpu: Mapping[str, str]) -> None:
     """``claims.csv``: one row per comparison behind each claim (a claim that is no comparison of runs: one row
-    without numbers), with the claim's primary p raw and Holm-adjusted and the gpu report's verdict;
+    without numbers), with the claim's p (its largest part's) and p of contradiction, raw and Holm-adjusted, and
+    the gpu report's verdict;
     ``tables/claims_per_seed.csv``: every value each comparison rests on, with its seed."""
     import pandas as pd
 
@@ -94,7 +95,8 @@ def _write_claims_csv(out: Path, claims: list[dict], gpu: Mapping[str, str]) -> 
                          "primary": i == (c.get("primary") or 0) and total > 0,
                          **{k: p.get(k) for k in _SCALARS}, "claim_verdict": c["verdict"],
                          "claim_comparisons_run": f"{run}/{total}" if total else "",
-                         "p_primary": c.get("p_primary"), "p_holm": c.get("p_holm"),
+                         "p_claim": c.get("p_claim"), "p_holm": c.get("p_holm"), "p_contra": c.get("p_contra"),
+                         "p_holm_contra": c.get("p_holm_contra"),
                          "gpu_verdict": gpu.get(c["key"], ""), "study": c["study"]})
             seeds += _seed_rows(c["claim"], p)
     atomic_write_text(out / "claims.csv", pd.DataFrame(rows).to_csv(index=False))
@@ -221,14 +223,17 @@ def _ledger_lines(studies: list[dict]) -> list[str]:
 def _claims_section(claims: list[dict], gpu: Mapping[str, str]) -> list[str]:
     """REPORT.md's "Claims": the verdict rule, then a row per claim (with the gpu report's verdict if there is one)."""
     lines = ["", "## Claims", "",
-             "Verdict rule (`bnext_lib/verdicts.py`): Welch's t-test per comparison. *Reproduced*: one-sided p < "
-             "0.05 in the claimed direction; *contradicted*: the two-sided 95 % confidence interval lies wholly on "
-             "the other side of 0; *inconclusive*: neither, or fewer than 3 seeds a side; *not tested*: the regime "
-             "the claim needs was measured and does not hold. A claim resting on several comparisons is reproduced "
-             "only when every one ran and holds, *partly tested* when those that ran hold but some were not run. "
-             "Each claim names a primary comparison; Holm's correction over the primaries of all claims (raw and "
-             "adjusted p in [claims.csv](claims.csv)) must keep it below 0.05 for the claim to stay reproduced. "
-             "Numbers: mean ± sample std over seeds, Δ with its two-sided 95 % CI and the one-sided p; "
+             "Verdict rule (`bnext_lib/verdicts.py`): per comparison a t-test, paired by seed where both arms ran "
+             "at the same seeds (they share each seed's subset and data order), Welch's otherwise. *Reproduced*: "
+             "one-sided p < 0.05 in the claimed direction; *contradicted*: the two-sided 95 % confidence interval "
+             "lies wholly on the other side of 0; *inconclusive*: neither, or fewer than 3 seeds a side; *not "
+             "tested*: the regime the claim needs was measured and does not hold. A claim resting on several "
+             "comparisons is reproduced only when every one ran and holds (its p is the largest of its parts'), "
+             "*partly tested* when those that ran hold but some were not run. Holm's correction over all claims' p "
+             "(raw and adjusted in [claims.csv](claims.csv)) must keep a claim below 0.05 for it to stay "
+             "reproduced, and a second one over their p of contradiction for it to stay contradicted. "
+             "Numbers: mean ± sample std over seeds, Δ with its two-sided 95 % t interval (claims.csv adds a "
+             "bootstrap interval and the probability of improvement) and the one-sided p; "
              "`detectable` in claims.csv is the smallest true difference the comparison finds at 80 % power. "
              "Per-seed values: [tables/claims_per_seed.csv](tables/claims_per_seed.csv). Claims marked † are this "
              "project's own hypotheses, not the paper's.", ""]

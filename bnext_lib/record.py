@@ -18,8 +18,9 @@ from .verdicts import VERDICTS
 __all__ = ["Record", "COMPARISON_FIELDS", "SOURCES", "last_quarter_rise"]
 
 # the fields of a comparison (bnext_lib.verdicts.compare) that claims.csv and the results file keep
-COMPARISON_FIELDS = ("comparison", "verdict", "delta", "ci_low", "ci_high", "p_value", "detectable", "n_a", "n_b",
-                     "machines", "values_a", "values_b", "seeds_a", "seeds_b")
+COMPARISON_FIELDS = ("comparison", "verdict", "test", "paired", "delta", "ci_low", "ci_high", "boot_low", "boot_high",
+                     "p_value", "p_opposite", "p_improve", "detectable", "n_a", "n_b", "machines", "values_a",
+                     "values_b", "seeds_a", "seeds_b")
 # whose hypothesis a claim is: the paper's, or this project's own (a question the paper does not ask)
 SOURCES = ("paper", "project")
 

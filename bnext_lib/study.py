@@ -83,9 +83,10 @@ class RunSet:
         why = self._why_cut(better) or self._why_cut(worse)
         if why:
             return cut(better, worse, why, lower)
-        r = compare(self.values(better, metric), self.values(worse, metric), better, worse, unit, lower)
-        return dict(r, seeds_a=self.values(better, "seed"), seeds_b=self.values(worse, "seed"),
-                    machines=self.machines(better, worse))
+        # paired by seed where both arms ran at the same seeds: they share each seed's subset and data order
+        r = compare(self.values(better, metric), self.values(worse, metric), better, worse, unit, lower,
+                    seeds_a=self.values(better, "seed"), seeds_b=self.values(worse, "seed"))
+        return dict(r, machines=self.machines(better, worse))
 
     def machines(self, *labels: str) -> str:
         """The kinds of machine that trained these labels' runs (from their ledger records), for a comparison's

@@ -108,8 +108,9 @@ def test_study_outputs(tmp_path):
     assert "| a claim | **inconclusive** | 1 vs 2 | 02_overfitting_analysis: table 02_t |" in report
     assert "![a figure](figures/02_f.png)" in report and "**a table**" in report
     claims = pd.read_csv(tmp_path / "claims.csv")
-    assert list(claims.columns[:12]) == ["claim", "source", "primary", "comparison", "verdict", "delta", "ci_low",
-                                         "ci_high", "p_value", "detectable", "n_a", "n_b"]
+    assert list(claims.columns[:16]) == ["claim", "source", "primary", "comparison", "verdict", "test", "paired",
+                                         "delta", "ci_low", "ci_high", "boot_low", "boot_high", "p_value",
+                                         "p_opposite", "p_improve", "detectable"]
     rows = claims[claims.claim == "a tested claim"]
     assert rows.comparison.tolist() == ["A > B", "C > D"] and rows.verdict.tolist() == ["reproduced", "inconclusive"]
     assert (rows.claim_verdict == "inconclusive").all() and (rows.n_a == 3).all()

@@ -98,27 +98,102 @@ def test_a_claim_with_a_comparison_not_run_is_partly_tested():
         combine([yes], primary=1)
 
 
-def test_holm_adjusts_the_primaries_and_demotes_what_does_not_survive():
+def test_holm_adjusts_the_claims_p_the_largest_of_their_parts_and_demotes_what_does_not_survive():
+    """A claim of several comparisons stands on its weakest part (intersection-union): Holm adjusts that p."""
     from statsmodels.stats.multitest import multipletests
 
     from bnext_lib.verdicts import holm
 
-    def claim(p, verdict="reproduced", primary=0):
-        other = {"p_value": 0.001}
-        comps = [other, {"p_value": p}] if primary else [{"p_value": p}, other]
-        return {"verdict": verdict, "evidence": "e", "primary": primary, "comparisons": comps}
+    def claim(*ps, verdict="reproduced"):
+        return {"verdict": verdict, "evidence": "e",
+                "comparisons": [{"p_value": p, "p_opposite": 1 - p, "n_a": 3} for p in ps]}
 
-    claims = [claim(0.01), claim(0.03, primary=1), claim(0.04), claim(0.2, "inconclusive"),
-              {"verdict": "not tested", "comparisons": [{"p_value": 0.001}]}, {"verdict": "reproduced"}]
+    claims = [claim(0.01), claim(0.001, 0.03), claim(0.04), claim(0.2, verdict="inconclusive"),
+              {"verdict": "not tested", "comparisons": [{"p_value": 0.001, "p_opposite": 0.999, "n_a": 3}]},
+              {"verdict": "reproduced"}]
     out = holm(claims)
+    assert [c["p_claim"] for c in out[:4]] == [0.01, 0.03, 0.04, 0.2]  # the second claim: its larger part
     # by hand: sorted 0.01, 0.03, 0.04, 0.2 times 4, 3, 2, 1, made monotone: 0.04, 0.09, 0.09, 0.2
     assert [c["p_holm"] for c in out[:4]] == pytest.approx([0.04, 0.09, 0.09, 0.2])
     assert [c["p_holm"] for c in out[:4]] == pytest.approx(list(multipletests([0.01, 0.03, 0.04, 0.2],
                                                                               method="holm")[1]))
     assert [c["verdict"] for c in out] == ["reproduced", "inconclusive", "inconclusive", "inconclusive",
                                            "not tested", "reproduced"]
-    assert "after Holm" in out[1]["evidence"] and out[1]["p_primary"] == 0.03
+    assert "after Holm" in out[1]["evidence"]
     assert math.isnan(out[4]["p_holm"]) and math.isnan(out[5]["p_holm"])  # not tested; no comparison of runs
+
+
+def test_a_contradiction_must_survive_its_own_correction():
+    """Over many claims a single contradiction at two-sided p 0.02 is what chance gives: Holm over the claims' p
+    of contradiction (the smallest part's two-sided p the other way, times its parts) demotes it."""
+    from bnext_lib.verdicts import holm
+
+    def claim(p_opposite, verdict, parts=1):
+        return {"verdict": verdict, "evidence": "e",
+                "comparisons": [{"p_value": 1 - p_opposite, "p_opposite": p_opposite, "n_a": 5}] * parts}
+
+    weak = [claim(0.01, "contradicted")] + [claim(0.5, "inconclusive")] * 9  # two-sided 0.02, 10 claims
+    out = holm(weak)
+    assert out[0]["p_contra"] == pytest.approx(0.02) and out[0]["p_holm_contra"] == pytest.approx(0.2)
+    assert out[0]["verdict"] == "inconclusive" and "does not survive" in out[0]["evidence"]
+    strong = holm([claim(0.0001, "contradicted", parts=2)] + [claim(0.5, "inconclusive")] * 9)
+    assert strong[0]["p_contra"] == pytest.approx(0.0004) and strong[0]["verdict"] == "contradicted"
+
+
+def test_arms_that_share_their_seeds_are_compared_paired_by_seed():
+    """Seeds move both arms together (each seed's subset, data order, initialisation): a consistent +0.3 under a
+    seed spread of several points is invisible to Welch and plain to the paired test, whose p is scipy's
+    ttest_rel; seeds in another order are aligned; arms on different seeds fall back to Welch."""
+    from scipy import stats
+
+    base = np.array([84.0, 87.5, 85.1, 89.0, 86.2])
+    a, b = base + 0.3 + np.array([0.05, -0.04, 0.02, -0.03, 0.0]), base
+    seeds = [0, 1, 2, 3, 4]
+    welch = compare(a, b)
+    paired = compare(a, b, seeds_a=seeds, seeds_b=seeds)
+    assert not welch["paired"] and welch["verdict"] == "inconclusive"
+    assert paired["paired"] and paired["verdict"] == "reproduced" and "paired by seed" in paired["text"]
+    assert paired["p_value"] == pytest.approx(stats.ttest_rel(a, b, alternative="greater").pvalue)
+    assert paired["p_improve"] == 1.0 and paired["boot_low"] > 0 and paired["ci_low"] > 0
+    shuffled = compare(a, b[[4, 3, 2, 1, 0]], seeds_a=seeds, seeds_b=[4, 3, 2, 1, 0])
+    assert shuffled["p_value"] == pytest.approx(paired["p_value"])
+    assert not compare(a, b, seeds_a=seeds, seeds_b=[5, 6, 7, 8, 9])["paired"]
+    assert paired["detectable"] < welch["detectable"]  # the pairing removes the seed spread
+
+
+def test_equivalence_is_two_one_sided_tests_within_the_margin():
+    """'Does not help' as equivalence: TOST's p is statsmodels' own; a clear difference beyond the margin is
+    contradicted; too few seeds or too wide an interval is inconclusive."""
+    from statsmodels.stats.weightstats import ttost_paired
+
+    from bnext_lib.verdicts import equivalence
+
+    seeds = list(range(6))
+    b = np.array([84.0, 87.5, 85.1, 89.0, 86.2, 85.5])
+    same = b + np.array([0.1, -0.1, 0.05, -0.05, 0.0, 0.02])
+    r = equivalence(same, b, 0.5, seeds_a=seeds, seeds_b=seeds)
+    assert r["verdict"] == "reproduced" and r["p_value"] == pytest.approx(ttost_paired(same, b, -0.5, 0.5)[0])
+    worse = b - 2.0 + np.array([0.1, -0.1, 0.05, -0.05, 0.0, 0.02])
+    assert equivalence(worse, b, 0.5, seeds_a=seeds, seeds_b=seeds)["verdict"] == "contradicted"
+    assert equivalence(same[:2], b[:2], 0.5)["verdict"] == "inconclusive"
+    with pytest.raises(ValueError, match="margin must be positive"):
+        equivalence(same, b, 0.0)
+
+
+def test_the_seeds_a_comparison_needs_come_from_a_power_analysis_at_the_holm_level():
+    """Paired, one-sided, 80 % power at alpha / family; the pairing correlation shrinks the differences' spread."""
+    from statsmodels.stats.power import TTestPower
+
+    from bnext_lib.verdicts import seeds_needed
+
+    n = seeds_needed(0.5, 0.4, rho=0.5, family=13)
+    sd_diff = 0.4 * math.sqrt(2 * 0.5)
+    exact = TTestPower().solve_power(effect_size=0.5 / sd_diff, alpha=0.05 / 13, power=0.8, alternative="larger")
+    assert n == math.ceil(exact) and n > 5
+    assert seeds_needed(0.5, 0.4, rho=0.9, family=13) < n < seeds_needed(0.5, 0.4, rho=0.0, family=13)
+    assert seeds_needed(5.0, 0.1) == 5  # never fewer than five a side
+    with pytest.raises(ValueError):
+        seeds_needed(0.5, 0.4, rho=1.0)
 
 
 def test_the_detectable_effect_is_the_power_analysis_of_the_samples():
