@@ -29,7 +29,9 @@ data:
 
 # unit tests, then the four notebooks at their smoke defaults under nbval (outputs go to reports/.scratch/); the
 # notebooks run even when a unit test fails, and the target fails if either did
+# the tests train into build/test/ (tests/conftest.py), emptied first: every run of the suite trains what it tests
 test: $(STAMP) data
+	@rm -rf build/test
 	@unit=0; notebooks=0; \
 	(set -x; $(BIN)/python -m pytest tests) || unit=$$?; \
 	(set -x; $(BIN)/python -m pytest $(NBVAL) notebooks) || notebooks=$$?; \
@@ -47,9 +49,12 @@ test-fast: $(STAMP) data
 # as ARM). Each setting gets its own torch.compile cache: one filled under another setting is reused and then fails
 # (C++ errors, or corrupted memory under a capped oneDNN). Not part of `make test`: about twice its time.
 test-portable: $(STAMP) data
+	rm -rf build/test-avx2 build/test-default
 	TORCHINDUCTOR_CACHE_DIR=$(CURDIR)/build/inductor-avx2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 \
+		BNEXT_RUNS=$(CURDIR)/build/test-avx2/runs BNEXT_LEDGER=$(CURDIR)/build/test-avx2/ledger \
 		$(BIN)/python -m pytest tests
 	TORCHINDUCTOR_CACHE_DIR=$(CURDIR)/build/inductor-default ATEN_CPU_CAPABILITY=default \
+		BNEXT_RUNS=$(CURDIR)/build/test-default/runs BNEXT_LEDGER=$(CURDIR)/build/test-default/ledger \
 		$(BIN)/python -m pytest -m portability tests
 
 # the four notebooks at the cpu profile -> reports/ (REPORT.md, figures, tables, executed/); PROFILE=gpu -> reports/gpu/,

@@ -207,7 +207,7 @@ def _ledger_lines(studies: list[dict]) -> list[str]:
     if not studies:
         return []
     ledger = Ledger(ledger_dir(studies[0]["profile"]))
-    records = list(ledger.records()) if ledger.root.is_dir() else []
+    records = list(ledger.records(skip_bad=True)) if ledger.root.is_dir() else []
     if not records:
         return []
     kinds: dict[str, list[float]] = {}

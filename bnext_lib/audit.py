@@ -54,11 +54,14 @@ def choose(records: Sequence[dict], seed: int, budget_s: float, digests: Sequenc
 
 
 def tolerance(record: dict, here: dict, variance: Path = KERNEL_VARIANCE) -> tuple[float, str]:
-    """(the largest |difference| of a top-1 allowed, why): 0 on the record's kind of machine and torch, else the
-    largest cross-kernel difference measured by ``benchmarks/kernel_variance.py``."""
+    """(the largest |difference| of a top-1 allowed, why): 0 on a CPU of the record's kind, with its kernels,
+    thread count and torch, else the largest cross-kernel difference measured by ``benchmarks/kernel_variance.py``
+    (``here`` should then hold the thread count the re-training uses: :func:`audit_run` sets it)."""
     theirs = record["machine"]
-    if cpu_kind(theirs) == cpu_kind(here) and theirs.get("torch") == here.get("torch"):
-        return 0.0, "same machine kind and torch: identical"
+    same = (cpu_kind(theirs) == cpu_kind(here) and theirs.get("torch") == here.get("torch")
+            and theirs.get("torch_threads") == here.get("torch_threads"))
+    if same and not theirs.get("gpu"):  # a GPU's kernels are not deterministic: there, the spread below
+        return 0.0, "same machine kind, kernels, threads and torch: identical"
     import pandas as pd
 
     try:
@@ -70,11 +73,13 @@ def tolerance(record: dict, here: dict, variance: Path = KERNEL_VARIANCE) -> tup
                            f"spread ({variance.name}, max |Δ| {spread:.2f})")
 
 
-def audit_run(record: dict, ledger: Ledger, here: dict, root: Path) -> dict:
+def audit_run(record: dict, ledger: Ledger, root: Path) -> dict:
     """Re-train one recorded run into ``root`` and compare; a row of the audit table."""
     cfg = dataclasses.replace(config_of(record["config"]), progress=False)
+    if cfg.threads is None:  # the record's run took torch's default: re-train with the count it used
+        cfg = dataclasses.replace(cfg, threads=record["machine"].get("torch_threads"))
     fresh = retrain(cfg, ledger, root)
-    limit, why = tolerance(record, here)
+    limit, why = tolerance(record, fresh["machine"])
     row = {"digest": record["digest"], "model": cfg.model, "seed": cfg.seed}
     worst = 0.0
     for m in METRICS:
@@ -87,8 +92,10 @@ def audit_run(record: dict, ledger: Ledger, here: dict, root: Path) -> dict:
         elif limit == 0.0:  # a loss is compared where the run must be identical
             worst = max(worst, 0.0 if a == b else math.inf)
     same_weights = fresh["weights_sha256"] == record["weights_sha256"]
-    row.update({"max |Δ| top-1": worst, "weights identical": same_weights, "tolerance": limit, "why": why})
-    row["ok"] = worst <= limit and (same_weights or limit > 0)
+    same_teachers = fresh["teachers"] == record["teachers"]  # digests, weights' SHA-256 and top-1 of each
+    row.update({"max |Δ| top-1": worst, "weights identical": same_weights, "teachers identical": same_teachers,
+                "tolerance": limit, "why": why})
+    row["ok"] = worst <= limit and (same_weights or limit > 0) and same_teachers
     return row
 
 
@@ -122,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import pandas as pd
 
     with tempfile.TemporaryDirectory(prefix="bnext-audit-") as tmp:
-        rows = [audit_run(r, ledger, here, Path(tmp)) for r in sample]
+        rows = [audit_run(r, ledger, Path(tmp)) for r in sample]
     table = pd.DataFrame(rows)
     with pd.option_context("display.max_columns", None, "display.width", 200, "display.max_colwidth", 80):
         print(table.to_string(index=False))

@@ -67,6 +67,8 @@ def ledger_dir(profile: str) -> Path:
 
 
 # --------------------------------------------------------------------------------------------- provenance
+# the settings that cap torch's CPU kernels below what the CPU offers: they change rounding as another CPU would
+KERNEL_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
 _ISA = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_bf16",
         "amx_tile", "amx_int8", "asimd", "sve")
 
@@ -86,17 +88,23 @@ def machine() -> dict:
                 flags = set(value.split())
     except OSError:
         pass
-    info = {"cpu": model or platform.processor() or platform.machine(), "isa": [f for f in _ISA if f in flags], "cores": os.cpu_count(),
-            "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+    info = {"cpu": model or platform.processor() or platform.machine(), "isa": [f for f in _ISA if f in flags],
+            "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cuda": torch.version.cuda, "python": platform.python_version(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    caps = {k: os.environ[k] for k in KERNEL_CAPS if os.environ.get(k)}
+    if caps:  # kernels capped below the CPU's best (make test-portable, benchmarks/kernel_variance.py)
+        info["kernel_caps"] = caps
     return info
 
 
 def cpu_kind(info: Mapping[str, Any]) -> str:
-    """What makes two machines' runs cost and round alike: the CPU model and its instruction sets (or the GPU)."""
+    """What makes two machines' runs cost and round alike: the CPU model, its instruction sets and any cap on the
+    kernels (or the GPU)."""
     if info.get("gpu"):
         return str(info["gpu"])
-    return f"{info.get('cpu')} [{' '.join(info.get('isa', []))}]"
+    caps = "".join(f", {k}={v}" for k, v in sorted(info.get("kernel_caps", {}).items()))
+    return f"{info.get('cpu')} [{' '.join(info.get('isa', []))}{caps}]"
 
 
 def git_commit() -> str:
@@ -198,10 +206,18 @@ class Ledger:
     def has(self, cfg: TrainConfig) -> bool:
         return self.path(config_hash(cfg)).exists()
 
-    def records(self) -> Iterator[dict]:
-        """Every record, checked, in digest order."""
+    def records(self, skip_bad: bool = False) -> Iterator[dict]:
+        """Every record, checked, in digest order. ``skip_bad``: pass over a record that fails its checks (an
+        older engine's, once :data:`~bnext_lib.config.NUMERICS` moved on, or a damaged one), naming it in
+        :attr:`skipped`, instead of raising: for summaries and estimates, never for the runs a report reads."""
+        self.skipped: list[str] = []
         for path in sorted(self.root.glob("*.json")):
-            yield self.read(path)
+            try:
+                yield self.read(path)
+            except LedgerError as e:
+                if not skip_bad:
+                    raise
+                self.skipped.append(str(e))
 
     # ------------------------------------------------------------------ writing
     def put(self, record: Mapping[str, Any]) -> Path:
@@ -245,7 +261,7 @@ class Ledger:
         import pandas as pd
 
         rows = []
-        for r in self.records():
+        for r in self.records(skip_bad=True):
             c, f = r["config"], r["final"]
             rows.append({"digest": r["digest"], "model": c["model"], "seed": c["seed"],
                          "train_subset": c.get("train_subset"), "epochs": c["epochs"],
@@ -275,7 +291,7 @@ class Ledger:
         import statistics
 
         costs: dict[tuple, list[float]] = {}
-        for r in self.records():
+        for r in self.records(skip_bad=True):
             same_kind = cpu_kind(r["machine"]) == kind
             for level, key in enumerate((_variant(r["config"]), _shape(r["config"]))):
                 costs.setdefault((level, same_kind, key), []).append(r["wall_s"])

@@ -67,7 +67,9 @@ def _init_worker(threads: int | None, lines, gpus: int = 0, counter=None) -> Non
     if gpus > 1 and counter is not None:  # several GPUs: each worker its own, before CUDA starts in it
         with counter.get_lock():
             index, counter.value = counter.value, counter.value + 1
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # the parent's own choice of GPUs, if it made one
+        ids = visible.split(",") if visible else [str(i) for i in range(gpus)]
+        os.environ["CUDA_VISIBLE_DEVICES"] = ids[index % len(ids)]
     _quiet_cuda_probe()
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import nbclean
-from .assembly import assemble, machine_info, report_files, stale_files, update_readme
+from .assembly import assemble, machine_info, stale_files, update_readme
 from .checkpoints import atomic_write_text
 from .cluster import EXECUTOR_ENV, ClusterSpec
 from .ledger import Ledger, cpu_kind, git_commit, ledger_dir, machine
@@ -119,15 +119,17 @@ QUIET_KERNEL = ["--IPKernelApp.log_level=ERROR"]
 
 def ledger_summary(ledger: Ledger) -> str:
     """One line on a ledger: its runs, their worker-hours and the machines that trained them."""
-    records = list(ledger.records())
+    records = list(ledger.records(skip_bad=True))
+    skipped = (f"; {len(ledger.skipped)} record(s) not usable, the first: {ledger.skipped[0]}"
+               if ledger.skipped else "")
     if not records:
-        return f"{_shown(ledger.root)}: no runs recorded yet"
+        return f"{_shown(ledger.root)}: no runs recorded yet{skipped}"
     kinds: dict[str, int] = {}
     for r in records:
         kinds[cpu_kind(r["machine"])] = kinds.get(cpu_kind(r["machine"]), 0) + 1
     hours = sum(r["wall_s"] for r in records) / 3600
     return (f"{_shown(ledger.root)}: {len(records)} runs recorded, {hours:.2f} worker-hours, trained on "
-            + "; ".join(f"{n} x {k}" for k, n in kinds.items()))
+            + "; ".join(f"{n} x {k}" for k, n in kinds.items()) + skipped)
 
 
 def _shown(path: Path) -> str:
@@ -370,9 +372,9 @@ def publish(stage: Path, out: Path) -> None:
         times = {n: {k: v for k, v in e.items() if k == "wall_s"} for n, e in part["notebooks"].items()}
         record_run(out, part["profile"], times, part["started"], resume_ok=True)
     shutil.rmtree(stage, ignore_errors=True)
-    known = report_files(out)
-    for path in stale_files(out):
-        if path not in known:
+    written = {out / sub for sub in ("figures", "tables", "results", "executed")}
+    for path in stale_files(out):  # only in the folders a report writes: nothing else under --out is touched
+        if path.parent in written:
             path.unlink()
 
 

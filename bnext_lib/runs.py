@@ -194,8 +194,13 @@ def _train(cfg: TrainConfig, folder: Path, root, ledger: Ledger | None) -> dict:
               "commit": git_commit(), "derived": {}}
     atomic_save({"model": state, "num_classes": result["num_classes"], "in_chans": result["in_chans"],
                  "config": cfg.to_dict()}, folder / "model.pt")
+    _write_local(folder, record)  # before the checkpoint goes: a process killed now loses no finished run
     (folder / "last.pt").unlink(missing_ok=True)  # the optimizer state is twice the model; done runs drop it
     return record
+
+
+def _write_local(folder: Path, record: dict) -> None:
+    atomic_write_text(folder / "record.json", json.dumps(record, indent=1, sort_keys=True))
 
 
 def run_one(cfg: TrainConfig, root: str | os.PathLike | None = None, ledger: Ledger | None = None,
@@ -222,7 +227,12 @@ def _complete(run: Run, ledger: Ledger | None, keep_weights: bool, derive: Seque
     todo = [s for s in derive if _key(s) not in record["derived"]]
     commit = keep_weights and ledger is not None and not ledger.weights_path(run.digest).exists()
     if todo or commit:
-        state = run.weights()  # raises, naming the run, when neither the ledger nor this machine has them
+        try:
+            state = run.weights()
+        except LedgerError as e:  # recorded elsewhere without what this caller needs of its weights
+            need = ", ".join([_key(s) for s in todo] + (["its weights committed (a teacher)"] if commit else []))
+            raise LedgerError(f"{e}; this caller needs {need}: delete ledger record {run.digest} to train it again "
+                              "here") from None
         model = build_model(run.config.model, record["num_classes"], record["in_chans"], **run.config.model_options())
         model.load_state_dict(state)
         for spec in todo:
@@ -230,9 +240,8 @@ def _complete(run: Run, ledger: Ledger | None, keep_weights: bool, derive: Seque
             record["derived"][key] = value
         if commit:
             ledger.put_weights(run.digest, state)
-    local = run_folder(run.config) if run.folder is None else run.folder
-    if run.folder is not None and (todo or not (local / "record.json").exists()):
-        atomic_write_text(local / "record.json", json.dumps(record, indent=1, sort_keys=True))
+    if run.folder is not None and (todo or not (run.folder / "record.json").exists()):
+        _write_local(run.folder, record)
     if ledger is not None and (todo or not ledger.has(run.config)):
         ledger.put(record)
     return Run(run.config, record, run.folder, ledger)
@@ -339,8 +348,8 @@ def run_many(configs: Sequence[TrainConfig], root: str | os.PathLike | None = No
 
 
 def _ready(cfg, root, ledger, keep: bool, derive: Sequence[tuple]) -> bool:
-    """Whether the run is recorded with everything this caller needs of it."""
-    if not is_done(cfg, root, ledger):
+    """Whether the run is recorded (in the ledger, when there is one) with everything this caller needs of it."""
+    if not is_done(cfg, root, ledger) or (ledger is not None and not ledger.has(cfg)):
         return False
     if not derive and not (keep and ledger is not None):
         return True
@@ -374,6 +383,7 @@ def _train_missing(pending, asked, root, workers, threads, verbose, ledger, deri
 
     # the missing teachers (strong ones, listed last, first) train side by side with the runs that need none of
     # them, so that no worker waits for a teacher; the runs that distil from them follow
+    pending = [c for c in pending if config_hash(c) not in missing]  # a teacher asked for as a run: trained once
     needs = [any(config_hash(teacher_config(n, c)) in missing for n in c.teachers) for c in pending]
     first = [job(t, True) for t in reversed(missing.values())]
     first += [job(c, keep(config_hash(c))) for c, n in zip(pending, needs) if not n]
@@ -387,6 +397,11 @@ def _train_missing(pending, asked, root, workers, threads, verbose, ledger, deri
     if verbose and spec is not None:
         print(f"  as {spec.cluster} job arrays (submitit, logs in {spec.folder})", file=sys.stderr, flush=True)
     for batch in (first, later):
+        if batch is later:  # a student whose teacher waits for the next part waits with it
+            stuck = [j for j in batch if any(config_hash(teacher_config(n, j[0])) in waiting for n in j[0].teachers)]
+            waiting |= {config_hash(j[0]) for j in stuck}
+            batch = [j for j in batch if j not in stuck]
+
         def report(i: int, value: dict, batch=batch) -> None:
             c = batch[i][0]
             if value.get("waiting"):
@@ -399,9 +414,6 @@ def _train_missing(pending, asked, root, workers, threads, verbose, ledger, deri
                 print(f"  trained {c.model} seed {c.seed} ({value['digest']}): test top-1 {r['test_top1']:.2f} %, "
                       f"{value['seconds']:.0f} s [{time.perf_counter() - t0:.0f} s]", file=sys.stderr, flush=True)
 
-        if batch and waiting & {config_hash(t) for t in missing.values()} and batch is later:
-            waiting |= {config_hash(c) for c, *_ in batch}  # their teachers wait: so do they
-            continue
         if batch and spec is not None:  # a cluster: one job array per batch
             cluster_map(_run_job, batch, spec, on_done=report)
         elif batch:

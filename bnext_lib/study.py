@@ -364,13 +364,15 @@ class Study:
         teachers = {config_hash(teacher_config(n, self.config())) for n in self.teachers} if prefetch else ()
         wanted = set(variants) if landscapes is True else set(landscapes or ())
         derive = {config_hash(c): [self.landscape_spec] for (label, _), c in zip(keys, configs) if label in wanted}
-        try:
-            runs = run_many(extra + configs, workers=self.workers, threads=self.threads, ledger=self.ledger,
-                            derive=derive, teachers=teachers)[len(extra):]
-        except RunsWaiting as e:
+        # what later studies start from may wait for the next part; this study's own runs may not
+        runs = run_many(extra + configs, workers=self.workers, threads=self.threads, ledger=self.ledger,
+                        derive=derive, teachers=teachers, partial=True)[len(extra):]
+        missing = [c for c, r in zip(configs, runs) if r is None]
+        if missing:
+            e = RunsWaiting(missing, len(configs) - len(missing))
             self.waiting = {"runs": len(e.configs), "recorded": e.done, "labels": list(variants)}
             self.finish()
-            raise
+            raise e
         self.cached += done
         self.trained += len(configs) - done
         rows = []

@@ -1,6 +1,5 @@
 """The ledger: records that outlive the machine, are checked before use, are trained once, and let a report be
 built in parts."""
-import json
 import multiprocessing as mp
 import time
 
@@ -68,6 +67,17 @@ def test_a_damaged_record_is_named_in_one_line_and_never_used(trained, tmp_path,
     assert str(path) in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(LedgerError, match=message):
         list(ledger.records())
+
+
+@pytest.mark.slow
+def test_a_run_only_in_this_machine_s_cache_reaches_the_ledger_without_training(trained, tmp_path, monkeypatch):
+    import bnext_lib.runs as runs_mod
+
+    _, run = trained
+    fresh = Ledger(tmp_path / "another-ledger")
+    monkeypatch.setattr(runs_mod, "train", lambda *a, **k: pytest.fail("a run of the run cache was trained again"))
+    again = run_many([run.config], tmp_path / "runs", ledger=fresh, verbose=False)[0]
+    assert fresh.get(run.config) == again.record == run.record
 
 
 def test_a_record_is_checked_before_it_is_written(tmp_path):
@@ -152,20 +162,33 @@ def test_the_expected_cost_comes_from_recorded_runs_of_the_same_variant_and_mach
 
 
 def _train_in_a_process(args):
-    cfg, root, ledger_root = args
-    run = run_one(cfg, root, Ledger(ledger_root))
-    return run.record["started"], run.record["ended"]
+    """In a spawned process: ask for the run, leaving a marker file for every training that really starts."""
+    import os
+
+    import bnext_lib.runs as runs_mod
+
+    cfg, root, ledger_root, markers = args
+    real = runs_mod.train
+
+    def counted(*a, **k):
+        (markers / f"trained-by-{os.getpid()}").write_text("")
+        return real(*a, **k)
+
+    runs_mod.train = counted
+    return run_one(cfg, root, Ledger(ledger_root)).digest
 
 
 @pytest.mark.slow
 def test_two_processes_asking_for_one_digest_train_it_once(tmp_path):
     cfg = tiny_config(seed=11, epochs=2)
+    markers = tmp_path / "markers"
+    markers.mkdir()
     ctx = mp.get_context("spawn")
     with ctx.Pool(2) as pool:
-        first, second = pool.map(_train_in_a_process, [(cfg, tmp_path / "runs", tmp_path / "ledger")] * 2)
-    assert first == second  # the second process waited on the digest's lock and found the first one's record
+        digests = pool.map(_train_in_a_process, [(cfg, tmp_path / "runs", tmp_path / "ledger", markers)] * 2)
+    assert digests == [config_hash(cfg)] * 2
+    assert len(list(markers.iterdir())) == 1  # the second process waited on the digest's lock and found the record
     assert len(list((tmp_path / "ledger").glob("*.json"))) == 1
-    assert json.loads((tmp_path / "ledger" / f"{config_hash(cfg)}.json").read_text())["started"] == first[0]
 
 
 def test_tests_never_touch_this_machine_s_run_cache_or_a_committed_ledger():
@@ -173,4 +196,26 @@ def test_tests_never_touch_this_machine_s_run_cache_or_a_committed_ledger():
     from bnext_lib.runs import runs_root
 
     for path in (runs_root(), ledger_dir("cpu"), ledger_dir("smoke")):
-        assert "build" in path.parts and "test" in path.parts, path
+        assert "build" in path.parts, path  # build/test/ (build/test-avx2/ ... under make test-portable)
+
+
+@pytest.mark.slow
+def test_a_student_waits_with_its_teacher_and_only_then(trained, tmp_path, monkeypatch):
+    """Under a deadline, a teacher whose recorded cost would not fit waits, and so do its students; a student whose
+    teacher fits trains in the same part."""
+    import dataclasses
+
+    import bnext_lib.runs as runs_mod
+    from bnext_lib.config import teacher_config
+    from bnext_lib.ledger import record_config
+
+    ledger, run = trained
+    slow = tiny_config(teachers=("timm:resnet10t",), teacher_epochs=1)
+    quick = tiny_config(teachers=("timm:mobilenetv3_small_050",), teacher_epochs=1)
+    # the slow teacher's kind of run was recorded as taking a day (another subset draw: the same variant)
+    other = dataclasses.replace(teacher_config("timm:resnet10t", slow), subset_seed=1)
+    ledger.put(dict(run.record, config=record_config(other), digest=config_hash(other), wall_s=86400.0))
+    monkeypatch.setenv(runs_mod.DEADLINE_ENV, str(time.time() + 600))
+    runs = run_many([slow, quick], tmp_path / "runs", ledger=ledger, verbose=False, partial=True)
+    assert runs[0] is None and runs[1] is not None
+    assert not ledger.has(teacher_config("timm:resnet10t", slow)) and ledger.has(quick)

@@ -5,7 +5,6 @@ import shutil
 
 import pytest
 
-from bnext_lib.report import NOTEBOOKS, Study
 
 
 def test_the_runner_opens_with_the_ledger_and_continues_past_a_notebook_that_waits(tmp_path, capsys, monkeypatch):
@@ -122,3 +121,31 @@ def test_a_budget_must_be_positive(capsys):
     with pytest.raises(SystemExit):
         runner.main(["--profile", "smoke", "--budget-min", "0"])
     assert "--budget-min must be a positive number of minutes" in capsys.readouterr().err
+
+
+def test_a_complete_part_is_published_and_only_the_report_s_own_stale_files_go(tmp_path, monkeypatch):
+    """publish moves a part's files into the report folder and removes what the new report no longer accounts for
+    from the folders a report writes, never anything else under the folder (a user's file, the ledger)."""
+    import bnext_lib.report as runner
+
+    monkeypatch.setenv("BNEXT_COMMIT", "abc1234")
+    out, stage = tmp_path, tmp_path / ".part"
+    for folder in ("tables", "results", "figures", "ledger"):
+        (out / folder).mkdir(parents=True)
+    (out / "tables" / "01_old.csv").write_text("a table of an earlier protocol")
+    (out / "figures" / "01_old.png").write_bytes(b"png")
+    (out / "ledger" / "abc.json").write_text("{}")
+    (out / "notes.txt").write_text("a user's file")
+    (stage / "tables").mkdir(parents=True)
+    (stage / "results").mkdir()
+    (stage / "tables" / "01_new.csv").write_text("x")
+    (stage / "results" / "01_architecture_study.json").write_text(json.dumps({
+        "study": "01_architecture_study", "runs_trained": 1, "runs_cached": 0,
+        "tables": [{"csv": "tables/01_new.csv", "md": "tables/01_new.md"}], "figures": []}))
+    (stage / "run.json").write_text(json.dumps({"profile": "smoke", "started": "t", "notebooks": {
+        "01_architecture_study": {"wall_s": 5.0}}}))
+    runner.publish(stage, out)
+    assert (out / "tables" / "01_new.csv").exists() and not stage.exists()
+    assert not (out / "tables" / "01_old.csv").exists() and not (out / "figures" / "01_old.png").exists()
+    assert (out / "notes.txt").exists() and (out / "ledger" / "abc.json").exists()
+    assert json.loads((out / "run.json").read_text())["notebooks"]["01_architecture_study"]["wall_s"] == 5.0

@@ -80,20 +80,29 @@ def test_run_many_in_two_processes(tmp_path):
 
 
 def test_on_a_machine_with_several_gpus_each_worker_gets_its_own(monkeypatch):
-    """The pool's workers take the GPUs round robin (CUDA_VISIBLE_DEVICES, set before CUDA starts in them)."""
+    """The pool's workers take the GPUs round robin (CUDA_VISIBLE_DEVICES, set before CUDA starts in them), within
+    the parent's own choice of GPUs where it made one; with one GPU nothing is set."""
     import multiprocessing as mp
     import os
     import sys
 
     from bnext_lib import pool
 
-    counter, lines, seen = mp.get_context("spawn").Value("i", 0), [], []
+    queue = type("Queue", (), {"put": lambda self, x: None})()
     monkeypatch.setattr(sys, "stdout", sys.stdout)  # the initializer redirects them: put back afterwards
     monkeypatch.setattr(sys, "stderr", sys.stderr)
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    for _ in range(3):
-        pool._init_worker(None, type("Queue", (), {"put": lambda self, x: lines.append(x)})(), 2, counter)
-        seen.append(os.environ["CUDA_VISIBLE_DEVICES"])
-    assert seen == ["0", "1", "0"]
-    pool._init_worker(None, type("Queue", (), {"put": lambda self, x: None})(), 1, counter)
-    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"  # one GPU: left as it was
+
+    def workers(parent: str | None, gpus: int, n: int = 3) -> list:
+        counter, seen = mp.get_context("spawn").Value("i", 0), []
+        for _ in range(n):  # each worker starts from the parent's environment
+            if parent is None:
+                monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+            else:
+                monkeypatch.setenv("CUDA_VISIBLE_DEVICES", parent)
+            pool._init_worker(None, queue, gpus, counter)
+            seen.append(os.environ.get("CUDA_VISIBLE_DEVICES"))
+        return seen
+
+    assert workers(None, 2) == ["0", "1", "0"]
+    assert workers("2,3", 2) == ["2", "3", "2"]
+    assert workers(None, 1) == [None, None, None]
