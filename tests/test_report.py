@@ -1,10 +1,10 @@
-"""The report runner: the notebooks executed into their profile's folder, the time left, an interrupted run."""
+"""The report runner: the notebooks executed into a part's staging folder, a notebook that waits for runs, an
+interrupted part, a complete part published."""
 
 import json
 import shutil
 
 import pytest
-
 
 
 def test_the_runner_opens_with_the_ledger_and_continues_past_a_notebook_that_waits(tmp_path, capsys, monkeypatch):
