@@ -7,6 +7,7 @@ runs), side by side with the spread between seeds.
 A binary network turns a last-bit difference into a flipped sign, so a run under other kernels takes another path:
 this is one more source of variance, like the seed. The capped runs are trained in a child process with
 ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2``, their own run cache (``$BNEXT_RUNS``: ``data/runs-avx2``) and
+ledger (``$BNEXT_LEDGER``: ``data/runs-avx2/ledger``: the same digests as the default runs), and
 their own torch.compile cache (one filled under other kernels must not be reused); the default-kernel runs are the
 report's own (from the run cache after ``make report``). ``--regime overfitting`` (the default): the CE student of
 the over-fitting regime and the headline distillation comparison (two teachers, adaptive α, against the strong
@@ -31,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 from student_frontier import cpu_name, write_csv  # noqa: E402
 
 from bnext_lib.config import teacher_config  # noqa: E402
-from bnext_lib.runs import run_folder, runs_root  # noqa: E402
+from bnext_lib.ledger import Ledger  # noqa: E402
+from bnext_lib.runs import runs_root  # noqa: E402
 from bnext_lib.study import Study, distillation_recipes  # noqa: E402
 from bnext_lib.verdicts import compare  # noqa: E402
 
@@ -53,15 +55,21 @@ def variants(study: Study) -> tuple[dict, str, str, str]:
             "two, adaptive (batch)", "single strong")
 
 
-def _copy_teachers(study: Study, into: Path) -> None:
-    """The default cache's teacher runs into the capped cache (the students' kernels are what is measured)."""
+def _copy_teachers(study: Study, into: Ledger) -> None:
+    """The teachers' ledger records and committed weights into the capped runs' ledger (the students' kernels are
+    what is measured, not the teachers')."""
     import shutil
 
     for name in study.teachers:
-        src = run_folder(teacher_config(name, study.config()))
-        dst = into / src.name
-        if src.exists() and not dst.exists():
-            shutil.copytree(src, dst)
+        t_cfg = teacher_config(name, study.config())
+        record = study.ledger.get(t_cfg)
+        if record is None or into.has(t_cfg):
+            continue
+        into.put(record)
+        src = study.ledger.weights_path(record["digest"])
+        if src.exists():
+            into.weights_path(record["digest"]).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, into.weights_path(record["digest"]))
 
 
 def main() -> None:
@@ -81,16 +89,19 @@ def main() -> None:
         study.run(chosen)
         return
     default = study.run(chosen)
+    # the capped runs have the default runs' digests: they get a run cache and a ledger of their own, which the
+    # teachers are copied into
     capped_root = Path(args.capped_runs)
     capped_root.mkdir(parents=True, exist_ok=True)
-    _copy_teachers(study, capped_root)
-    env = dict(os.environ, **CAPPED, BNEXT_RUNS=str(capped_root),
+    capped_ledgers = capped_root / "ledger"
+    _copy_teachers(study, Ledger(capped_ledgers / args.profile))
+    env = dict(os.environ, **CAPPED, BNEXT_RUNS=str(capped_root), BNEXT_LEDGER=str(capped_ledgers),
                TORCHINDUCTOR_CACHE_DIR=str(ROOT / "build" / "inductor-avx2"))
     subprocess.run([sys.executable, __file__, "--profile", args.profile, "--regime", args.regime, "--child"],
                    env=env, check=True)
-    os.environ["BNEXT_RUNS"] = str(capped_root)
+    os.environ.update(BNEXT_RUNS=str(capped_root), BNEXT_LEDGER=str(capped_ledgers))
     assert runs_root() == capped_root
-    capped = study.run(chosen)  # all cached now
+    capped = _study(args.profile, args.regime).run(chosen)  # all recorded now, in the capped ledger
     rows = []
     for label in chosen:
         for (lab, seed), run in default.runs.items():

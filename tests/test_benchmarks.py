@@ -1,4 +1,5 @@
 """The report's robustness benchmarks run end to end at the smoke profile (seconds) and write what the report reads."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +50,10 @@ def test_training_length_lists_the_headline_claims_a_profile_cuts(tmp_path, monk
 
 
 @pytest.mark.slow
-def test_kernel_variance_compares_the_same_seeds_under_two_kernel_settings(tmp_path):
+def test_kernel_variance_compares_the_same_seeds_under_two_kernel_settings(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from kernel_variance import CAPPED
+
     out = _run("kernel_variance.py", "--capped-runs", str(tmp_path / "capped"), "--csv", str(tmp_path / "k.csv"))
     df = pd.read_csv(tmp_path / "k.csv")
     per_run = df.dropna(subset=["default_kernels"])
@@ -64,4 +68,10 @@ def test_kernel_variance_compares_the_same_seeds_under_two_kernel_settings(tmp_p
         pair, kernels = comparison.split(" under ")
         a, b = pair.split(" > ")
         assert delta == pytest.approx(top1[a, kernels] - top1[b, kernels])
-    assert len(list((tmp_path / "capped").iterdir())) >= 3 + 3  # the three student runs and the copied teachers
+    capped = tmp_path / "capped"
+    assert len(list(capped.glob("*/record.json"))) == 3  # the three student runs, trained under the capped kernels
+    records = [json.loads(p.read_text()) for p in (capped / "ledger" / "smoke").glob("*.json")]
+    # recorded in a ledger of their own under the capped kernels, beside the teachers copied in from the default one
+    capped_records = [r for r in records if r["machine"].get("kernel_caps") == CAPPED]
+    assert len(capped_records) == 3 and all(not r["config"]["model"].startswith("timm:") for r in capped_records)
+    assert all(r["config"]["model"].startswith("timm:") for r in records if r not in capped_records)
