@@ -37,7 +37,7 @@ from .config import TrainConfig, config_hash, teacher_config
 from .data import default_data_root
 from .distill import Teacher
 from .landscape import landscape_key, run_landscape
-from .ledger import (Ledger, LedgerError, cpu_kind, digest_lock, git_commit, machine, now, record_config,
+from .ledger import (Ledger, LedgerError, cpu_kind, digest_lock, dumps, git_commit, machine, now, record_config,
                      weights_sha256, SCHEMA)
 from .models import build_model
 from .pool import parallel_map
@@ -161,7 +161,7 @@ class Run:
             path = folder / "record.json"
             if not path.exists():
                 raise FileNotFoundError(f"run {folder.name} ({cfg.model}, seed {cfg.seed}) has not been trained")
-            record = (ledger or Ledger(folder.parent)).read_file(path, folder.name)
+            record = Ledger.read_file(path, folder.name)
         return cls(cfg, record, folder if folder.exists() else None, ledger)
 
 
@@ -200,7 +200,7 @@ def _train(cfg: TrainConfig, folder: Path, root, ledger: Ledger | None) -> dict:
 
 
 def _write_local(folder: Path, record: dict) -> None:
-    atomic_write_text(folder / "record.json", json.dumps(record, indent=1, sort_keys=True))
+    atomic_write_text(folder / "record.json", dumps(record))  # as the ledger stores it
 
 
 def run_one(cfg: TrainConfig, root: str | os.PathLike | None = None, ledger: Ledger | None = None,
