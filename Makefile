@@ -60,13 +60,14 @@ test-portable: $(STAMP) data
 # the four notebooks at the cpu profile -> reports/ (REPORT.md, figures, tables, executed/); PROFILE=gpu -> reports/gpu/,
 # PROFILE=smoke -> reports/.scratch/. Runs come from the profile's committed ledger (reports/ledger/ for cpu); only
 # missing runs train. BUDGET_MIN=100: one part of a report built in parts (commit the ledger after it, and the same
-# command continues, on any machine); WORKERS=1: one run at a time
+# command continues, on any machine); WORKERS=1: one run at a time; ONLY=01_architecture_study: those notebooks only
 PROFILE ?= cpu
 BUDGET_MIN ?=
 WORKERS ?=
+ONLY ?=
 report: $(STAMP) data
 	$(BIN)/python -m bnext_lib.report --profile $(PROFILE) $(if $(BUDGET_MIN),--budget-min $(BUDGET_MIN)) \
-		$(if $(WORKERS),--workers $(WORKERS))
+		$(if $(WORKERS),--workers $(WORKERS)) $(if $(ONLY),--only $(ONLY))
 
 # re-train a seeded random sample of the profile's ledger (what fits 15 minutes by the runs' recorded times) and hold
 # it against the records: identical on the records' kind of machine, within the measured cross-kernel spread elsewhere
