@@ -185,6 +185,9 @@ class TrainConfig:
     eval_flip: bool = option(False, "evaluate with flip test-time augmentation: the mean of the logits of each "
                                     "image and its mirror image", before=False)
     seed: int = option(0, "base seed of everything random")
+    order_seed: int | None = option(None, "seed of the data order and augmentation alone (default: seed), so that "
+                                          "a variance budget can vary initialisation and data order apart",
+                                    before=None)
     device: str = option("auto", "auto, cpu, cuda or cuda:N", digest=False)
     amp: bool = option(False, "bf16 autocast for the student's training forward (and the teachers on a CPU); "
                               "evaluation stays float32 unless eval_amp")
@@ -256,6 +259,11 @@ class TrainConfig:
         if not 0 < self.temperature_reach <= 1:
             errors.append(f"temperature_reach must be in (0, 1], got {self.temperature_reach}")
         return errors
+
+    @property
+    def data_seed(self) -> int:
+        """The seed of the data order and augmentation: ``order_seed``, else ``seed``."""
+        return self.seed if self.order_seed is None else self.order_seed
 
     def model_options(self) -> dict:
         """The builder options this configuration sets (``None`` ones are left to the builder)."""

@@ -57,13 +57,16 @@ class LedgerError(ValueError):
     """A record that cannot be used; the message is one line naming the file and what is wrong."""
 
 
-def ledger_dir(profile: str) -> Path:
+def ledger_dir(profile: str, choice: bool = False) -> Path:
     """A profile's ledger: ``$BNEXT_LEDGER/<profile>`` if that is set (tests, a scratch ledger), else
-    ``ledger/`` in the profile's report folder (:func:`bnext_lib.study.report_dir`)."""
+    ``ledger/`` in the profile's report folder (:func:`bnext_lib.study.report_dir`). ``choice``: the ledger of the
+    runs on choice seeds (the variance budget, the regime and recipe choices), ``choice-ledger/`` beside it, which
+    never holds a report seed's run."""
     env = os.environ.get("BNEXT_LEDGER")
+    name = "choice-ledger" if choice else "ledger"
     if env:
-        return Path(env) / profile
-    return _REPO_ROOT / "reports" / {"cpu": "", "smoke": ".scratch"}.get(profile, profile) / "ledger"
+        return Path(env) / (f"{profile}-choice" if choice else profile)
+    return _REPO_ROOT / "reports" / {"cpu": "", "smoke": ".scratch"}.get(profile, profile) / name
 
 
 # --------------------------------------------------------------------------------------------- provenance

@@ -204,19 +204,20 @@ def _data(cfg: TrainConfig, d: _Dist) -> _Data:
         root = Path(cfg.data_root or "data/imagenet")
         train_split = FolderData(root, "train", cfg.image_size, cfg.augment)
         test_split = FolderData(root, "test", cfg.image_size, "none")
-        return _Data(lambda e: train_split.loader(cfg.batch_size, True, cfg.seed, d.rank, d.world, _workers(), e),
-                     lambda: test_split.loader(eval_batch, False, cfg.seed, d.rank, d.world, _workers()), None, None,
+        seed = cfg.data_seed
+        return _Data(lambda e: train_split.loader(cfg.batch_size, True, seed, d.rank, d.world, _workers(), e),
+                     lambda: test_split.loader(eval_batch, False, seed, d.rank, d.world, _workers()), None, None,
                      train_split.steps(cfg.batch_size, d.world), train_split.num_classes, 3, None)
     train_data, val_data = training_images(cfg)
     test_data = load_dataset(cfg.dataset, "test", cfg.data_root, cfg.download).subset(cfg.test_subset)
     test_data = test_data.padded(cfg.pad_to)
     augmenter = Augmenter(cfg.augment, train_data.mean, train_data.std, train_data.num_classes)
-    train_loader = BatchLoader(train_data, cfg.batch_size, True, True, cfg.seed, d.rank, d.world,
+    train_loader = BatchLoader(train_data, cfg.batch_size, True, True, cfg.data_seed, d.rank, d.world,
                                augmenter.sample_transform())
-    test_loader = BatchLoader(test_data, eval_batch, False, False, cfg.seed, d.rank, d.world)
-    train_eval = (BatchLoader(train_data, eval_batch, False, False, cfg.seed, d.rank, d.world) if cfg.eval_train
+    test_loader = BatchLoader(test_data, eval_batch, False, False, cfg.data_seed, d.rank, d.world)
+    train_eval = (BatchLoader(train_data, eval_batch, False, False, cfg.data_seed, d.rank, d.world) if cfg.eval_train
                   else None)
-    val = (BatchLoader(val_data.padded(cfg.pad_to), eval_batch, False, False, cfg.seed, d.rank, d.world)
+    val = (BatchLoader(val_data.padded(cfg.pad_to), eval_batch, False, False, cfg.data_seed, d.rank, d.world)
            if val_data is not None else None)
 
     def epoch_batches(epoch: int):
@@ -327,7 +328,7 @@ def train_one_epoch(tr: _Trainer, data: _Data, epoch: int, active: Sequence[str]
     """One pass over the training batches; appends 16 trace points; returns the epoch's training metrics."""
     cfg, d, device = tr.cfg, tr.d, tr.device
     t_epoch = time.perf_counter()
-    _seed_everything(epoch_seed(cfg.seed, epoch) + d.rank)
+    _seed_everything(epoch_seed(cfg.data_seed, epoch) + d.rank)
     tr.model.train()
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss * n, correct, n (n filled at the end)
     alpha_sum = torch.zeros(max(1, len(active)), dtype=torch.float64, device=device)

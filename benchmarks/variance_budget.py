@@ -1,0 +1,139 @@
+"""The variance budget of the CE student (Bouthillier et al. 2021, "Accounting for variance in machine learning
+benchmarks"): how much of the seed-to-seed spread of test top-1 comes from the initialisation, the data order
+(shuffling and augmentation) and the training subset, each varied alone on choice seeds, beside all of them varied
+together as the report's seeds vary them.
+
+    .venv/bin/python benchmarks/variance_budget.py --profile cpu --regime overfitting --runs 4
+    .venv/bin/python benchmarks/variance_budget.py --profile cpu --regime full --runs 4
+
+Choice seeds start at ``--base`` (1000; the report's seeds are small integers and never reach it). The runs go into
+the profile's choice ledger (``reports/choice-ledger/`` for cpu, :func:`bnext_lib.ledger.ledger_dir`), never the
+report's; a run the ledger has is not trained again, so the same command continues after an interruption or a
+``--budget-min`` part. The cross-kernel spread is read from ``reports/tables/kernel_variance.csv`` when it exists.
+
+Prints and writes (``--csv``, default ``reports/tables/variance_budget_<regime>.csv``) one row per source: runs,
+mean, standard deviation with its 90 % chi-square interval, and the range. Asserts nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bnext_lib.config import config_hash  # noqa: E402
+from bnext_lib.ledger import Ledger, ledger_dir  # noqa: E402
+from bnext_lib.runs import DEADLINE_ENV, RunsWaiting, run_many  # noqa: E402
+from bnext_lib.study import Study  # noqa: E402
+
+SOURCES = ("initialisation", "data order", "subset", "all (as the report's seeds)")
+
+
+def seeds_of(source: str, base: int, i: int, subset: bool) -> dict:
+    """The seed fields of run ``i`` of ``source``: that source's seed is ``base + i``, the others stay ``base``."""
+    k = base + i
+    if source == "initialisation":
+        fields = dict(seed=k, order_seed=base, subset_seed=base)
+    elif source == "data order":
+        fields = dict(seed=base, order_seed=k, subset_seed=base)
+    elif source == "subset":
+        fields = dict(seed=base, order_seed=base, subset_seed=k)
+    else:
+        fields = dict(seed=k, order_seed=k, subset_seed=k)
+    if fields["order_seed"] == fields["seed"]:
+        fields["order_seed"] = None  # the same run as the report's way of seeding, under one digest
+    if not subset:
+        fields.pop("subset_seed")
+    return fields
+
+
+def plan(study: Study, runs: int, base: int) -> list[tuple[str, int, object]]:
+    """``(source, i, config)`` for every run; sources a regime cannot vary (the subset on the full data) left out.
+    Run 0 of every source is one and the same run."""
+    subset = study.settings.get("train_subset") is not None
+    rows = []
+    for source in SOURCES:
+        if source == "subset" and not subset:
+            continue
+        for i in range(runs):
+            rows.append((source, i, study.config(evaluate="end", **seeds_of(source, base, i, subset))))
+    return rows
+
+
+def sd_interval(values: np.ndarray, level: float = 0.9) -> tuple[float, float, float]:
+    """Sample standard deviation and its chi-square interval (normal data)."""
+    n = len(values)
+    sd = float(np.std(values, ddof=1))
+    lo, hi = stats.chi2.ppf([(1 + level) / 2, (1 - level) / 2], n - 1)
+    return sd, sd * float(np.sqrt((n - 1) / lo)), sd * float(np.sqrt((n - 1) / hi))
+
+
+def table(rows, results) -> pd.DataFrame:
+    frame = pd.DataFrame([dict(source=s, i=i, test_top1=r.final["test_top1"], val_top1=r.final.get("val_top1"),
+                               wall_s=r.record["wall_s"]) for (s, i, _), r in zip(rows, results) if r is not None])
+    out = []
+    for source, part in frame.groupby("source", sort=False):
+        v = part["test_top1"].to_numpy()
+        sd, lo, hi = sd_interval(v) if len(v) > 1 else (float("nan"),) * 3
+        out.append(dict(source=source, runs=len(v), test_top1_mean=v.mean(), sd=sd, sd_lo90=lo, sd_hi90=hi,
+                        min=v.min(), max=v.max(), val_sd=float(np.std(part["val_top1"], ddof=1)) if len(v) > 1
+                        else float("nan"), wall_s_median=part["wall_s"].median()))
+    kernels = ROOT / "reports" / "tables" / "kernel_variance.csv"
+    if kernels.exists():
+        k = pd.read_csv(kernels)
+        diff = [c for c in k.columns if "diff" in c.lower()]
+        if diff:
+            d = k[diff[0]].dropna().abs().to_numpy()
+            # two runs of one seed under two kernel settings: Var(Δ) = 2 σ², so σ = rms(Δ) / √2
+            out.append(dict(source="CPU kernels (kernel_variance.csv, |Δ| of one seed; earlier bf16 recipe)",
+                            runs=len(d), sd=float(np.sqrt(np.mean(d ** 2) / 2)), min=d.min(), max=d.max()))
+    return pd.DataFrame(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--regime", default="overfitting", choices=["overfitting", "full"])
+    ap.add_argument("--runs", type=int, default=4, help="runs per source (run 0 shared by every source)")
+    ap.add_argument("--base", type=int, default=1000, help="the first choice seed")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--budget-min", type=float, help="start no run that would not end within MIN minutes")
+    ap.add_argument("--csv")
+    args = ap.parse_args()
+    if args.runs < 2:
+        ap.error("--runs must be at least 2: a standard deviation needs two runs")
+    if args.budget_min:
+        os.environ[DEADLINE_ENV] = str(time.time() + 60 * args.budget_min)
+    ledger = Ledger(ledger_dir(args.profile, choice=True))
+    study = Study("01_architecture_study" if args.regime == "full" else "02_overfitting_analysis",
+                  profile=args.profile, regime=args.regime, out_dir=ROOT / "reports" / ".scratch", ledger=ledger.root)
+    rows = plan(study, args.runs, args.base)
+    configs = [c for _, _, c in rows]
+    print(f"variance budget, {args.profile} profile, {args.regime} regime: {len(configs)} runs "
+          f"({len(set(map(config_hash, configs)))} distinct), choice ledger {ledger.root}", flush=True)
+    results = run_many(configs, workers=args.workers, threads=1, ledger=ledger, partial=True)
+    ledger.write_index()
+    missing = sum(r is None for r in results)
+    frame = table(rows, results)
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if missing:
+        print(f"{missing} of {len(results)} runs wait for the next part: the same command continues")
+    csv = Path(args.csv or ROOT / "reports" / "tables" / f"variance_budget_{args.regime}.csv")
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(csv, index=False, float_format="%.4f")
+    print(f"wrote {csv}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except RunsWaiting as e:
+        sys.exit(f"variance budget: {len(e.configs)} runs wait for the next part")
