@@ -44,7 +44,8 @@ from .ledger import Ledger, cpu_kind, git_commit, ledger_dir, machine
 from .profiles import get_profile
 from .progress import PROGRESS_ENV
 from .runs import DEADLINE_ENV
-from .study import AT_THE_END, NOTEBOOKS, REPO_ROOT, RunSet, Study, distillation_recipes, parse_seeds, report_dir
+from .study import (AT_THE_END, NOTEBOOKS, NOTEBOOKS_ENV, REPO_ROOT, RunSet, Study, distillation_recipes, parse_seeds,
+                    report_dir)
 from .verdicts import combine, compare, cut, gate
 
 __all__ = ["AT_THE_END", "REPO_ROOT", "NOTEBOOKS", "Study", "parse_seeds", "RunSet", "compare", "combine", "cut",
@@ -315,6 +316,7 @@ def _part(chosen: Sequence[str], args, out: Path) -> list[str] | None:
         os.environ[DEADLINE_ENV] = str(time.time() + 60 * args.budget_min)
         print(f"report: a part of at most {args.budget_min:g} min: no run starts that its measured cost on this "
               "kind of machine would take past it", file=sys.stderr, flush=True)
+    os.environ[NOTEBOOKS_ENV] = ",".join(chosen)
     started, t = time.strftime("%Y-%m-%d %H:%M:%S %Z"), time.perf_counter()
     handler = signal.signal(signal.SIGTERM, _interrupt)  # `timeout`, a scheduler: stop as cleanly as Ctrl-C
     times: dict = {}
@@ -330,6 +332,7 @@ def _part(chosen: Sequence[str], args, out: Path) -> list[str] | None:
     finally:
         signal.signal(signal.SIGTERM, handler)
         os.environ.pop(DEADLINE_ENV, None)
+        os.environ.pop(NOTEBOOKS_ENV, None)
     ledger.write_index()
     waiting = [n for n, v in times.items() if v.get("waiting")]
     record_run(stage, args.profile, times, started)

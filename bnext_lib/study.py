@@ -29,6 +29,8 @@ __all__ = ["REPO_ROOT", "NOTEBOOKS", "Study", "RunSet", "parse_seeds", "distilla
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # a variant override: the run's validation and training splits evaluated after its last epoch only (Study.config)
 AT_THE_END = {"evaluate": "end"}
+# the notebooks a report invocation runs (set by bnext_lib.report), so that a study prefetches only for those
+NOTEBOOKS_ENV = "BNEXT_NOTEBOOKS"
 NOTEBOOKS = ("01_architecture_study", "02_overfitting_analysis", "03_distillation", "04_augmentation_ablation")
 
 
@@ -360,6 +362,9 @@ class Study:
                 for seed in (self.headline_seeds if label in top else seeds)]
         configs = [self.config(**{**variants[label], "seed": seed}) for label, seed in keys]
         done = sum(is_done(c, ledger=self.ledger) for c in configs)
+        # a report part that runs none of the later notebooks (``--only``) does not train what they start from
+        later = os.environ.get(NOTEBOOKS_ENV)
+        prefetch = prefetch and (later is None or any(n in later.split(",") for n in NOTEBOOKS[1:3]))
         extra = self.prerequisites() if prefetch else []
         teachers = {config_hash(teacher_config(n, self.config())) for n in self.teachers} if prefetch else ()
         wanted = set(variants) if landscapes is True else set(landscapes or ())

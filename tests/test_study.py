@@ -208,12 +208,12 @@ def test_each_profile_reports_into_its_own_folder():
         reports, reports / ".scratch", reports / "gpu", reports / "paper"]
 
 
-def test_the_cpu_profile_draws_each_seed_its_subset_and_gives_headline_claims_more_seeds(tmp_path, monkeypatch):
+def test_the_cpu_profile_draws_each_seed_its_subset_and_runs_every_comparison_at_five_seeds(tmp_path, monkeypatch):
     import bnext_lib.study as study_mod
     from bnext_lib.runs import RunsWaiting
 
     s = Study("03_distillation", profile="cpu", device="cpu", out_dir=tmp_path, regime="overfitting")
-    assert s.seeds == (0, 1, 2) and s.headline_seeds == (0, 1, 2, 3, 4)
+    assert s.seeds == (0, 1, 2, 3, 4) and s.headline_seeds == (0, 1, 2, 3, 4)  # the pre-registration's floor
     assert s.config(seed=3).subset_seed == 3 and s.config(seed=3, subset_seed=0).subset_seed == 0
     full = Study("01_architecture_study", profile="cpu", device="cpu", out_dir=tmp_path)
     assert full.config(seed=3).subset_seed == 0  # no subset: nothing to draw, the digest stays the seed's alone
@@ -222,5 +222,23 @@ def test_the_cpu_profile_draws_each_seed_its_subset_and_gives_headline_claims_mo
     monkeypatch.setattr(study_mod, "run_many", lambda cfgs, **kw: trained.extend(cfgs) or [None] * len(cfgs))
     with pytest.raises(RunsWaiting):  # the fake runs never come: they wait; the configurations are what is checked
         s.run({"CE only": {}, "single strong": {"teachers": [s.teachers[-1]]}}, headline=["single strong"])
-    assert [(c.teachers != (), c.seed) for c in trained] == [(False, 0), (False, 1), (False, 2)] + [
+    assert [(c.teachers != (), c.seed) for c in trained] == [(False, seed) for seed in range(5)] + [
         (True, seed) for seed in range(5)]
+
+
+@pytest.mark.parametrize("notebooks, prefetched", [(None, True), ("01_architecture_study", False),
+                                                   ("01_architecture_study,03_distillation", True)])
+def test_a_study_prefetches_only_for_the_notebooks_the_report_runs(tmp_path, monkeypatch, notebooks, prefetched):
+    import bnext_lib.study as study_mod
+    from bnext_lib.runs import RunsWaiting
+
+    if notebooks is None:
+        monkeypatch.delenv(study_mod.NOTEBOOKS_ENV, raising=False)
+    else:
+        monkeypatch.setenv(study_mod.NOTEBOOKS_ENV, notebooks)
+    s = Study("01_architecture_study", profile="cpu", device="cpu", out_dir=tmp_path)
+    trained = []
+    monkeypatch.setattr(study_mod, "run_many", lambda cfgs, **kw: trained.extend(cfgs) or [None] * len(cfgs))
+    with pytest.raises(RunsWaiting):
+        s.run({"BNext": {}}, prefetch=True)
+    assert any(c.model.startswith("timm:") or c.model.startswith("resnet") for c in trained) == prefetched
