@@ -76,16 +76,22 @@ def sd_interval(values: np.ndarray, level: float = 0.9) -> tuple[float, float, f
     return sd, sd * float(np.sqrt((n - 1) / lo)), sd * float(np.sqrt((n - 1) / hi))
 
 
+def _sd(values) -> float:
+    values = pd.Series(values).dropna()
+    return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+
+
 def table(rows, results) -> pd.DataFrame:
     frame = pd.DataFrame([dict(source=s, i=i, test_top1=r.final["test_top1"], val_top1=r.final.get("val_top1"),
+                               gap=r.final.get("train_eval_top1", np.nan) - r.final["test_top1"],
                                wall_s=r.record["wall_s"]) for (s, i, _), r in zip(rows, results) if r is not None])
     out = []
     for source, part in frame.groupby("source", sort=False):
         v = part["test_top1"].to_numpy()
         sd, lo, hi = sd_interval(v) if len(v) > 1 else (float("nan"),) * 3
         out.append(dict(source=source, runs=len(v), test_top1_mean=v.mean(), sd=sd, sd_lo90=lo, sd_hi90=hi,
-                        min=v.min(), max=v.max(), val_sd=float(np.std(part["val_top1"], ddof=1)) if len(v) > 1
-                        else float("nan"), wall_s_median=part["wall_s"].median()))
+                        min=v.min(), max=v.max(), val_sd=_sd(part["val_top1"]), gap_mean=part["gap"].mean(),
+                        gap_sd=_sd(part["gap"]), wall_s_median=part["wall_s"].median()))
     kernels = ROOT / "reports" / "tables" / "kernel_variance.csv"
     if kernels.exists():
         k = pd.read_csv(kernels)

@@ -8,6 +8,7 @@ import platform
 from pathlib import Path
 from typing import Any, Mapping
 
+from . import claims as claims_registry
 from .checkpoints import atomic_write_text
 from .data import DATASETS
 from .ledger import git_commit, machine
@@ -139,6 +140,7 @@ def assemble(out: str | os.PathLike = REPO_ROOT / "reports") -> Path:
     if checks:
         atomic_write_text(out / "tables" / "regime_checks.csv", pd.DataFrame(checks).to_csv(index=False))
     lines += _claims_section(claims, gpu)
+    lines += ["", claims_registry.protocol_markdown(studies[0]["profile"]).rstrip()]
     if checks:
         lines += ["", "## Regime checks", "",
                   "What each study's claims need before a verdict counts, measured in this run "

@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 
 from .config import TrainConfig, config_hash, teacher_config
 from .landscape import Landscape, landscape_key
+from . import claims
 from .ledger import Ledger, cpu_kind, ledger_dir
 from .profiles import get_profile, rescaled_warmup
 from .record import Record
@@ -109,6 +110,15 @@ class RunSet:
             out[f"{m}_max"] = g[m].max()
         out["minutes"] = g["minutes"].mean()
         return out
+
+    def with_values(self, values, metric: str) -> "RunSet":
+        """The same runs with one more per-run ``metric`` from ``values`` (a frame with ``label``, ``seed`` and
+        ``metric``: a value computed after the runs, as the loss landscape's roughness)."""
+        import dataclasses
+
+        extra = values[["label", "seed", metric]]
+        return dataclasses.replace(self, df=self.df.drop(columns=[metric], errors="ignore").merge(
+            extra, on=["label", "seed"], how="left"))
 
     def table(self, metrics: Sequence[str] = ("test_top1", "train_top1", "gap")):
         """A readable table: ``mean ± std [min, max]`` per metric and label."""
@@ -277,8 +287,26 @@ class Study:
     def figure(self, fig, name: str, caption: str) -> None:
         self.record.figure(fig, name, caption)
 
-    def claim(self, key: str, claim: str, result: Mapping[str, Any], where: str, source: str = "paper") -> dict:
-        return self.record.claim(key, claim, result, where, source)
+    def claim(self, key: str, result: Mapping[str, Any], where: str | None = None, **roles: Any) -> dict:
+        """Record the pre-registered claim ``key`` (:mod:`bnext_lib.claims`: its statement, origin and where its
+        evidence is) with ``result``; ``roles`` fill the statement's placeholders. A claim that is not registered,
+        or registered for another notebook, raises."""
+        c = claims.get(key)
+        if c.notebook != self.name:
+            raise ValueError(f"claim {key!r} is registered for {c.notebook}, not {self.name}")
+        text = claims.fill(c.statement, {**self._roles(), **roles})
+        return self.record.claim(key, text, result, where or c.where, c.origin)
+
+    def verdict(self, key: str, runs: "RunSet", checks: Sequence[Mapping] = (), **roles: Any) -> dict:
+        """Judge the pre-registered claim ``key`` on ``runs`` as registered (its comparisons, test and margin,
+        :func:`bnext_lib.claims.judge`), gated by the regime ``checks``, and record it. ``roles``: the labels the
+        registry leaves open (``weak``, ``middle``, ``strong`` teachers as the notebook measured them)."""
+        roles = {**self._roles(), **roles}
+        return self.claim(key, claims.judge(claims.get(key), runs, checks, **roles), **roles)
+
+    def _roles(self) -> dict:
+        student = self.settings.get("model") or "bnext_pico"
+        return {"sizes": self.sizes, "student": student, **claims.size_roles(student)}
 
     def note(self, text: str) -> None:
         self.record.note(text)

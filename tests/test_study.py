@@ -91,15 +91,15 @@ def test_study_outputs(tmp_path):
     s.table(pd.DataFrame({"a": [1.0]}), "t", "a table")
     fig, ax = plt.subplots()
     s.figure(fig, "f", "a figure")
-    s.claim("k", "a claim", {"verdict": "inconclusive", "text": "1 vs 2"}, "table 02_t")
+    s.record.claim("k", "a claim", {"verdict": "inconclusive", "text": "1 vs 2"}, "table 02_t")
     tested = combine([compare([3.0, 3.1, 2.9], [1.0, 1.1, 0.9], "A", "B"), compare([1, 2, 3], [2, 1, 3], "C", "D")])
-    s.claim("t", "a tested claim", tested, "table 02_t")
+    s.record.claim("t", "a tested claim", tested, "table 02_t")
     gap = s.record.regime_check("CE student train-minus-test gap", 1.5, 3.0)
     teacher = s.record.regime_check("strongest teacher top-1", 94.0, 93.0)
     assert not gap["passed"] and teacher["passed"]
-    s.claim("g", "a gated claim", gate(compare([3.0, 3.1, 2.9], [1.0, 1.1, 0.9]), [gap, teacher]), "x")
+    s.record.claim("g", "a gated claim", gate(compare([3.0, 3.1, 2.9], [1.0, 1.1, 0.9]), [gap, teacher]), "x")
     with pytest.raises(ValueError, match="verdict must be"):
-        s.claim("k", "a claim", {"verdict": "maybe", "text": ""}, "x")
+        s.record.claim("k", "a claim", {"verdict": "maybe", "text": ""}, "x")
     s.finish()
     for f in ("tables/02_t.csv", "tables/02_t.md", "figures/02_f.png", "figures/02_f.svg",
               "results/02_overfitting_analysis.json"):

@@ -1,0 +1,422 @@
+"""What a claim is: the pre-registered protocol of the report, one declarative registry that the notebooks, the
+assembly and the docs all read.
+
+Each :class:`Claim` says where the hypothesis comes from (the paper's abstract, the official code, README or an
+issue, or this project), which arms of which study it compares, its comparisons (every one must hold: the claim's
+p is the largest of its parts', :func:`~bnext_lib.verdicts.claim_p`) and which one stands for it, the test
+(superiority, or equivalence by TOST within the smallest effect of interest for "does not help"), and the smallest
+effect of interest with where that number comes from. The paper's body was not reachable, so no effect size of the
+paper is known: the smallest effects of interest are the effects this project measured in its v2 cpu run and its
+gpu run (the larger one's magnitude where both exist), floored at :data:`FLOOR`, or the floor where neither ran.
+
+The seeds follow from a power analysis (:func:`power_table`): 80 % power at Holm's strictest level (0.05 over the
+family of claims tested by runs) for each part of a claim, so that the claim's joint power is 80 %, from the
+per-seed standard deviation measured on choice seeds (``benchmarks/variance_budget.py``, never the report's seeds)
+and the pairing correlation; never fewer than :data:`MIN_SEEDS` a side. A claim whose seeds do not fit the
+profile's budget runs at what fits, and the table states the effect those seeds can detect.
+
+    python -m bnext_lib.claims --profile cpu            # the protocol and its power table
+    python -m bnext_lib.claims --profile cpu --markdown docs/protocol.md
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+__all__ = ["Part", "Claim", "CLAIMS", "FLOOR", "MIN_SEEDS", "get", "fill", "parts_of", "judge", "size_roles", "variance_budget",
+           "power_table", "protocol_markdown", "SOURCE_KINDS", "run_costs"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FLOOR = 0.5  # points of test top-1: below it, one run under two CPU kernels moves more (kernel_variance.csv)
+MIN_SEEDS = 5
+SOURCE_KINDS = ("paper abstract", "official code", "official README", "official issue", "project")
+
+
+@dataclass(frozen=True)
+class Part:
+    """One comparison: ``better`` has a higher (``lower``: lower) ``metric`` than ``worse``; or, with
+    ``test="equivalence"``, the two differ by less than the claim's smallest effect of interest. Labels may name
+    roles (``{strong}``) that the notebook fills from what it measured; ``each="size"`` repeats the part for every
+    item of the role ``sizes`` (the student sizes: ``{size}``; an item that is a mapping fills several roles)."""
+
+    better: str
+    worse: str
+    metric: str = "test_top1"
+    lower: bool = False
+    test: str = "superiority"
+    each: str | None = None
+    effect: float | None = None  # this comparison's smallest effect of interest, where not the claim's
+    effect_source: str = ""
+
+    def label(self) -> str:
+        op = "≈" if self.test == "equivalence" else "<" if self.lower else ">"
+        suffix = f" ({self.metric})" if self.metric != "test_top1" else ""
+        return f"{self.better} {op} {self.worse}{suffix}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One pre-registered claim. ``origin``: whose hypothesis (``"paper"`` or ``"project"``); ``source``: one of
+    :data:`SOURCE_KINDS`, ``reference``: the sentence, file or issue; ``regime``: the study's regime (``"full"``,
+    ``"overfitting"``) or ``"none"`` for a measurement without runs; ``effect``: the smallest effect of interest
+    in the primary metric's unit (the equivalence margin for an equivalence claim), ``effect_source`` where it
+    comes from."""
+
+    key: str
+    notebook: str
+    statement: str
+    origin: str
+    source: str
+    reference: str
+    regime: str
+    arms: tuple[str, ...]
+    parts: tuple[Part, ...] = ()
+    primary: int = 0
+    effect: float = FLOOR
+    effect_source: str = f"no measured effect: the floor, {FLOOR} points"
+    where: str = ""
+    metric_unit: str = "points"
+    notes: str = ""
+    seeds_key: str = field(default="seeds")  # the profile's seeds it runs at: "seeds" or "headline_seeds"
+
+    @property
+    def test(self) -> str:
+        if not self.parts:
+            return "measurement"
+        return "equivalence (TOST)" if self.parts[0].test == "equivalence" else "superiority (one-sided)"
+
+
+def _measured(v2: float | None, gpu: float | None, what: str) -> dict:
+    """The smallest effect of interest from the measured v2 cpu and gpu effects (their larger magnitude), floored."""
+    seen = [abs(x) for x in (v2, gpu) if x is not None]
+    said = ", ".join(f"{name} {x:+.2f}" for name, x in (("v2 cpu", v2), ("gpu", gpu)) if x is not None)
+    if not seen:
+        return dict(effect=FLOOR, effect_source=f"no measured effect: the floor, {FLOOR} points")
+    return dict(effect=round(max(max(seen), FLOOR), 2),
+                effect_source=f"measured {what}: {said}" + (f"; floored at {FLOOR}" if max(seen) < FLOOR else ""))
+
+
+_ABL = ("ELM + IR (BNext)", "ELM only", "IR only", "neither")
+_BLOCKS = ("BNext", "plain binary", "Bi-Real", "ReActNet")
+_KD = "reports/claims.csv (v2 cpu, 3 seeds) and reports/gpu/claims.csv (5 seeds)"
+
+CLAIMS: dict[str, Claim] = {c.key: c for c in [
+    Claim("cost_order", "01_architecture_study", "BNext-T < S < M < L in cost, matching the README's OPs",
+          "paper", "official README", "the model table's OPs column: 0.077, 0.172, 0.317, 0.819 G", "none",
+          ("bnext_tiny", "bnext_small", "bnext_middle", "bnext_large"), where="table 01_cost_imagenet",
+          notes="counted from the architecture (torch's FLOP counter), no runs"),
+    Claim("elm_ir_order", "01_architecture_study",
+          "Ablation order: neither < ELM only, IR only < ELM + IR (test top-1)", "paper", "official code",
+          "bnext.py's --elm-attention / --infor-recoupling switches (the paper's ablation table was not reachable)",
+          "full", _ABL,
+          (Part(_ABL[0], _ABL[3]), Part(_ABL[0], _ABL[1]), Part(_ABL[0], _ABL[2]), Part(_ABL[1], _ABL[3]),
+           Part(_ABL[2], _ABL[3])),
+          **_measured(1.09, 0.44, "ELM + IR > neither"), where="table 01_ablation, figure 01_ablation_curves",
+          seeds_key="headline_seeds"),
+    Claim("bnext_vs_earlier", "01_architecture_study",
+          "BNext's block beats plain binary, Bi-Real and ReActNet blocks (test top-1)", "paper", "paper abstract",
+          "TMLR: the BNext family outperforms previous binary networks \"under different capacity levels\"", "full",
+          _BLOCKS, tuple(Part("BNext", o) for o in _BLOCKS[1:]), where="table 01_blocks, figure 01_blocks_bars",
+          seeds_key="headline_seeds"),
+    Claim("size_order", "01_architecture_study",
+          "Accuracy rises with the student's size: {capacities} (test top-1)", "paper",
+          "official README", "the model table: BNext-T 72.4 < S 76.1 < M 78.3 < L 80.6 % ImageNet top-1", "full",
+          ("bnext_pico", "bnext_nano", "{student}"), (Part("{bigger}", "{smaller}", each="step"),),
+          where="table 01_sizes"),
+    Claim("progressive", "01_architecture_study",
+          "Progressive binarization trains a better binary model than sign from the first step", "paper",
+          "official issue", "hpi-xnor/BNext issue #5 and the temperature schedule of the official training script; "
+          "what is compared is a float-weight warm-up: the latent weights stay unbinarized for ~30 % of the run",
+          "full", ("progressive (τ → 0 at 30 %)", "sign from the first step"),
+          (Part("progressive (τ → 0 at 30 %)", "sign from the first step"),), where="table 01_progressive"),
+    Claim("landscape", "01_architecture_study",
+          "BNext's loss landscape is smoother than the earlier blocks' (roughness)", "paper", "official README",
+          "the README's loss-landscape figures (naive binarization, Bi-Real, Real2Binary, BNext)", "full",
+          _BLOCKS, tuple(Part("BNext", o, metric="roughness", lower=True) for o in _BLOCKS[1:]),
+          effect=0.5, effect_source="no measured effect; half a roughness unit (BNext alone varied 2.86-4.38 "
+          "between seeds in v2)", where="table 01_landscape, figure 01_landscape", metric_unit="roughness",
+          notes="one pair of directions per seed: the roughness's own variance is in the seed-to-seed spread"),
+    Claim("overfitting", "02_overfitting_analysis",
+          "Counter-intuitive overfitting: the strongest teacher's student has a wider train-test gap than the "
+          "weakest teacher's, and no better test top-1 than the middle teacher's", "paper", "paper abstract",
+          "arXiv: \"the counter-intuitive overfitting problem observed when attempting to train extremely accurate "
+          "binary models\"", "overfitting", ("CE only", "KD from {weak}", "KD from {middle}", "KD from {strong}"),
+          (Part("KD from {strong}", "KD from {weak}", metric="gap"),
+           Part("KD from {middle}", "KD from {strong}", effect=0.5,
+                effect_source="measured middle - strongest teacher's student: gpu +0.23; floored at 0.5")),
+          **_measured(2.38, 1.96, "gap strongest - weakest teacher's student"),
+          where="table 02_overfitting, figure 02_overfitting"),
+    Claim("kd_vs_ce", "02_overfitting_analysis", "Distillation from the strongest single teacher beats "
+          "cross-entropy alone", "paper", "paper abstract",
+          "arXiv: a knowledge-distillation technique proposed against the over-fitting", "overfitting",
+          ("KD from {strong}", "CE only"), (Part("KD from {strong}", "CE only"),),
+          **_measured(0.60, 0.52, "KD from the strongest - CE"), where="table 02_overfitting"),
+    Claim("multi_teacher", "03_distillation",
+          "Two teachers (weak assistant + strong main, adaptive α) beat the strong teacher alone", "paper",
+          "official code", "train_assistant_group_amp.py: an assistant and a main teacher active at every step",
+          "overfitting", ("two, adaptive (batch)", "single strong"), (Part("two, adaptive (batch)", "single strong"),),
+          **_measured(-1.64, -1.77, "two teachers - strong alone"), where="table 03_distillation",
+          seeds_key="headline_seeds"),
+    Claim("adaptive", "03_distillation", "Adaptive α beats a fixed 0.5/0.5 split of the same two teachers", "paper",
+          "official code", "KD_loss.py: per-teacher weights from a softmax of the student's losses",
+          "overfitting", ("two, adaptive (batch)", "two, fixed 0.5/0.5"),
+          (Part("two, adaptive (batch)", "two, fixed 0.5/0.5"),), **_measured(0.40, 0.10, "adaptive - fixed"),
+          where="table 03_distillation, figure 03_alpha"),
+    Claim("instance", "03_distillation",
+          "Per-instance α beats per-batch α (the official code effectively uses per-batch)", "project", "project",
+          "a quirk of KD_loss.py: the per-instance branch is never taken", "overfitting",
+          ("two, adaptive (instance)", "two, adaptive (batch)"),
+          (Part("two, adaptive (instance)", "two, adaptive (batch)"),),
+          **_measured(-0.53, -0.26, "instance - batch"), where="table 03_distillation"),
+    Claim("consecutive", "03_distillation",
+          "Consecutive KD (assistants weak → middle, strong main) beats a fixed weak assistant at equal epochs",
+          "paper", "paper abstract", "TMLR: consecutive knowledge distillation, \"a novel multi-round optimization "
+          "technique\"", "overfitting", ("consecutive (weak→mid, strong)", "two, adaptive (batch)"),
+          (Part("consecutive (weak→mid, strong)", "two, adaptive (batch)"),),
+          **_measured(None, 0.40, "consecutive - fixed weak assistant"), where="table 03_distillation"),
+    Claim("randaugment", "04_augmentation_ablation",
+          "RandAugment m7 helps the binary student: crop + flip + RandAugment (released) beats crop + flip, and "
+          "RandAugment alone beats no augmentation", "paper", "paper abstract",
+          "arXiv: the augmentation pipeline \"modernized with up-to-date techniques from full-precision models\"; "
+          "the released recipe's rand-m7-mstd0.5-inc1", "overfitting",
+          ("{size} / released", "{size} / basic", "{size} / randaugment", "{size} / none"),
+          (Part("{size} / released", "{size} / basic", each="size"),
+           Part("{size} / randaugment", "{size} / none", each="size")),
+          where="table 04_augmentation, figure 04_augmentation_heatmap", seeds_key="headline_seeds"),
+    Claim("label_mixing", "04_augmentation_ablation",
+          "Mixup and cutmix do not help the binary student (the released recipe turns them off)", "paper",
+          "official code", "the released run scripts: mixup and cutmix alpha 0", "overfitting",
+          ("{size} / none", "{size} / mixup", "{size} / cutmix"),
+          (Part("{size} / mixup", "{size} / none", test="equivalence", each="size"),
+           Part("{size} / cutmix", "{size} / none", test="equivalence", each="size")),
+          where="table 04_augmentation",
+          notes="equivalence within ±the smallest effect of interest: \"does not help\" is not \"hurts\""),
+]}
+
+
+def get(key: str) -> Claim:
+    """The registered claim ``key``; an unknown key raises ``KeyError`` naming the registered ones."""
+    if key not in CLAIMS:
+        raise KeyError(f"claim {key!r} is not pre-registered in bnext_lib.claims; registered: {sorted(CLAIMS)}")
+    return CLAIMS[key]
+
+
+def fill(text: str, roles: Mapping[str, Any]) -> str:
+    """``text`` with its role placeholders (``{strong}``) filled from ``roles``."""
+    try:
+        return text.format(**roles)
+    except KeyError as e:
+        raise KeyError(f"{text!r} names the role {e.args[0]!r}, which the notebook did not give") from None
+
+
+def parts_of(claim: Claim, **roles: Any) -> list[Part]:
+    """The claim's comparisons with their roles filled (``sizes`` repeats the ``each="size"`` parts)."""
+    out = []
+    for p in claim.parts:
+        for item in (roles.get(p.each + "s") or ()) if p.each else (None,):
+            r = roles if item is None else dict(roles, **(item if isinstance(item, Mapping) else {p.each: item}))
+            out.append(Part(fill(p.better, r), fill(p.worse, r), p.metric, p.lower, p.test, None, p.effect,
+                            p.effect_source))
+    return out
+
+
+def judge(claim: Claim, runs, checks: Sequence[Mapping] = (), **roles: Any) -> dict:
+    """The claim's verdict from a :class:`~bnext_lib.study.RunSet`: every comparison as registered (superiority by
+    :meth:`RunSet.compare`, equivalence by TOST within the smallest effect of interest), combined, then gated by
+    the regime ``checks``. A part whose arm the roles leave out (no middle teacher at a profile) is cut."""
+    from .verdicts import combine, cut, equivalence, gate
+
+    results = []
+    for p in parts_of(claim, **roles):
+        why = runs._why_cut(p.better) or runs._why_cut(p.worse)
+        missing = [a for a in (p.better, p.worse) if a not in runs.labels and a not in runs.cut]
+        if why or missing:
+            results.append(cut(p.better, p.worse, why or f"{', '.join(missing)} not run at this profile", p.lower))
+        elif p.test == "equivalence":
+            results.append(dict(equivalence(runs.values(p.better, p.metric), runs.values(p.worse, p.metric),
+                                            claim.effect, p.better, p.worse, seeds_a=runs.values(p.better, "seed"),
+                                            seeds_b=runs.values(p.worse, "seed")),
+                                machines=runs.machines(p.better, p.worse)))
+        else:
+            results.append(runs.compare(p.better, p.worse, p.metric, p.lower))
+    return gate(combine(results, claim.primary), checks)
+
+
+# --------------------------------------------------------------------------------------------- power
+def variance_budget(regime: str, root: Path = REPO_ROOT / "reports" / "tables") -> dict[str, float]:
+    """The per-seed standard deviations measured on choice seeds for ``regime`` (``benchmarks/variance_budget.py``:
+    its "all" row, every source varied as the report's seeds vary them): ``{"test_top1": σ, "gap": σ}``, empty
+    when not measured yet."""
+    import pandas as pd
+
+    path = root / f"variance_budget_{regime}.csv"
+    if not path.exists():
+        return {}
+    df = pd.read_csv(path)
+    row = df[df.source.str.startswith("all")]
+    if row.empty or row.runs.iloc[0] < 2:
+        return {}
+    out = {"test_top1": float(row.sd.iloc[0]), "runs": int(row.runs.iloc[0])}
+    if "gap_sd" in df.columns and not math.isnan(row.gap_sd.iloc[0]):
+        out["gap"] = float(row.gap_sd.iloc[0])
+    return out
+
+
+def run_costs(profile: str = "cpu") -> dict[str, dict]:
+    """Measured wall seconds of one single-thread run per regime, from the profile's choice ledger (the variance
+    budget's CE students): ``{regime: {"median_s", "runs", "machines"}}``, empty where nothing was measured."""
+    from .ledger import Ledger, cpu_kind, ledger_dir
+
+    walls: dict[str, list] = {}
+    kinds: dict[str, set] = {}
+    for r in Ledger(ledger_dir(profile, choice=True)).records(skip_bad=True):
+        cfg = r["config"]
+        if str(cfg.get("model", "")).startswith("timm:") or cfg.get("threads") not in (1, None):
+            continue
+        regime = "overfitting" if cfg.get("train_subset") else "full"
+        walls.setdefault(regime, []).append(float(r["wall_s"]))
+        kinds.setdefault(regime, set()).add(cpu_kind(r["machine"]))
+    return {k: dict(median_s=float(sorted(v)[len(v) // 2]), runs=len(v), machines="; ".join(sorted(kinds[k])))
+            for k, v in walls.items()}
+
+
+def _tost_seeds(margin: float, sd: float, rho: float, level: float, power: float, minimum: int) -> int:
+    """Seeds a side for TOST (paired) to show equivalence within ``margin`` when the true difference is 0: each
+    one-sided test at ``level`` needs power 1 - (1 - power) / 2."""
+    from .verdicts import seeds_needed
+
+    return seeds_needed(margin, sd, rho, 1, level, 1 - (1 - power) / 2, minimum)
+
+
+def _detectable(n: int, sd: float, rho: float, level: float, power: float) -> float:
+    from statsmodels.stats.power import TTestPower
+
+    d = TTestPower().solve_power(effect_size=None, nobs=n, alpha=level, power=power, alternative="larger")
+    return float(d) * sd * math.sqrt(2 * (1 - rho))
+
+
+def power_table(profile: str = "cpu", rho: float = 0.0, sigmas: Mapping[str, Mapping[str, float]] | None = None,
+                costs: Mapping[str, Mapping] | None = None):
+    """One row per claim: its test, parts, smallest effect of interest, σ (choice seeds) and ρ, the seeds a side
+    the power analysis asks for, the seeds the profile runs, and the effect those seeds detect at 80 % power at
+    Holm's strictest level. ``rho``: the pairing correlation assumed where none was measured (0 is conservative:
+    a paired test then needs as many seeds as an unpaired one)."""
+    import pandas as pd
+
+    from .profiles import get_profile
+    from .verdicts import ALPHA, POWER, seeds_needed
+
+    prof = get_profile(profile)
+    tested = [c for c in CLAIMS.values() if c.parts]
+    level = ALPHA / len(tested)
+    sigmas = dict(sigmas) if sigmas is not None else {r: variance_budget(r) for r in ("full", "overfitting")}
+    costs = dict(costs) if costs is not None else run_costs(profile)
+    rows = []
+    for c in CLAIMS.values():
+        seeds_run = len(getattr(prof, c.seeds_key) or prof.seeds)
+        row = dict(claim=c.key, notebook=c.notebook[:2], origin=c.origin, source=c.source, test=c.test,
+                   comparisons=len(parts_of(c, **_counting_roles(prof))), effect=c.effect,
+                   effect_source=c.effect_source, sigma=math.nan, rho=math.nan, seeds_needed=math.nan,
+                   seeds_run=seeds_run if c.parts else 0, detectable=math.nan,
+                   cpu_s=len(c.arms) * seeds_run * costs.get(c.regime, {}).get("median_s", math.nan)
+                   if c.parts else 0.0)
+        measured = sigmas.get(c.regime) or {}
+        parts = parts_of(c, **_counting_roles(prof))
+        sds = [measured.get(p.metric) for p in parts]
+        if parts and all(sds):
+            part_power = POWER ** (1 / row["comparisons"])  # every part must hold: the claim's joint power
+            needed, detectable = [], []
+            for p, sd in zip(parts, sds):
+                effect = p.effect if p.effect is not None else c.effect
+                if p.test == "equivalence":
+                    needed.append(_tost_seeds(effect, sd, rho, level, part_power, MIN_SEEDS))
+                    detectable.append(_detectable(seeds_run, sd, rho, level, 1 - (1 - part_power) / 2))
+                else:
+                    needed.append(seeds_needed(effect, sd, rho, 1, level, part_power, MIN_SEEDS))
+                    detectable.append(_detectable(seeds_run, sd, rho, level, part_power))
+            primary_sd = sds[c.primary]
+            row.update(sigma=primary_sd, rho=rho, seeds_needed=max(needed),
+                       detectable=detectable[c.primary])
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("claim")
+
+
+def size_roles(student: str) -> dict:
+    """The size claim's roles: the students of rising cost up to ``student`` and each step between two."""
+    capacities = list(dict.fromkeys(["bnext_pico", "bnext_nano", student]))
+    return dict(capacities=" < ".join(capacities),
+                steps=[dict(smaller=a, bigger=b) for a, b in zip(capacities, capacities[1:])])
+
+
+def _counting_roles(profile) -> dict:
+    """Roles to count a claim's comparisons at ``profile`` (a middle teacher where it has three)."""
+    return dict(weak="weak", middle="middle", strong="strong", sizes=profile.sizes, student=profile.train["model"],
+                **size_roles(profile.train.get("model", "bnext_pico")))
+
+
+def _markdown(df) -> str:
+    """``df`` as Markdown: counts as integers, other numbers to two decimals, "—" where not measured."""
+    def cell(v):
+        if isinstance(v, float):
+            return "—" if math.isnan(v) else f"{v:.0f}" if v == int(v) and abs(v) >= 5 else f"{v:.2f}"
+        return str(v)
+    rows = [[cell(v) for v in r] for r in df.itertuples(index=False)]
+    return "\n".join(["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
+                     + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def protocol_markdown(profile: str = "cpu") -> str:
+    """The protocol as Markdown: the claims as registered, then the power table."""
+    lines = [f"## The pre-registered protocol ({profile} profile)", "",
+             "Registered in `bnext_lib/claims.py` before the runs it governs; printed by "
+             f"`python -m bnext_lib.claims --profile {profile}`. Choice seeds (the variance budget, the regime and "
+             "recipe choices) are never report seeds.", ""]
+    lines += ["| claim | statement | source | arms | comparisons (first: primary) | test |", "|---|---|---|---|---|---|"]
+    for c in CLAIMS.values():
+        parts = "; ".join(p.label() + (" (each size)" if p.each else "") for p in c.parts) or "—"
+        lines.append(f"| {c.key} | {c.statement} | {c.source}: {c.reference} | {', '.join(c.arms)} | {parts} | "
+                     f"{c.test} |")
+    table = power_table(profile)
+    lines += ["", "Power: 80 % for the claim (each of its k comparisons at 0.8^(1/k)), one-sided, at Holm's "
+              f"strictest level 0.05 / {sum(1 for c in CLAIMS.values() if c.parts)}; σ is the per-seed standard "
+              "deviation of test top-1 (gap for the gap comparison) measured on choice seeds "
+              "(`benchmarks/variance_budget.py`, `reports/tables/variance_budget_<regime>.csv`); ρ = 0 where no "
+              "pairing correlation was measured (conservative); NaN: not measured yet.", "",
+              _markdown(table.drop(columns=["effect_source"]).reset_index()), ""]
+    costs = run_costs(profile)
+    lines += ["CPU-seconds: the claim's arms x its seeds x the median wall seconds of one single-thread CE run of its "
+              "regime measured on choice seeds (" + ("; ".join(f"{k}: {v['median_s']:.0f} s over {v['runs']} runs, "
+                                                             f"{v['machines']}" for k, v in sorted(costs.items()))
+                                                   or "none measured yet") + "); distilled runs add their teachers' "
+              "forward passes, and arms shared between claims are counted in each.", ""]
+    lines += ["Smallest effects of interest:", ""]
+    for c in CLAIMS.values():
+        if c.parts:
+            lines.append(f"- {c.key}: {c.effect:g} {c.metric_unit} ({c.effect_source})"
+                         + "".join(f"; {p.label()}: {p.effect:g} ({p.effect_source})" for p in c.parts
+                                   if p.effect is not None))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bnext_lib.claims", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--markdown", metavar="FILE", help="write the protocol as Markdown to FILE")
+    args = ap.parse_args(argv)
+    text = protocol_markdown(args.profile)
+    if args.markdown:
+        from .checkpoints import atomic_write_text
+
+        atomic_write_text(Path(args.markdown), text)
+        print(f"wrote {args.markdown}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,106 @@
+"""The pre-registered protocol (bnext_lib/claims.py): every claim a notebook records is registered and judged as
+registered; the power table follows from the measured standard deviations; docs/protocol.md is its current print."""
+import json
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bnext_lib import claims
+from bnext_lib.report import RunSet, Study
+from bnext_lib.verdicts import seeds_needed
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _runset(values: dict, metric: str = "test_top1") -> RunSet:
+    rows = [dict(label=label, seed=seed, **{metric: v}) for label, vs in values.items() for seed, v in enumerate(vs)]
+    return RunSet({}, pd.DataFrame(rows), {})
+
+
+def test_every_claim_a_notebook_records_is_registered_for_that_notebook():
+    keys = {}
+    for nb in sorted((ROOT / "notebooks").glob("0*.ipynb")):
+        src = "".join("".join(c["source"]) for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code")
+        found = re.findall(r'study\.(?:claim|verdict)\("(\w+)"', src)
+        found += [k for group in re.findall(r'for key in \(([^)]*)\)', src) for k in re.findall(r'"(\w+)"', group)]
+        keys.update({k: nb.stem for k in found})
+    assert keys == {k: c.notebook for k, c in claims.CLAIMS.items()}
+
+
+def test_every_claim_is_complete():
+    for c in claims.CLAIMS.values():
+        assert c.source in claims.SOURCE_KINDS and c.origin in ("paper", "project") and c.reference, c.key
+        assert c.regime in ("full", "overfitting", "none") and (c.regime == "none") == (not c.parts), c.key
+        assert c.effect > 0 and c.effect_source and c.where, c.key
+        assert 0 <= c.primary < max(1, len(c.parts)), c.key
+
+
+def test_a_claim_is_judged_as_registered_paired_by_seed():
+    rs = _runset({"KD from big": [85.0, 85.6, 84.9, 85.4, 85.2], "CE only": [84.1, 84.8, 84.2, 84.5, 84.3]})
+    out = claims.judge(claims.get("kd_vs_ce"), rs, (), strong="big")
+    assert out["verdict"] == "reproduced" and out["parts"][0]["paired"]
+    assert out["parts"][0]["comparison"] == "KD from big > CE only"
+
+
+def test_does_not_help_is_tested_as_equivalence_within_the_registered_margin():
+    near = {"micro / none": [84.0, 84.3, 84.1, 84.2, 84.0, 84.1],
+            "micro / mixup": [84.05, 84.25, 84.1, 84.2, 84.05, 84.1], "micro / cutmix": [84.0, 84.3, 84.15, 84.2,
+                                                                                         84.0, 84.05]}
+    out = claims.judge(claims.get("label_mixing"), _runset(near), (), sizes=("micro",))
+    assert out["verdict"] == "reproduced" and {p["test"] for p in out["parts"]} == {"TOST equivalence"}
+    assert all(p["margin"] == claims.get("label_mixing").effect for p in out["parts"])
+    worse = dict(near, **{"micro / mixup": [81.0, 81.2, 81.1, 81.3, 81.0, 81.2]})  # mixup hurts by 3 points
+    assert claims.judge(claims.get("label_mixing"), _runset(worse), (), sizes=("micro",))["verdict"] == "contradicted"
+
+
+def test_a_part_whose_arm_the_profile_lacks_is_cut_and_the_claim_partly_tested():
+    rs = RunSet({}, pd.DataFrame([dict(label=l, seed=s, test_top1=t, gap=g) for l, ts, gs in (
+        ("KD from weak", [84.0, 84.2, 84.1], [3.0, 3.2, 3.1]), ("KD from strong", [84.1, 84.3, 84.2], [5.0, 5.3, 5.1]))
+        for s, (t, g) in enumerate(zip(ts, gs))]), {})
+    out = claims.judge(claims.get("overfitting"), rs, (), weak="weak", strong="strong", middle="a middle teacher")
+    assert out["verdict"] == "partly tested" and out["parts"][1]["cut"]
+    assert "KD from a middle teacher not run" in out["parts"][1]["text"]
+
+
+def test_a_failed_regime_check_gates_the_claim():
+    rs = _runset({"KD from big": [85.0, 85.6, 84.9], "CE only": [84.1, 84.8, 84.2]})
+    check = dict(check="CE student train-minus-test gap", value=2.0, threshold=">= 8", passed=False)
+    assert claims.judge(claims.get("kd_vs_ce"), rs, [check], strong="big")["verdict"] == "not tested"
+
+
+def test_a_study_records_only_registered_claims_of_its_own_notebook(tmp_path):
+    s = Study("02_overfitting_analysis", out_dir=tmp_path)
+    with pytest.raises(KeyError, match="not pre-registered"):
+        s.claim("made_up", {"verdict": "reproduced", "text": ""})
+    with pytest.raises(ValueError, match="registered for 03_distillation"):
+        s.claim("adaptive", {"verdict": "inconclusive", "text": ""})
+    entry = s.verdict("kd_vs_ce", _runset({"KD from big": [85.0, 85.6, 84.9], "CE only": [84.1, 84.8, 84.2]}),
+                      strong="big")
+    assert entry["claim"] == claims.get("kd_vs_ce").statement and entry["where"].endswith("table 02_overfitting")
+
+
+def test_the_size_claim_compares_each_step_up_to_the_profile_student():
+    parts = claims.parts_of(claims.get("size_order"), **claims.size_roles("bnext_micro"))
+    assert [(p.better, p.worse) for p in parts] == [("bnext_nano", "bnext_pico"), ("bnext_micro", "bnext_nano")]
+    assert len(claims.parts_of(claims.get("size_order"), **claims.size_roles("bnext_pico"))) == 1  # smoke
+
+
+def test_the_power_table_follows_from_sigma_and_the_holm_level():
+    sig = {"full": {"test_top1": 0.3}, "overfitting": {"test_top1": 0.6, "gap": 0.7}}
+    t = claims.power_table("cpu", sigmas=sig)
+    family = sum(1 for c in claims.CLAIMS.values() if c.parts)
+    c = claims.get("kd_vs_ce")  # one comparison: the plain paired power analysis at alpha / family
+    assert t.loc["kd_vs_ce", "seeds_needed"] == seeds_needed(c.effect, 0.6, 0.0, family)
+    # five comparisons must all hold: each at 0.8^(1/5) power, so more seeds than one comparison would need
+    assert t.loc["elm_ir_order", "seeds_needed"] > seeds_needed(claims.get("elm_ir_order").effect, 0.3, 0.0, family)
+    assert (t.seeds_needed.dropna() >= claims.MIN_SEEDS).all() and (t.loc[t.test != "measurement", "seeds_run"] >= 5).all()
+    assert math.isnan(t.loc["landscape", "seeds_needed"])  # roughness: no σ measured on choice seeds
+    assert math.isnan(claims.power_table("cpu", sigmas={}).loc["kd_vs_ce", "seeds_needed"])  # nothing measured
+
+
+def test_docs_protocol_is_the_registry_as_printed():
+    assert (ROOT / "docs" / "protocol.md").read_text() == claims.protocol_markdown("cpu"), (
+        "docs/protocol.md is stale: python -m bnext_lib.claims --profile cpu --markdown docs/protocol.md")
