@@ -3,6 +3,7 @@ and the runner's ``run.json``."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 from pathlib import Path
@@ -50,6 +51,52 @@ def adjusted_claims(studies: list[dict]) -> list[dict]:
     all of them (the verdicts REPORT.md, claims.csv and the README show)."""
     claims = [dict(c, study=s["study"]) for s in studies for c in s["claims"]]
     return holm(claims)
+
+
+def under_todays_rules(out: str | os.PathLike = REPO_ROOT / "reports"):
+    """A committed report's verdicts as published beside what the same numbers read under today's rules
+    (:mod:`bnext_lib.verdicts`): a claim's comparisons combined again (cut comparisons leave it *partly tested*),
+    then Holm over the claims' p (its largest part's) and over their p of contradiction. A report older than the
+    paired tests stored no p of contradiction: its Welch tests' is one minus the one-sided p."""
+    import pandas as pd
+
+    from .verdicts import combine
+
+    studies, _ = _read_results(Path(out))
+    rows, again = [], []
+    for s in studies:
+        for c in s["claims"]:
+            comps = [dict(p, p_opposite=1.0 - p["p_value"]) if p.get("p_opposite") is None
+                     and p.get("p_value") is not None and not math.isnan(p["p_value"]) else p
+                     for p in c.get("comparisons") or []]
+            parts = [dict(p, cut=p.get("n_a") is None, text="") for p in comps]
+            verdict = combine(parts)["verdict"] if parts else c["verdict"]
+            if verdict != "not tested" and c["verdict"] == "not tested":
+                verdict = "not tested"  # a failed regime check stays failed
+            again.append(dict(c, verdict=verdict, comparisons=comps, study=s["study"]))
+            rows.append(dict(claim=c["claim"], published=c["verdict"]))
+    for row, c in zip(rows, holm(again)):
+        row.update(today=c["verdict"], p_claim=c["p_claim"], p_holm=c["p_holm"], p_holm_contra=c["p_holm_contra"])
+    return pd.DataFrame(rows)
+
+
+TODAY_START, TODAY_END = "<!-- todays-rules:start -->", "<!-- todays-rules:end -->"
+
+
+def todays_rules_markdown(out: str | os.PathLike = REPO_ROOT / "reports") -> str:
+    """The README's block (between its markers) that reads the committed report under today's rules."""
+    df = under_todays_rules(out)
+    changed = int((df.published != df.today).sum())
+    lines = [TODAY_START, "", f"**The committed report under today's rules.** The headline above is the v2 run as "
+             f"published, under v2's rules. The same numbers under today's rules (`bnext_lib.verdicts`: a claim "
+             f"whose comparisons were not all run is *partly tested* at best; Holm over the claims' p, the largest "
+             f"of their parts', and over their p of contradiction) read differently for {changed} of {len(df)} "
+             f"claims (`bnext_lib.assembly.under_todays_rules`):", "", "| claim | v2 as published | today's rules | "
+             "Holm p | Holm p (contradiction) |", "|---|---|---|---|---|"]
+    for r in df.itertuples():
+        p = lambda v: "" if math.isnan(v) else f"{v:.3f}"  # noqa: E731
+        lines.append(f"| {r.claim} | {r.published} | **{r.today}** | {p(r.p_holm)} | {p(r.p_holm_contra)} |")
+    return "\n".join(lines + ["", TODAY_END])
 
 
 def replication(out: Path) -> dict[str, str]:
@@ -403,4 +450,7 @@ def update_readme(out: str | os.PathLike = REPO_ROOT / "reports") -> None:
     text = readme.read_text()
     head, rest = text.split(README_START, 1)
     tail = rest.split(README_END, 1)[1] if README_END in rest else rest
+    if TODAY_START in tail and TODAY_END in tail:  # the reading under today's rules follows the headline
+        before, after = tail.split(TODAY_START, 1)
+        tail = before + todays_rules_markdown(out) + after.split(TODAY_END, 1)[1]
     atomic_write_text(readme, head + "\n".join(lines) + tail)

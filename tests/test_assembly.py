@@ -93,3 +93,16 @@ def test_the_committed_reports_hold_only_what_their_last_run_wrote(profile):
     from bnext_lib.study import report_dir
 
     assert stale_files(report_dir(profile)) == []
+
+
+def test_the_readme_reads_the_committed_report_under_todays_rules():
+    """The README's block on the committed report under today's rules is what the assembly computes from the
+    committed results (not typed in), and today's rules never read more into a claim than its parts hold."""
+    from bnext_lib.assembly import REPO_ROOT, TODAY_END, TODAY_START, todays_rules_markdown, under_todays_rules
+
+    text = (REPO_ROOT / "README.md").read_text()
+    block = TODAY_START + text.split(TODAY_START, 1)[1].split(TODAY_END, 1)[0] + TODAY_END
+    assert block == todays_rules_markdown(), "regenerate it: bnext_lib.assembly.todays_rules_markdown()"
+    df = under_todays_rules()
+    rank = {"reproduced": 0, "partly tested": 1, "inconclusive": 2, "contradicted": 2, "not tested": 3}
+    assert all(rank[t] >= rank[p] or p == "contradicted" for p, t in zip(df.published, df.today))
