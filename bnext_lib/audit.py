@@ -7,7 +7,9 @@ metrics, their largest difference, the tolerance and why, and exits non-zero whe
   re-trained run must be identical: the same metrics and the same SHA-256 of its final weights;
 * elsewhere, other kernels round differently and a binary network turns a last-bit difference into flipped signs,
   so runs drift apart as two seeds do: each top-1 must lie within the largest cross-kernel difference
-  ``benchmarks/kernel_variance.py`` measured (``reports/tables/kernel_variance.csv``), read at audit time.
+  ``benchmarks/kernel_variance.py`` measured at the profile (``tables/kernel_variance.csv`` of its report folder:
+  ``reports/tables/`` at cpu), read at audit time; a profile where none was measured cannot audit a run of
+  another machine kind, and the audit says so (exit 2).
 
 A student re-trains with its recorded teachers' committed weights (checked against their SHA-256), never with
 teachers trained again. The default sample is what fits ``--budget-min`` (15) by the runs' recorded wall
@@ -27,7 +29,7 @@ from typing import Sequence
 from .ledger import Ledger, LedgerError, config_of, cpu_kind, ledger_dir, machine
 from .runs import retrain
 
-__all__ = ["METRICS", "KERNEL_VARIANCE", "choose", "tolerance", "audit_run", "main"]
+__all__ = ["METRICS", "KERNEL_VARIANCE", "choose", "tolerance", "kernel_variance", "audit_run", "main"]
 
 # what the audit compares, where a run measured it
 METRICS = ("test_top1", "val_top1", "train_eval_top1", "test_loss")
@@ -73,13 +75,21 @@ def tolerance(record: dict, here: dict, variance: Path = KERNEL_VARIANCE) -> tup
                            f"spread ({variance.name}, max |Δ| {spread:.2f})")
 
 
-def audit_run(record: dict, ledger: Ledger, root: Path) -> dict:
+def kernel_variance(profile: str) -> Path:
+    """Where the profile's cross-kernel spread is (``tables/kernel_variance.csv`` of its report folder): a
+    spread measured at one profile says nothing of another's runs (a smoke run of 512 images drifts further)."""
+    from .study import report_dir
+
+    return report_dir(profile) / "tables" / "kernel_variance.csv"
+
+
+def audit_run(record: dict, ledger: Ledger, root: Path, variance: Path = KERNEL_VARIANCE) -> dict:
     """Re-train one recorded run into ``root`` and compare; a row of the audit table."""
     cfg = dataclasses.replace(config_of(record["config"]), progress=False)
     if cfg.threads is None:  # the record's run took torch's default: re-train with the count it used
         cfg = dataclasses.replace(cfg, threads=record["machine"].get("torch_threads"))
     fresh = retrain(cfg, ledger, root)
-    limit, why = tolerance(record, fresh["machine"])
+    limit, why = tolerance(record, fresh["machine"], variance)
     row = {"digest": record["digest"], "model": cfg.model, "seed": cfg.seed}
     worst = 0.0
     for m in METRICS:
@@ -129,7 +139,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import pandas as pd
 
     with tempfile.TemporaryDirectory(prefix="bnext-audit-") as tmp:
-        rows = [audit_run(r, ledger, Path(tmp)) for r in sample]
+        try:
+            rows = [audit_run(r, ledger, Path(tmp), kernel_variance(args.profile)) for r in sample]
+        except FileNotFoundError as e:
+            print(f"audit: {e}", file=sys.stderr)
+            return 2
     table = pd.DataFrame(rows)
     with pd.option_context("display.max_columns", None, "display.width", 200, "display.max_colwidth", 80):
         print(table.to_string(index=False))
