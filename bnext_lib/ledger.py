@@ -293,25 +293,48 @@ class Ledger:
         number of teachers; on this kind of machine first, else on any. None when nothing alike was recorded."""
         import statistics
 
-        costs: dict[tuple, list[float]] = {}
+        costs: dict[tuple, list[tuple[float, float]]] = {}
         for r in self.records(skip_bad=True):
             same_kind = cpu_kind(r["machine"]) == kind
+            paid = compile_seconds(r)
             for level, key in enumerate((_variant(r["config"]), _shape(r["config"]))):
-                costs.setdefault((level, same_kind, key), []).append(r["wall_s"])
+                costs.setdefault((level, same_kind, key), []).append((r["wall_s"] - paid, paid))
 
-        def expected(cfg: TrainConfig) -> float | None:
+        def expected(cfg: TrainConfig, cold: bool = False) -> float | None:
+            """``cold``: the run is the first of its graph in this part, so it pays the compilation."""
             mine = record_config(cfg)
             for level, key in enumerate((_variant(mine), _shape(mine))):
                 for same_kind in (True, False):
                     if (level, same_kind, key) in costs:
-                        return float(statistics.median(costs[(level, same_kind, key)]))
+                        runs = costs[(level, same_kind, key)]
+                        warm = statistics.median(w for w, _ in runs)
+                        paid = max(c for _, c in runs) if cold and cfg.compile else 0.0
+                        return float(warm + paid)
             return None
         return expected
 
 
+def compile_seconds(record: Mapping[str, Any]) -> float:
+    """What a compiled run paid for compiling its graph in a cold process: its first training step's time beyond
+    an ordinary step (the first epoch's ``first_step_s`` against its batch over its images per second); 0 for a
+    run not compiled or recorded before steps were timed."""
+    if not record["config"].get("compile") or not record.get("history"):
+        return 0.0
+    first = record["history"][0]
+    if first.get("first_step_s") is None or not first.get("train_images_s"):
+        return 0.0
+    step = record["config"]["batch_size"] / first["train_images_s"]
+    return max(0.0, float(first["first_step_s"]) - step)
+
+
+def graph_key(cfg: TrainConfig) -> tuple:
+    """What a compiled graph depends on: the variant without its seeds (runs of one variant share the graph)."""
+    return _variant(record_config(cfg))
+
+
 def _variant(values: Mapping[str, Any]) -> tuple:
     return tuple(sorted((k, str(v)) for k, v in values.items()
-                        if k not in ("seed", "subset_seed", "threads", "device", "data_root")))
+                        if k not in ("seed", "subset_seed", "order_seed", "threads", "device", "data_root")))
 
 
 def _shape(values: Mapping[str, Any]) -> tuple:

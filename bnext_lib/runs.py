@@ -37,8 +37,8 @@ from .config import TrainConfig, config_hash, teacher_config
 from .data import default_data_root
 from .distill import Teacher
 from .landscape import landscape_key, run_landscape
-from .ledger import (Ledger, LedgerError, cpu_kind, digest_lock, dumps, git_commit, machine, now, record_config,
-                     weights_sha256, SCHEMA)
+from .ledger import (Ledger, LedgerError, cpu_kind, digest_lock, dumps, git_commit, graph_key, machine, now,
+                     record_config, weights_sha256, SCHEMA)
 from .models import build_model
 from .pool import parallel_map
 from .train import train
@@ -376,10 +376,15 @@ def _train_missing(pending, asked, root, workers, threads, verbose, ledger, deri
     missing = {d: t for d, t in _teacher_configs(pending, threads).items()
                if not _ready(t, root, ledger, True, ())}
     where = str(ledger.root) if ledger is not None else None
-    expect = ledger.estimator(cpu_kind(machine())) if ledger is not None else (lambda c: None)
+    expect = ledger.estimator(cpu_kind(machine())) if ledger is not None else (lambda c, cold=False: None)
+
+    graphs: set = set()
 
     def job(c, commit_weights):
-        return (c, root, where, commit_weights, tuple(derive.get(config_hash(c), ())), expect(c))
+        # a part pays each graph's compilation once, on its first run (later ones find it in Inductor's cache)
+        cold = graph_key(c) not in graphs
+        graphs.add(graph_key(c))
+        return (c, root, where, commit_weights, tuple(derive.get(config_hash(c), ())), expect(c, cold))
 
     # the missing teachers (strong ones, listed last, first) train side by side with the runs that need none of
     # them, so that no worker waits for a teacher; the runs that distil from them follow

@@ -219,3 +219,23 @@ def test_a_student_waits_with_its_teacher_and_only_then(trained, tmp_path, monke
     runs = run_many([slow, quick], tmp_path / "runs", ledger=ledger, verbose=False, partial=True)
     assert runs[0] is None and runs[1] is not None
     assert not ledger.has(teacher_config("timm:resnet10t", slow)) and ledger.has(quick)
+
+
+def test_a_part_counts_the_compilation_once_per_graph(monkeypatch):
+    """A compiled run's record says what its first step cost beyond an ordinary one; the estimate of a warm run
+    leaves that out, and the first run of a graph in a part (``cold``) pays it."""
+    from bnext_lib.ledger import compile_seconds, graph_key, record_config
+
+    cfg = tiny_config(compile=True)
+    record = {"config": record_config(cfg), "machine": {"cpu": "AMD EPYC", "isa": ["avx2"]}, "wall_s": 350.0,
+              "history": [{"first_step_s": 105.2, "train_images_s": 160.0}]}
+    assert compile_seconds(record) == pytest.approx(105.2 - 32 / 160.0)
+    assert compile_seconds(dict(record, config=record_config(tiny_config()))) == 0.0  # not compiled
+    assert compile_seconds(dict(record, history=[{"train_images_s": 160.0}])) == 0.0  # recorded before timing
+    ledger = Ledger("unused")
+    monkeypatch.setattr(Ledger, "records", lambda self, skip_bad=False: iter([record]))
+    expected = ledger.estimator("AMD EPYC [avx2]")
+    warm = 350.0 - compile_seconds(record)
+    assert expected(tiny_config(compile=True, seed=3)) == pytest.approx(warm)
+    assert expected(tiny_config(compile=True, seed=3), cold=True) == pytest.approx(350.0)
+    assert graph_key(tiny_config(compile=True, seed=3, order_seed=9)) == graph_key(cfg)  # seeds share a graph

@@ -332,7 +332,7 @@ def train_one_epoch(tr: _Trainer, data: _Data, epoch: int, active: Sequence[str]
     tr.model.train()
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss * n, correct, n (n filled at the end)
     alpha_sum = torch.zeros(max(1, len(active)), dtype=torch.float64, device=device)
-    seen, trace_every = 0, max(1, tr.steps_per_epoch // 16)
+    seen, trace_every, first_step_s = 0, max(1, tr.steps_per_epoch // 16), None
     bar = tqdm_class()(data.train(epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                        disable=not (cfg.progress and d.main), total=tr.steps_per_epoch)
     for step, (images, labels) in enumerate(bar):
@@ -359,6 +359,8 @@ def train_one_epoch(tr: _Trainer, data: _Data, epoch: int, active: Sequence[str]
         if cfg.clip_grad > 0:
             torch.nn.utils.clip_grad_norm_(tr.model.parameters(), cfg.clip_grad)
         tr.optimizer.step()
+        if step == 0:  # with --compile the first step of a process also compiles (the ledger's cost estimates)
+            first_step_s = time.perf_counter() - t_epoch
         if tr.ema is not None:
             tr.ema.update(tr.model)
         sums[:2] += torch.stack([loss.detach().double() * len(labels), (logits.argmax(1) == labels).sum().double()])
@@ -371,7 +373,7 @@ def train_one_epoch(tr: _Trainer, data: _Data, epoch: int, active: Sequence[str]
     sums, alpha_sum = _all_sum(sums, d, device), _all_sum(alpha_sum, d, device)
     seconds = time.perf_counter() - t_epoch
     row = {"train_loss": sums[0].item() / sums[2].item(), "train_top1": 100 * sums[1].item() / sums[2].item(),
-           "train_images_s": sums[2].item() / seconds, "train_s": seconds}
+           "train_images_s": sums[2].item() / seconds, "train_s": seconds, "first_step_s": first_step_s}
     row.update({f"alpha_{k}": alpha_sum[k].item() / sums[2].item() for k in range(len(active))})
     return row
 
@@ -472,7 +474,8 @@ def _epoch_row(tr: _Trainer, data: _Data, epoch: int, active: Sequence[str], t_e
     row = {"epoch": epoch + 1, "train_loss": train_row["train_loss"], "train_top1": train_row["train_top1"],
            "test_loss": test_loss, "test_top1": test_top1, "lr": tr.optimizer.param_groups[0]["lr"],
            **_binarization(tr), "teachers": "+".join(active), "train_images_s": train_row["train_images_s"],
-           "train_s": train_row["train_s"], "epoch_s": time.perf_counter() - t_epoch}
+           "train_s": train_row["train_s"], "first_step_s": train_row["first_step_s"],
+           "epoch_s": time.perf_counter() - t_epoch}
     if data.val is not None:
         row["val_loss"], row["val_top1"] = (evaluate(model, data.val(), data.augmenter, tr.device, tr.d, **opts)
                                             if due else (None, None))
