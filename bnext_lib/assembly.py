@@ -251,22 +251,16 @@ def _what_was_run(studies: list[dict], run: Mapping[str, Any]) -> list[str]:
 
 def _ledger_lines(studies: list[dict]) -> list[str]:
     """The ledger behind the report: its runs, worker-hours, machines and commits."""
-    from .ledger import Ledger, cpu_kind, ledger_dir
+    from .ledger import Ledger, ledger_dir
 
     if not studies:
         return []
-    ledger = Ledger(ledger_dir(studies[0]["profile"]))
-    records = list(ledger.records(skip_bad=True)) if ledger.root.is_dir() else []
-    if not records:
+    s = Ledger(ledger_dir(studies[0]["profile"])).summary()
+    if not s["runs"]:
         return []
-    kinds: dict[str, list[float]] = {}
-    for r in records:
-        kinds.setdefault(cpu_kind(r["machine"]), []).append(r["wall_s"])
-    commits = sorted({r["commit"][:7] for r in records})
-    return [f"- Ledger: {len(records)} runs ({sum(map(sum, kinds.values())) / 3600:.2f} worker-hours) "
-            f"in [`ledger/`](ledger/index.csv), trained on "
-            + "; ".join(f"{len(v)} runs on {k}" for k, v in kinds.items())
-            + f"; commits {', '.join(commits)}"]
+    return [f"- Ledger: {s['runs']} runs ({s['hours']:.2f} worker-hours) in [`ledger/`](ledger/index.csv), trained on "
+            + "; ".join(f"{n} runs on {k}" for k, n in s["machines"].items())
+            + f"; commits {', '.join(s['commits'])}"]
 
 
 def _claims_section(claims: list[dict], gpu: Mapping[str, str]) -> list[str]:

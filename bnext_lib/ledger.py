@@ -160,6 +160,7 @@ class Ledger:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        self.skipped: list[str] = []  # the records the last records(skip_bad=True) passed over, named
 
     def __repr__(self) -> str:
         return f"Ledger({str(self.root)!r})"
@@ -281,6 +282,17 @@ class Ledger:
         if table.empty:
             return None
         return atomic_write_text(self.root / "index.csv", table.to_csv(index=False))
+
+    def summary(self) -> dict:
+        """What the ledger holds, for the runner's and the report's ledger lines: ``runs``, ``hours`` (worker-hours
+        of wall time), ``machines`` (``{kind: runs}``), ``commits`` (short hashes) and ``skipped`` (records that
+        are not usable, named)."""
+        records = list(self.records(skip_bad=True)) if self.root.is_dir() else []
+        machines: dict[str, int] = {}
+        for r in records:
+            machines[cpu_kind(r["machine"])] = machines.get(cpu_kind(r["machine"]), 0) + 1
+        return {"runs": len(records), "hours": sum(r["wall_s"] for r in records) / 3600, "machines": machines,
+                "commits": sorted({r["commit"][:7] for r in records}), "skipped": list(self.skipped)}
 
     def estimate(self, cfg: TrainConfig, kind: str) -> float | None:
         """Wall seconds a run of ``cfg`` is expected to take on a machine of ``kind`` (:meth:`estimator`)."""

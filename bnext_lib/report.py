@@ -120,17 +120,12 @@ QUIET_KERNEL = ["--IPKernelApp.log_level=ERROR"]
 
 def ledger_summary(ledger: Ledger) -> str:
     """One line on a ledger: its runs, their worker-hours and the machines that trained them."""
-    records = list(ledger.records(skip_bad=True))
-    skipped = (f"; {len(ledger.skipped)} record(s) not usable, the first: {ledger.skipped[0]}"
-               if ledger.skipped else "")
-    if not records:
+    s = ledger.summary()
+    skipped = (f"; {len(s['skipped'])} record(s) not usable, the first: {s['skipped'][0]}" if s["skipped"] else "")
+    if not s["runs"]:
         return f"{_shown(ledger.root)}: no runs recorded yet{skipped}"
-    kinds: dict[str, int] = {}
-    for r in records:
-        kinds[cpu_kind(r["machine"])] = kinds.get(cpu_kind(r["machine"]), 0) + 1
-    hours = sum(r["wall_s"] for r in records) / 3600
-    return (f"{_shown(ledger.root)}: {len(records)} runs recorded, {hours:.2f} worker-hours, trained on "
-            + "; ".join(f"{n} x {k}" for k, n in kinds.items()) + skipped)
+    return (f"{_shown(ledger.root)}: {s['runs']} runs recorded, {s['hours']:.2f} worker-hours, trained on "
+            + "; ".join(f"{n} x {k}" for k, n in s["machines"].items()) + skipped)
 
 
 def _shown(path: Path) -> str:
