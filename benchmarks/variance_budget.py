@@ -34,15 +34,15 @@ from bnext_lib.ledger import Ledger, ledger_dir  # noqa: E402
 from bnext_lib.runs import DEADLINE_ENV, RunsWaiting, run_many  # noqa: E402
 from bnext_lib.study import Study  # noqa: E402
 
-SOURCES = ("initialisation", "data order", "subset", "all (as the report's seeds)")
+SOURCES = {"init": "initialisation", "order": "data order", "subset": "subset", "all": "all (as the report's seeds)"}
 
 
 def seeds_of(source: str, base: int, i: int, subset: bool) -> dict:
     """The seed fields of run ``i`` of ``source``: that source's seed is ``base + i``, the others stay ``base``."""
     k = base + i
-    if source == "initialisation":
+    if source == "init":
         fields = dict(seed=k, order_seed=base, subset_seed=base)
-    elif source == "data order":
+    elif source == "order":
         fields = dict(seed=base, order_seed=k, subset_seed=base)
     elif source == "subset":
         fields = dict(seed=base, order_seed=base, subset_seed=k)
@@ -55,12 +55,12 @@ def seeds_of(source: str, base: int, i: int, subset: bool) -> dict:
     return fields
 
 
-def plan(study: Study, runs: int, base: int) -> list[tuple[str, int, object]]:
-    """``(source, i, config)`` for every run; sources a regime cannot vary (the subset on the full data) left out.
-    Run 0 of every source is one and the same run."""
+def plan(study: Study, runs: int, base: int, sources=tuple(SOURCES)) -> list[tuple[str, int, object]]:
+    """``(source, i, config)`` for every run of ``sources`` (keys of :data:`SOURCES`), in that order; sources a
+    regime cannot vary (the subset on the full data) left out. Run 0 of every source is one and the same run."""
     subset = study.settings.get("train_subset") is not None
     rows = []
-    for source in SOURCES:
+    for source in sources:
         if source == "subset" and not subset:
             continue
         for i in range(runs):
@@ -82,7 +82,7 @@ def _sd(values) -> float:
 
 
 def table(rows, results) -> pd.DataFrame:
-    frame = pd.DataFrame([dict(source=s, i=i, test_top1=r.final["test_top1"], val_top1=r.final.get("val_top1"),
+    frame = pd.DataFrame([dict(source=SOURCES[s], i=i, test_top1=r.final["test_top1"], val_top1=r.final.get("val_top1"),
                                gap=r.final.get("train_eval_top1", np.nan) - r.final["test_top1"],
                                wall_s=r.record["wall_s"]) for (s, i, _), r in zip(rows, results) if r is not None])
     out = []
@@ -110,6 +110,9 @@ def main() -> None:
     ap.add_argument("--regime", default="overfitting", choices=["overfitting", "full"])
     ap.add_argument("--runs", type=int, default=4, help="runs per source (run 0 shared by every source)")
     ap.add_argument("--base", type=int, default=1000, help="the first choice seed")
+    ap.add_argument("--sources", nargs="+", choices=list(SOURCES), default=list(SOURCES),
+                    help="the sources to vary, trained in this order (default: all four; 'all' alone gives the σ "
+                         "the power analysis reads)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--budget-min", type=float, help="start no run that would not end within MIN minutes")
     ap.add_argument("--csv")
@@ -121,11 +124,14 @@ def main() -> None:
     ledger = Ledger(ledger_dir(args.profile, choice=True))
     study = Study("01_architecture_study" if args.regime == "full" else "02_overfitting_analysis",
                   profile=args.profile, regime=args.regime, out_dir=ROOT / "reports" / ".scratch", ledger=ledger.root)
-    rows = plan(study, args.runs, args.base)
+    rows = plan(study, args.runs, args.base, args.sources)
     configs = [c for _, _, c in rows]
     print(f"variance budget, {args.profile} profile, {args.regime} regime: {len(configs)} runs "
           f"({len(set(map(config_hash, configs)))} distinct), choice ledger {ledger.root}", flush=True)
-    results = run_many(configs, workers=args.workers, threads=1, ledger=ledger, partial=True)
+    results = []
+    for source in args.sources:  # source by source (run_many orders seed-major within one call)
+        results += run_many([c for s, _, c in rows if s == source], workers=args.workers, threads=1, ledger=ledger,
+                            partial=True)
     ledger.write_index()
     missing = sum(r is None for r in results)
     frame = table(rows, results)
