@@ -128,11 +128,12 @@ CLAIMS: dict[str, Claim] = {c.key: c for c in [
           ("bnext_pico", "bnext_nano", "{student}"), (Part("{bigger}", "{smaller}", each="step"),),
           where="table 01_sizes"),
     Claim("progressive", "01_architecture_study",
-          "Progressive binarization trains a better binary model than sign from the first step", "paper",
+          "Progressive binarization, which keeps the latent weights unbinarized for the first ~30 % of the run (a "
+          "float-weight warm-up), trains a better binary model than sign from the first step", "paper",
           "official issue", "hpi-xnor/BNext issue #5 and the temperature schedule of the official training script; "
           "what is compared is a float-weight warm-up: the latent weights stay unbinarized for ~30 % of the run",
-          "full", ("progressive (τ → 0 at 30 %)", "sign from the first step"),
-          (Part("progressive (τ → 0 at 30 %)", "sign from the first step"),), where="table 01_progressive"),
+          "full", ("float-weight warm-up (τ → 0 at 30 %)", "sign from the first step"),
+          (Part("float-weight warm-up (τ → 0 at 30 %)", "sign from the first step"),), where="table 01_progressive"),
     Claim("landscape", "01_architecture_study",
           "BNext's loss landscape is smoother than the earlier blocks' (roughness)", "paper", "official README",
           "the README's loss-landscape figures (naive binarization, Bi-Real, Real2Binary, BNext)", "full",
