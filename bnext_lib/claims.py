@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -281,7 +282,7 @@ def run_costs(profile: str = "cpu") -> dict[str, dict]:
         regime = "overfitting" if cfg.get("train_subset") else "full"
         walls.setdefault(regime, []).append(float(r["wall_s"]))
         kinds.setdefault(regime, set()).add(cpu_kind(r["machine"]))
-    return {k: dict(median_s=float(sorted(v)[len(v) // 2]), runs=len(v), machines="; ".join(sorted(kinds[k])))
+    return {k: dict(median_s=float(statistics.median(v)), runs=len(v), machines="; ".join(sorted(kinds[k])))
             for k, v in walls.items()}
 
 
@@ -386,7 +387,7 @@ def protocol_markdown(profile: str = "cpu") -> str:
               f"strictest level 0.05 / {sum(1 for c in CLAIMS.values() if c.parts)}; σ is the per-seed standard "
               "deviation of test top-1 (gap for the gap comparison) measured on choice seeds "
               "(`benchmarks/variance_budget.py`, `reports/tables/variance_budget_<regime>.csv`); ρ = 0 where no "
-              "pairing correlation was measured (conservative); NaN: not measured yet.", "",
+              "pairing correlation was measured (conservative); —: not measured yet.", "",
               _markdown(table.drop(columns=["effect_source"]).reset_index()), ""]
     costs = run_costs(profile)
     lines += ["CPU-seconds: the claim's arms x its seeds x the median wall seconds of one single-thread CE run of its "
