@@ -18,7 +18,12 @@ flip; mixup, cutmix, random erasing and repeated augmentation are all off in the
 ``random_erasing`` timm RandomErasing, probability 0.25, per-pixel noise
 ``label_smoothing`` label smoothing 0.1 (ignored under distillation, as in the official code)
 ``released``       ``basic+randaugment``
+``randaugment_grey`` ``randaugment`` without the operations that do nothing to a grey image (:data:`GREY_OPS`)
+``released_grey``  ``basic+randaugment_grey``: the released recipe for one-channel images
 =================  ==============================================================================================
+
+:func:`for_images` gives a preset's grey variant for one-channel data (``benchmarks/randaugment_grey.py`` measured
+that RandAugment's colour operation leaves a grey image as it was and AutoContrast nearly so).
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AugmentConfig", "PRESETS", "parse_augment", "Augmenter"]
+__all__ = ["AugmentConfig", "PRESETS", "GREY_OPS", "GREY_DATASETS", "for_images", "parse_augment", "Augmenter"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class AugmentConfig:
         crop_padding: random crop back to the input size after zero padding by this many pixels.
         flip: random horizontal flip with probability 0.5.
         randaugment: a timm RandAugment config string.
+        randaugment_ops: the operations RandAugment draws from (None: the policy's own list).
         mixup: mixup alpha.
         cutmix: cutmix alpha.
         random_erasing: random-erasing probability.
@@ -49,6 +55,7 @@ class AugmentConfig:
     crop_padding: int = 0
     flip: bool = False
     randaugment: str | None = None
+    randaugment_ops: tuple[str, ...] | None = None
     mixup: float = 0.0
     cutmix: float = 0.0
     random_erasing: float = 0.0
@@ -66,6 +73,22 @@ PRESETS = {
     "label_smoothing": AugmentConfig(label_smoothing=0.1),
 }
 PRESETS["released"] = dataclasses.replace(PRESETS["basic"], randaugment=PRESETS["randaugment"].randaugment)
+# The released policy's operations that change a one-channel image: its increasing list without ColorIncreasing
+# (saturation: nothing to change) and AutoContrast (mean change 0.0004 grey levels: Fashion-MNIST already spans the
+# range); measured by benchmarks/randaugment_grey.py (reports/tables/randaugment_grey_ops.csv), held to it by a test.
+GREY_OPS = ("Equalize", "Invert", "Rotate", "PosterizeIncreasing", "SolarizeIncreasing", "SolarizeAdd",
+            "ContrastIncreasing", "BrightnessIncreasing", "SharpnessIncreasing", "ShearX", "ShearY", "TranslateXRel",
+            "TranslateYRel")
+PRESETS["randaugment_grey"] = dataclasses.replace(PRESETS["randaugment"], randaugment_ops=GREY_OPS)
+PRESETS["released_grey"] = dataclasses.replace(PRESETS["released"], randaugment_ops=GREY_OPS)
+# datasets whose images have one channel
+GREY_DATASETS = ("fashion_mnist",)
+
+
+def for_images(preset: str, grey: bool) -> str:
+    """The preset to train with on grey (one-channel) or colour images: a RandAugment preset's grey variant on
+    grey images, the preset itself otherwise."""
+    return f"{preset}_grey" if grey and f"{preset}_grey" in PRESETS else preset
 
 
 def parse_augment(spec: str | AugmentConfig) -> AugmentConfig:
@@ -130,8 +153,9 @@ class Augmenter:
         size = min(img.shape[-2:])
         ra = self._ra_cache.get(size)
         if ra is None:  # timm's own hyper-parameters for the image size (create_transform's aa_params)
+            ops = list(self.config.randaugment_ops) if self.config.randaugment_ops else None
             ra = rand_augment_transform(self.config.randaugment, {"translate_const": int(size * 0.45),
-                                                          "img_mean": self._ra_fill})
+                                                                  "img_mean": self._ra_fill}, transforms=ops)
             self._ra_cache[size] = ra
         arr = img.numpy()
         pil = Image.fromarray(arr[0], mode="L") if arr.shape[0] == 1 else Image.fromarray(arr.transpose(1, 2, 0))

@@ -70,3 +70,29 @@ def test_flip_only_mirrors_and_never_shifts():
     same = [torch.equal(x[i], plain[i]) for i in range(64)]
     flipped = [torch.equal(x[i], mirrored[i]) for i in range(64)]
     assert all(s or f for s, f in zip(same, flipped)) and any(same) and any(flipped)
+
+
+def test_grey_randaugment_draws_only_the_operations_that_change_a_grey_image():
+    """GREY_OPS is the committed measurement (benchmarks/randaugment_grey.py), not a typed-in list; the grey presets
+    draw from it and only from it, and a colour dataset keeps the released policy."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from bnext_lib.augment import GREY_OPS, for_images
+
+    table = pd.read_csv(Path(__file__).resolve().parents[1] / "reports" / "tables" / "randaugment_grey_ops.csv")
+    assert GREY_OPS == tuple(table.op[table.changes_grey])
+    assert "ColorIncreasing" not in GREY_OPS and len(GREY_OPS) < len(table)
+    assert for_images("released", True) == "released_grey" and for_images("released", False) == "released"
+    assert for_images("basic", True) == "basic" and for_images("randaugment", True) == "randaugment_grey"
+    assert parse_augment("released_grey") == AugmentConfig(crop_padding=4, flip=True,
+                                                           randaugment=PRESETS["released"].randaugment,
+                                                           randaugment_ops=GREY_OPS)
+    aug = Augmenter("randaugment_grey", (0.5,), (0.25,), 10)
+    aug.sample_transform()(torch.randint(0, 256, (1, 28, 28), dtype=torch.uint8))
+    ops = [op.name for op in aug._ra_cache[28].ops]
+    assert ops == list(GREY_OPS)
+    plain = Augmenter("randaugment", (0.5,), (0.25,), 10)
+    plain.sample_transform()(torch.randint(0, 256, (1, 28, 28), dtype=torch.uint8))
+    assert "ColorIncreasing" in [op.name for op in plain._ra_cache[28].ops]  # the released policy, as it was
