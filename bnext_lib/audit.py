@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from .ledger import Ledger, LedgerError, config_of, cpu_kind, ledger_dir, machine
+from .ledger import Ledger, LedgerError, config_of, cpu_kind, ledger_dir, machine, same_machine
 from .runs import retrain
 
 __all__ = ["METRICS", "KERNEL_VARIANCE", "choose", "tolerance", "kernel_variance", "audit_run", "main"]
@@ -60,9 +60,7 @@ def tolerance(record: dict, here: dict, variance: Path = KERNEL_VARIANCE) -> tup
     thread count and torch, else the largest cross-kernel difference measured by ``benchmarks/kernel_variance.py``
     (``here`` should then hold the thread count the re-training uses: :func:`audit_run` sets it)."""
     theirs = record["machine"]
-    same = (cpu_kind(theirs) == cpu_kind(here) and theirs.get("torch") == here.get("torch")
-            and theirs.get("torch_threads") == here.get("torch_threads"))
-    if same and not theirs.get("gpu"):  # a GPU's kernels are not deterministic: there, the spread below
+    if same_machine(theirs, here):  # a GPU's kernels are not deterministic: there, the spread below
         return 0.0, "same machine kind, kernels, threads and torch: identical"
     import pandas as pd
 

@@ -144,10 +144,20 @@ def run_landscape(cfg, model: nn.Module, steps: int, span: float, images: int, s
 
 
 def landscape_table(slices: dict):
-    """``{(label, seed): Landscape}`` -> a table of centre loss, mean rise over the slice and roughness."""
+    """``{(label, seed): Landscape or [Landscape per direction seed]}`` -> a table of centre loss, mean rise over
+    the slice and roughness per run, each the mean over the run's direction seeds, with the roughness's spread
+    between them (``roughness_sd``, NaN with one direction) and their number: the roughness a comparison of models
+    reads is the run's mean, and its seed-to-seed spread carries what one pair of directions adds."""
+    import numpy as np
     import pandas as pd
 
-    rows = [{"label": label, "seed": seed, "centre_loss": s.centre_loss, "rise": s.rise, "roughness": s.roughness,
-             "centre_top1": float(s.top1[len(s.alphas) // 2, len(s.betas) // 2])}
-            for (label, seed), s in slices.items()]
+    rows = []
+    for (label, seed), s in slices.items():
+        many = list(s) if isinstance(s, (list, tuple)) else [s]
+        rough = np.array([x.roughness for x in many])
+        rows.append({"label": label, "seed": seed, "directions": len(many),
+                     "centre_loss": float(np.mean([x.centre_loss for x in many])),
+                     "rise": float(np.mean([x.rise for x in many])), "roughness": float(rough.mean()),
+                     "roughness_sd": float(rough.std(ddof=1)) if len(many) > 1 else float("nan"),
+                     "centre_top1": float(many[0].top1[len(many[0].alphas) // 2, len(many[0].betas) // 2])})
     return pd.DataFrame(rows)

@@ -39,8 +39,8 @@ from typing import Any, Iterator, Mapping
 from .checkpoints import atomic_write, atomic_write_text
 from .config import TrainConfig, config_hash
 
-__all__ = ["SCHEMA", "REQUIRED", "LedgerError", "Ledger", "ledger_dir", "machine", "git_commit", "weights_sha256",
-           "record_config", "config_of", "cpu_kind", "digest_lock", "now", "dumps"]
+__all__ = ["SCHEMA", "REQUIRED", "LedgerError", "Ledger", "ledger_dir", "machine", "same_machine", "git_commit",
+           "weights_sha256", "record_config", "config_of", "cpu_kind", "digest_lock", "now", "dumps"]
 
 SCHEMA = 1
 # the fields every record has, with their JSON types
@@ -324,6 +324,16 @@ class Ledger:
                         return float(warm + paid)
             return None
         return expected
+
+
+def same_machine(theirs: Mapping[str, Any], here: Mapping[str, Any], threads: int | None = None) -> bool:
+    """Whether a run recorded on ``theirs`` re-trains identically ``here``: the same CPU kind (model, instruction
+    sets, kernel caps), torch and thread count, and no GPU (whose kernels are not deterministic). ``threads``: the
+    run's configured thread count, which its re-training uses too; None (torch's default) compares the machines'
+    recorded counts instead."""
+    return (cpu_kind(theirs) == cpu_kind(here) and theirs.get("torch") == here.get("torch")
+            and (threads is not None or theirs.get("torch_threads") == here.get("torch_threads"))
+            and not theirs.get("gpu"))
 
 
 def compile_seconds(record: Mapping[str, Any]) -> float:

@@ -109,7 +109,9 @@ class Profile:
         subset_per_seed: a run on a training subset draws it with its own seed (``TrainConfig.subset_seed``), so
             that seeds vary the data too; otherwise every seed sees the subset of seed 0.
         workers, threads: runs trained side by side, and torch threads per run (see :mod:`bnext_lib.runs`).
-        landscape: loss-landscape grid (``steps`` per axis, ``span``, ``images`` evaluated per point).
+        landscape: loss-landscape grid (``steps`` per axis, ``span``, ``images`` evaluated per point) and the
+            number of random direction pairs per run (``directions``): a run's roughness is their mean, so that
+            one pair's luck is not read as the model's.
         sizes: student sizes for the augmentation study.
         overfitting: training overrides of the over-fitting regime, where the studies of over-fitting,
             distillation and augmentation run (a training subset the CE student over-fits).
@@ -129,7 +131,7 @@ class Profile:
     subset_per_seed: bool = False
     workers: int = 1
     threads: int | None = None
-    landscape: dict = field(default_factory=lambda: dict(steps=9, span=1.0, images=1000))
+    landscape: dict = field(default_factory=lambda: dict(steps=9, span=1.0, images=1000, directions=3))
     sizes: tuple[str, ...] = ("bnext_pico", "bnext_nano")
     overfitting: dict = field(default_factory=dict)
     thresholds: dict = field(default_factory=lambda: dict(THRESHOLDS))
@@ -148,25 +150,25 @@ PROFILES = {
         train=dict(model="bnext_pico", dataset="fashion_mnist", epochs=1, batch_size=64, train_subset=512,
                    test_subset=256, val_split=500, augment="basic", teacher_epochs=1, teacher_subset=512),
         teachers=("timm:mobilenetv3_small_050", "timm:resnet10t", "timm:resnet18"), seeds=(0,),
-        workers=2, threads=1, landscape=dict(steps=3, span=1.0, images=128), overfitting=dict(eval_train=True)),
+        workers=2, threads=1, landscape=dict(steps=3, span=1.0, images=128, directions=2), overfitting=dict(eval_train=True)),
     "cpu": Profile(
         "cpu",
         train=dict(SHORT_RUN, compile=True, teacher_recipe="onecycle"),
         teachers=TEACHERS, seeds=(0, 1, 2, 3, 4), headline_seeds=(0, 1, 2, 3, 4), subset_per_seed=True,
-        workers=2, threads=1, landscape=dict(steps=7, span=1.0, images=512),
+        workers=2, threads=1, landscape=dict(steps=7, span=1.0, images=512, directions=3),
         sizes=("bnext_micro",), overfitting=OVERFITTING),
     "gpu": Profile(
         "gpu",
         train=dict(SHORT_RUN, teacher_recipe="onecycle"),
         teachers=TEACHERS, seeds=(0, 1, 2, 3, 4), subset_per_seed=True,
-        workers=12, threads=1, landscape=dict(steps=9, span=1.0, images=2000),
+        workers=12, threads=1, landscape=dict(steps=9, span=1.0, images=2000, directions=3),
         sizes=("bnext_micro",), overfitting=OVERFITTING),
     "paper": Profile(
         "paper",
         train=dict(model="bnext_tiny", dataset="cifar100", download=True, epochs=512, batch_size=512,
                    augment="released", schedule_per_step=False, warmup_epochs=5, stem_stride=1, teacher_epochs=200),
         teachers=("timm:resnet18", "timm:resnet34", "timm:resnet50"), seeds=(0, 1, 2),
-        landscape=dict(steps=21, span=1.0, images=5000), sizes=("bnext_tiny", "bnext_small"),
+        landscape=dict(steps=21, span=1.0, images=5000, directions=3), sizes=("bnext_tiny", "bnext_small"),
         # CIFAR-100 levels, set by hand and never measured here: a BNext-T student that learns the task, a
         # ResNet teacher at its usual level; the over-fitting regime is the full training set.
         overfitting=dict(eval_train=True),

@@ -38,7 +38,7 @@ from .data import default_data_root
 from .distill import Teacher
 from .landscape import landscape_key, run_landscape
 from .ledger import (Ledger, LedgerError, cpu_kind, digest_lock, dumps, git_commit, graph_key, machine, now,
-                     record_config, weights_sha256, SCHEMA)
+                     record_config, same_machine, weights_sha256, SCHEMA)
 from .models import build_model
 from .pool import parallel_map
 from .train import train
@@ -220,6 +220,21 @@ def run_one(cfg: TrainConfig, root: str | os.PathLike | None = None, ledger: Led
         return _complete(run, ledger, keep_weights, derive)
 
 
+def _weights_again(run: Run, ledger: Ledger, need: str) -> dict:
+    """The weights a finished run ended with, recovered by training it again on a machine of its kind (same CPU
+    kind, kernels, threads and torch: the run is deterministic there), checked against the recorded SHA-256."""
+    import tempfile
+
+    print(f"  re-training {run.config.model} seed {run.config.seed} ({run.digest}) to recover its weights for "
+          f"{need} (a machine of its kind: it must come out identical)", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory(prefix="bnext-recover-") as tmp:
+        fresh = retrain(dataclasses.replace(run.config, progress=False), ledger, tmp)
+        if fresh["weights_sha256"] != run.record["weights_sha256"]:
+            raise LedgerError(f"run {run.digest} re-trained on a machine of its kind did not come out identical "
+                              "(weights' SHA-256 differs): its record cannot be completed; run make audit")
+        return read_checkpoint(Path(tmp) / run.digest / "model.pt")["model"]
+
+
 def _complete(run: Run, ledger: Ledger | None, keep_weights: bool, derive: Sequence[tuple]) -> Run:
     """Add to ``run``'s record what this caller needs and it lacks (derived values, committed weights) and write it
     where it is missing (this machine's run cache, the ledger)."""
@@ -229,10 +244,14 @@ def _complete(run: Run, ledger: Ledger | None, keep_weights: bool, derive: Seque
     if todo or commit:
         try:
             state = run.weights()
-        except LedgerError as e:  # recorded elsewhere without what this caller needs of its weights
+        except LedgerError as e:  # recorded without what this caller needs of its weights
             need = ", ".join([_key(s) for s in todo] + (["its weights committed (a teacher)"] if commit else []))
-            raise LedgerError(f"{e}; this caller needs {need}: delete ledger record {run.digest} to train it again "
-                              "here") from None
+            theirs = run.record["machine"]
+            if ledger is None or not same_machine(theirs, machine(), run.config.threads):
+                raise LedgerError(f"{e}; this caller needs {need}: on a machine of its kind ({cpu_kind(theirs)}, "
+                                  f"torch {theirs.get('torch')}) it is re-trained identically to recover them"
+                                  ) from None
+            state = _weights_again(run, ledger, need)
         model = build_model(run.config.model, record["num_classes"], record["in_chans"], **run.config.model_options())
         model.load_state_dict(state)
         for spec in todo:

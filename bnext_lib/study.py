@@ -396,7 +396,7 @@ class Study:
         extra = self.prerequisites() if prefetch else []
         teachers = {config_hash(teacher_config(n, self.config())) for n in self.teachers} if prefetch else ()
         wanted = set(variants) if landscapes is True else set(landscapes or ())
-        derive = {config_hash(c): [self.landscape_spec] for (label, _), c in zip(keys, configs) if label in wanted}
+        derive = {config_hash(c): self.landscape_specs for (label, _), c in zip(keys, configs) if label in wanted}
         # what later studies start from may wait for the next part; this study's own runs may not
         runs = run_many(extra + configs, workers=self.workers, threads=self.threads, ledger=self.ledger,
                         derive=derive, teachers=teachers, partial=True)[len(extra):]
@@ -462,22 +462,23 @@ class Study:
         return pd.DataFrame(rows).set_index("teacher")
 
     @property
-    def landscape_spec(self) -> tuple:
-        """The profile's loss-landscape grid as a derived value of a run (:func:`bnext_lib.runs.run_one`)."""
+    def landscape_specs(self) -> list[tuple]:
+        """The profile's loss-landscape grid as derived values of a run (:func:`bnext_lib.runs.run_one`), one per
+        direction seed (``directions`` of :attr:`~bnext_lib.profiles.Profile.landscape`)."""
         g = self.profile.landscape
-        return ("landscape", g["steps"], g["span"], g["images"], 0)
+        return [("landscape", g["steps"], g["span"], g["images"], d) for d in range(g.get("directions", 1))]
 
     def landscapes(self, runset: RunSet, labels: Sequence[str]) -> dict:
-        """Loss-landscape slices (the profile's grid, the same direction seed) of every seed's run of each label,
-        ``{(label, seed): Landscape}``: from the runs' records (:meth:`run` with ``landscapes``), else computed
-        side by side from the weights on this machine and recorded."""
+        """Loss-landscape slices (the profile's grid, the same direction seeds for every model) of every seed's run
+        of each label, ``{(label, seed): [Landscape per direction seed]}``: from the runs' records (:meth:`run`
+        with ``landscapes``), else computed side by side from the weights on this machine and recorded."""
         keys = [(label, seed) for label in labels for (lab, seed) in runset.runs if lab == label]
-        spec = self.landscape_spec
+        specs = self.landscape_specs
         configs = [runset.runs[k].config for k in keys]
         runs = run_many(configs, workers=self.workers, threads=self.threads, ledger=self.ledger, verbose=False,
-                        derive={config_hash(c): [spec] for c in configs})
-        key = landscape_key(*spec[1:])
-        return {k: Landscape.from_dict(r.record["derived"][key]) for k, r in zip(keys, runs)}
+                        derive={config_hash(c): specs for c in configs})
+        names = [landscape_key(*spec[1:]) for spec in specs]
+        return {k: [Landscape.from_dict(r.record["derived"][n]) for n in names] for k, r in zip(keys, runs)}
 
     def ladder(self):
         """The teacher table sorted weak to strong by measured validation top-1 (test top-1 without a validation

@@ -97,3 +97,21 @@ def test_a_landscape_batch_comes_from_the_run_s_own_training_images(tmp_path, mo
     from bnext_lib.augment import Augmenter
     trained = flat(Augmenter("none", train.mean, train.std, train.num_classes).eval_batch(train.images))
     assert flat(seen["x"]) <= trained and len(val) == 40
+
+
+def test_a_runs_roughness_is_the_mean_over_its_direction_seeds(tmp_path):
+    """Several pairs of directions per run: the table's roughness is their mean, roughness_sd their spread."""
+    import numpy as np
+
+    from bnext_lib.landscape import Landscape, landscape_table
+    from bnext_lib.study import Study
+
+    axis = np.linspace(-1, 1, 5)
+    bowl = lambda k: Landscape(axis, axis, k * (axis[:, None] ** 2 + axis[None, :] ** 2), np.full((5, 5), 90.0))  # noqa: E731
+    table = landscape_table({("BNext", 0): [bowl(1.0), bowl(3.0)], ("plain", 0): bowl(2.0)})
+    r = table.set_index("label")
+    assert r.loc["BNext", "roughness"] == pytest.approx((bowl(1.0).roughness + bowl(3.0).roughness) / 2)
+    assert r.loc["BNext", "directions"] == 2 and r.loc["BNext", "roughness_sd"] > 0
+    assert r.loc["plain", "directions"] == 1 and np.isnan(r.loc["plain", "roughness_sd"])
+    specs = Study("01_architecture_study", profile="cpu", out_dir=tmp_path).landscape_specs
+    assert [s[-1] for s in specs] == [0, 1, 2] and len({s[:-1] for s in specs}) == 1  # one grid, three seeds

@@ -239,3 +239,46 @@ def test_a_part_counts_the_compilation_once_per_graph(monkeypatch):
     assert expected(tiny_config(compile=True, seed=3)) == pytest.approx(warm)
     assert expected(tiny_config(compile=True, seed=3), cold=True) == pytest.approx(350.0)
     assert graph_key(tiny_config(compile=True, seed=3, order_seed=9)) == graph_key(cfg)  # seeds share a graph
+
+
+@pytest.mark.slow
+def test_a_record_missing_a_derived_value_is_completed_by_training_it_again_identically(trained, tmp_path):
+    """A new machine of the record's kind asks for a value of the run's weights the record lacks (another direction
+    seed of its landscape): it re-trains the run, which must come out identical (SHA-256), and completes the record;
+    on another kind of machine it is named, never guessed."""
+    from bnext_lib.ledger import same_machine
+
+    ledger, run = trained
+    spec = ("landscape", 3, 1.0, 16, 5)
+    fresh = run_many([run.config], tmp_path / "new-machine", ledger=ledger, verbose=False,
+                     derive={run.digest: [spec]})[0]
+    assert "landscape_s3_w1_n16_seed5" in fresh.record["derived"] and fresh.record["final"] == run.record["final"]
+    assert "landscape_s3_w1_n16_seed5" in ledger.get(run.config)["derived"]
+    other = dict(run.record["machine"], cpu="another CPU")
+    assert same_machine(run.record["machine"], run.record["machine"]) and not same_machine(other, run.record["machine"])
+    ledger.put(dict(ledger.get(run.config), machine=other))
+    with pytest.raises(LedgerError, match="re-trained identically to recover them"):
+        run_many([run.config], tmp_path / "third-machine", ledger=ledger, verbose=False,
+                 derive={run.digest: [("landscape", 3, 1.0, 16, 6)]})
+
+
+@pytest.mark.slow
+def test_the_audit_re_trains_a_run_identically_and_catches_a_record_that_lies(trained, tmp_path, capsys):
+    """make audit's path: a run re-trained on a machine of its kind must be identical (exit 0); a record whose
+    metrics were edited by hand is caught (exit 1); elsewhere the tolerance is the profile's measured spread."""
+    from bnext_lib import audit
+
+    ledger, run = trained
+    assert audit.main(["--ledger", str(ledger.root), "--digest", run.digest]) == 0
+    out = capsys.readouterr().out
+    assert "identical" in out and "1 of 1 runs within tolerance" in out
+    ledger.put(dict(run.record, final=dict(run.record["final"], test_top1=run.record["final"]["test_top1"] + 0.5)))
+    assert audit.main(["--ledger", str(ledger.root), "--digest", run.digest]) == 1
+    assert f"outside: {run.digest}" in capsys.readouterr().out
+    spread = tmp_path / "kernel_variance.csv"
+    spread.write_text("variant,seed,difference\nCE,0,0.4\nCE,1,-0.9\n")
+    other = dict(run.record["machine"], cpu="another CPU")
+    assert audit.tolerance(dict(run.record, machine=other), run.record["machine"], spread)[0] == pytest.approx(0.9)
+    assert audit.tolerance(run.record, run.record["machine"], spread)[0] == 0.0
+    with pytest.raises(FileNotFoundError, match="cross-kernel spread"):
+        audit.tolerance(dict(run.record, machine=other), run.record["machine"], tmp_path / "none.csv")
