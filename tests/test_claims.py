@@ -101,6 +101,7 @@ def test_the_power_table_follows_from_sigma_and_the_holm_level():
     assert math.isnan(claims.power_table("cpu", sigmas={}).loc["kd_vs_ce", "seeds_needed"])  # nothing measured
 
 
-def test_docs_protocol_is_the_registry_as_printed():
+def test_docs_protocol_is_the_registry_as_printed(monkeypatch):
+    monkeypatch.delenv("BNEXT_LEDGER", raising=False)  # the committed choice ledger's costs (read, never written)
     assert (ROOT / "docs" / "protocol.md").read_text() == claims.protocol_markdown("cpu"), (
         "docs/protocol.md is stale: python -m bnext_lib.claims --profile cpu --markdown docs/protocol.md")
