@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .ledger import Ledger, LedgerError, config_of, cpu_kind, ledger_dir, machine, same_machine
+from .pool import quiet_cuda_probe
 from .runs import retrain
 
 __all__ = ["METRICS", "KERNEL_VARIANCE", "choose", "tolerance", "kernel_variance", "audit_run", "main"]
@@ -55,12 +56,14 @@ def choose(records: Sequence[dict], seed: int, budget_s: float, digests: Sequenc
     return chosen
 
 
-def tolerance(record: dict, here: dict, variance: Path = KERNEL_VARIANCE) -> tuple[float, str]:
+def tolerance(record: dict, here: dict, variance: Path = KERNEL_VARIANCE, threads: int | None = None
+              ) -> tuple[float, str]:
     """(the largest |difference| of a top-1 allowed, why): 0 on a CPU of the record's kind, with its kernels,
     thread count and torch, else the largest cross-kernel difference measured by ``benchmarks/kernel_variance.py``
-    (``here`` should then hold the thread count the re-training uses: :func:`audit_run` sets it)."""
+    (``threads``: the count the re-training was configured with, which :func:`audit_run` takes from the record;
+    None compares the machines' recorded counts)."""
     theirs = record["machine"]
-    if same_machine(theirs, here):  # a GPU's kernels are not deterministic: there, the spread below
+    if same_machine(theirs, here, threads):  # a GPU's kernels are not deterministic: there, the spread below
         return 0.0, "same machine kind, kernels, threads and torch: identical"
     import pandas as pd
 
@@ -87,7 +90,7 @@ def audit_run(record: dict, ledger: Ledger, root: Path, variance: Path = KERNEL_
     if cfg.threads is None:  # the record's run took torch's default: re-train with the count it used
         cfg = dataclasses.replace(cfg, threads=record["machine"].get("torch_threads"))
     fresh = retrain(cfg, ledger, root)
-    limit, why = tolerance(record, fresh["machine"], variance)
+    limit, why = tolerance(record, fresh["machine"], variance, cfg.threads)
     row = {"digest": record["digest"], "model": cfg.model, "seed": cfg.seed}
     worst = 0.0
     for m in METRICS:
@@ -116,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="re-train a random sample whose recorded wall times add up to at most this (default 15)")
     ap.add_argument("--digest", nargs="+", default=(), help="re-train these runs instead of a sample")
     args = ap.parse_args(argv)
+    quiet_cuda_probe()  # the re-training compiles: no "No CUDA runtime" line on a CPU machine
     ledger = Ledger(args.ledger or ledger_dir(args.profile))
     try:
         records = list(ledger.records())

@@ -70,10 +70,10 @@ def _init_worker(threads: int | None, lines, gpus: int = 0, counter=None) -> Non
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # the parent's own choice of GPUs, if it made one
         ids = visible.split(",") if visible else [str(i) for i in range(gpus)]
         os.environ["CUDA_VISIBLE_DEVICES"] = ids[index % len(ids)]
-    _quiet_cuda_probe()
+    quiet_cuda_probe()
 
 
-def _quiet_cuda_probe() -> None:
+def quiet_cuda_probe() -> None:
     """A CPU-only process on a machine with a CUDA toolkit: torch.compile's import of cpp_extension would warn "No
     CUDA runtime is found" once per worker, noise a user should not have to learn to ignore."""
     if not torch.cuda.is_available():
@@ -122,7 +122,7 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int = 
 
 def _serial_map(fn, items, threads, results, bar, on_done) -> None:
     saved = torch.get_num_threads()
-    _quiet_cuda_probe()
+    quiet_cuda_probe()
     try:
         if threads:
             torch.set_num_threads(threads)
