@@ -337,6 +337,11 @@ def _regime_section(out: Path, evidence=REGIME_EVIDENCE,
     return lines
 
 
+# the measurements the pre-registered protocol reads (bnext_lib.claims; the grey RandAugment operations of
+# bnext_lib.augment): outputs of their benchmarks on choice seeds, kept beside the report's tables
+PROTOCOL_EVIDENCE = ("variance_budget_overfitting", "variance_budget_full", "randaugment_grey_ops")
+
+
 def report_files(out: str | os.PathLike) -> set[Path]:
     """Every file the last run of the report in ``out`` accounts for: what its studies' results name (the results
     files, their tables and figures, the executed notebooks), what assembly writes (REPORT.md, claims.csv,
@@ -352,6 +357,7 @@ def report_files(out: str | os.PathLike) -> set[Path]:
         files |= {out / f[k] for f in study.get("figures", []) for k in ("png", "svg")}
     for name, _, _ in REGIME_EVIDENCE + ROBUSTNESS_EVIDENCE:
         files |= {out / "tables" / f"{name}.csv", out / "figures" / f"00_{name}.png", out / "logs" / f"{name}.log"}
+    files |= {out / "tables" / f"{name}.csv" for name in PROTOCOL_EVIDENCE}
     return files
 
 
@@ -361,7 +367,8 @@ def stale_files(out: str | os.PathLike) -> list[Path]:
     invocations, a device session's calls) are left out."""
     out = Path(out)
     others = {out / p for p in ("gpu", "paper", ".scratch")} if out.resolve() == report_dir("cpu").resolve() else set()
-    others |= {out / "ledger", out / ".part"}  # the ledger is the runs' record, not the last run's output
+    # the ledgers are the runs' record (the report's, and the choice seeds'), not the last run's output
+    others |= {out / "ledger", out / "choice-ledger", out / ".part"}
     known = report_files(out)
     return sorted(p for p in out.rglob("*") if p.is_file() and p not in known
                   and not any(o in p.parents for o in others) and out / "logs" not in p.parents)

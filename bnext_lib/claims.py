@@ -303,8 +303,12 @@ def _tost_seeds(margin: float, sd: float, rho: float, level: float, power: float
 
 
 def _detectable(n: int, sd: float, rho: float, level: float, power: float) -> float:
+    """The smallest true difference ``n`` seeds a side find at ``level`` with ``power``; NaN below two seeds (a
+    profile that runs one, as smoke, detects nothing)."""
     from statsmodels.stats.power import TTestPower
 
+    if n < 2:
+        return math.nan
     d = TTestPower().solve_power(effect_size=None, nobs=n, alpha=level, power=power, alternative="larger")
     return float(d) * sd * math.sqrt(2 * (1 - rho))
 

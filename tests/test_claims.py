@@ -105,3 +105,10 @@ def test_docs_protocol_is_the_registry_as_printed(monkeypatch):
     monkeypatch.delenv("BNEXT_LEDGER", raising=False)  # the committed choice ledger's costs (read, never written)
     assert (ROOT / "docs" / "protocol.md").read_text() == claims.protocol_markdown("cpu"), (
         "docs/protocol.md is stale: python -m bnext_lib.claims --profile cpu --markdown docs/protocol.md")
+
+
+def test_a_profile_of_one_seed_gets_a_power_table_that_detects_nothing():
+    """The smoke profile runs one seed: its REPORT.md still prints the protocol, with no detectable effect."""
+    t = claims.power_table("smoke", sigmas={"full": {"test_top1": 0.3}, "overfitting": {"test_top1": 0.6, "gap": 0.7}})
+    assert (t.loc[t.test != "measurement", "seeds_run"] == 1).all() and t.detectable.isna().all()
+    assert "## The pre-registered protocol (smoke profile)" in claims.protocol_markdown("smoke")
