@@ -234,7 +234,7 @@ def judge(claim: Claim, runs, checks: Sequence[Mapping] = (), **roles: Any) -> d
 
     results = []
     for p in parts_of(claim, **roles):
-        why = runs._why_cut(p.better) or runs._why_cut(p.worse)
+        why = runs.why_cut(p.better) or runs.why_cut(p.worse)
         missing = [a for a in (p.better, p.worse) if a not in runs.labels and a not in runs.cut]
         if why or missing:
             results.append(cut(p.better, p.worse, why or f"{', '.join(missing)} not run at this profile", p.lower))

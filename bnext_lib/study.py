@@ -62,7 +62,8 @@ class RunSet:
     cut: dict = field(default_factory=dict)
     profile: Any = None
 
-    def _why_cut(self, label: str) -> str | None:
+    def why_cut(self, label: str) -> str | None:
+        """Why ``label``'s runs are not here: cut by the profile (by name or by its patterns), else None."""
         if label in self.cut:
             return self.cut[label]
         if label not in self.labels and self.profile is not None:
@@ -83,7 +84,7 @@ class RunSet:
         """:func:`~bnext_lib.verdicts.compare` on "``better`` has a higher (``lower=True``: lower) ``metric`` than
         ``worse``"."""
         unit = "%" if metric.endswith("top1") else " pts" if metric == "gap" else ""
-        why = self._why_cut(better) or self._why_cut(worse)
+        why = self.why_cut(better) or self.why_cut(worse)
         if why:
             return cut(better, worse, why, lower)
         # paired by seed where both arms ran at the same seeds: they share each seed's subset and data order
