@@ -277,6 +277,21 @@ def test_compiled_training_runs_in_the_engine(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_compiled_run_starts_from_a_fresh_compiler_state(tmp_path, monkeypatch):
+    """What dynamo learnt from an earlier compiled run of the process (automatic dynamic shapes) changes the next
+    run's kernels and so its weights (benchmarks/compile_state.py): every compiled run resets it before it compiles,
+    an eager run leaves it alone. torch.compile is replaced by the identity here; only the order is tested."""
+    calls = []
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: calls.append("reset"))
+    monkeypatch.setattr(torch, "compile", lambda m, *a, **k: calls.append("compile") or m)
+    for i in range(2):
+        train(_cfg(tmp_path / f"c{i}", epochs=1, train_subset=64, augment="none", compile=True))
+    assert calls == ["reset", "compile", "compile"] * 2  # the training graph and the evaluation graph
+    train(_cfg(tmp_path / "e", epochs=1, train_subset=64, augment="none"))
+    assert len(calls) == 6
+
+
+@pytest.mark.slow
 def test_in_place_clips_survive_compilation():
     from bnext_lib.models import create_model
     m = create_model("bnext_pico", num_classes=10, in_chans=1).train()

@@ -16,7 +16,8 @@ The official recipe (``docs/method.md`` §5, §8, §11) is the default:
   evaluation stays float32 unless ``eval_amp``). With ``compile`` the evaluation has its own compiled graph, a
   short last batch padded to the batch size so that it keeps one shape. On CUDA the teachers always run under
   autocast (official), on the CPU under bf16
-  autocast when ``amp=True``.
+  autocast when ``amp=True``. A compiled run starts from a fresh compiler state (``torch._dynamo.reset()``), so
+  that it ends with the same weights whether it is the first or the tenth run of its process.
 
 Every epoch writes ``metrics.csv``/``metrics.json`` (train/test loss and top-1, lr, temperature, teacher weights,
 time), ``trace.csv`` (16 points per epoch: loss, lr, temperature and the fraction of latent weights already
@@ -521,6 +522,10 @@ def _train(cfg: TrainConfig, callbacks: Sequence[Callable[[int, dict], None]], s
     if device_kind == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     resume = _read_resume_state(cfg)
+    if cfg.compile:
+        # what torch.compile learnt from an earlier run of this process (dynamo's caches and shape guesses) changes
+        # the kernels it builds: a run must come out as it would alone (docs/method.md §11.3)
+        torch._dynamo.reset()
     t_start = time.perf_counter()
     _seed_everything(cfg.seed)
     data = _data(cfg, d)
