@@ -11,7 +11,8 @@ the profile's choice ledger (``reports/choice-ledger/`` for cpu, :func:`bnext_li
 report's; a run the ledger has is not trained again, so the same command continues after an interruption or a
 ``--budget-min`` part. The cross-kernel spread is read from ``reports/tables/kernel_variance.csv`` when it exists.
 
-Prints and writes (``--csv``, default ``reports/tables/variance_budget_<regime>.csv``) one row per source: runs,
+Prints and writes (``--csv``, default ``variance_budget_<regime>.csv`` in the profile's report tables:
+``reports/tables/`` at cpu, ``reports/<profile>/tables/`` elsewhere) one row per source: runs,
 mean, standard deviation with its 90 % chi-square interval, and the range. Asserts nothing.
 """
 from __future__ import annotations
@@ -32,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from bnext_lib.config import config_hash  # noqa: E402
 from bnext_lib.ledger import Ledger, ledger_dir  # noqa: E402
 from bnext_lib.runs import DEADLINE_ENV, RunsWaiting, run_many  # noqa: E402
-from bnext_lib.study import Study  # noqa: E402
+from bnext_lib.study import Study, report_dir  # noqa: E402
 
 SOURCES = {"init": "initialisation", "order": "data order", "subset": "subset", "all": "all (as the report's seeds)"}
 
@@ -138,7 +139,7 @@ def main() -> None:
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if missing:
         print(f"{missing} of {len(results)} runs wait for the next part: the same command continues")
-    csv = Path(args.csv or ROOT / "reports" / "tables" / f"variance_budget_{args.regime}.csv")
+    csv = Path(args.csv or report_dir(args.profile) / "tables" / f"variance_budget_{args.regime}.csv")
     csv.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(csv, index=False, float_format="%.4f")
     print(f"wrote {csv}")

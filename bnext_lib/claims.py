@@ -249,7 +249,7 @@ def judge(claim: Claim, runs, checks: Sequence[Mapping] = (), **roles: Any) -> d
 
 
 # --------------------------------------------------------------------------------------------- power
-def variance_budget(regime: str, root: Path = REPO_ROOT / "reports" / "tables") -> dict[str, float]:
+def variance_budget(regime: str, profile: str = "cpu", root: Path | None = None) -> dict[str, float]:
     """The per-seed standard deviations to plan ``regime``'s seeds with, measured on choice seeds
     (``benchmarks/variance_budget.py``): the larger of the "all" row's σ (every source varied as the report's seeds
     vary them) at the upper end of its 90 % interval, and the σ the sources varied one at a time add up to
@@ -257,7 +257,9 @@ def variance_budget(regime: str, root: Path = REPO_ROOT / "reports" / "tables") 
     ``{"test_top1": σ, "gap": σ, "runs": n, "from": which}``, empty when the "all" row is not measured yet."""
     import pandas as pd
 
-    path = root / f"variance_budget_{regime}.csv"
+    from .study import report_dir
+
+    path = Path(root or report_dir(profile) / "tables") / f"variance_budget_{regime}.csv"
     if not path.exists():
         return {}
     df = pd.read_csv(path)
@@ -267,7 +269,8 @@ def variance_budget(regime: str, root: Path = REPO_ROOT / "reports" / "tables") 
     alone = df[df.source.isin(["initialisation", "data order", "subset"]) & (df.runs >= 2)]
     added = float(math.sqrt((alone.sd ** 2).sum())) if len(alone) else 0.0
     upper = float(row.sd_hi90.iloc[0])
-    out = {"test_top1": max(upper, added), "runs": int(row.runs.iloc[0]) + int(alone.runs.sum()),
+    # run 0 of every source is one run (every seed at the base), counted once
+    out = {"test_top1": max(upper, added), "runs": int(row.runs.iloc[0]) + int((alone.runs - 1).sum()),
            "from": "the sources added up" if added > upper else "the 'all' row's upper 90 % bound"}
     if "gap_sd" in df.columns and not math.isnan(row.gap_sd.iloc[0]):
         gap_added = float(math.sqrt((alone.gap_sd.fillna(0) ** 2).sum())) if len(alone) else 0.0
@@ -302,17 +305,6 @@ def _tost_seeds(margin: float, sd: float, rho: float, level: float, power: float
     return seeds_needed(margin, sd, rho, 1, level, 1 - (1 - power) / 2, minimum)
 
 
-def _detectable(n: int, sd: float, rho: float, level: float, power: float) -> float:
-    """The smallest true difference ``n`` seeds a side find at ``level`` with ``power``; NaN below two seeds (a
-    profile that runs one, as smoke, detects nothing)."""
-    from statsmodels.stats.power import TTestPower
-
-    if n < 2:
-        return math.nan
-    d = TTestPower().solve_power(effect_size=None, nobs=n, alpha=level, power=power, alternative="larger")
-    return float(d) * sd * math.sqrt(2 * (1 - rho))
-
-
 def power_table(profile: str = "cpu", rho: float = 0.0, sigmas: Mapping[str, Mapping[str, float]] | None = None,
                 costs: Mapping[str, Mapping] | None = None):
     """One row per claim: its test, parts, smallest effect of interest, σ (choice seeds) and ρ, the seeds a side
@@ -322,12 +314,12 @@ def power_table(profile: str = "cpu", rho: float = 0.0, sigmas: Mapping[str, Map
     import pandas as pd
 
     from .profiles import get_profile
-    from .verdicts import ALPHA, POWER, seeds_needed
+    from .verdicts import ALPHA, POWER, detectable_shift, seeds_needed
 
     prof = get_profile(profile)
     tested = [c for c in CLAIMS.values() if c.parts]
     level = ALPHA / len(tested)
-    sigmas = dict(sigmas) if sigmas is not None else {r: variance_budget(r) for r in ("full", "overfitting")}
+    sigmas = dict(sigmas) if sigmas is not None else {r: variance_budget(r, profile) for r in ("full", "overfitting")}
     costs = dict(costs) if costs is not None else run_costs(profile)
     rows = []
     for c in CLAIMS.values():
@@ -348,10 +340,11 @@ def power_table(profile: str = "cpu", rho: float = 0.0, sigmas: Mapping[str, Map
                 effect = p.effect if p.effect is not None else c.effect
                 if p.test == "equivalence":
                     needed.append(_tost_seeds(effect, sd, rho, level, part_power, MIN_SEEDS))
-                    detectable.append(_detectable(seeds_run, sd, rho, level, 1 - (1 - part_power) / 2))
+                    detectable.append(detectable_shift(seeds_run, sd * math.sqrt(2 * (1 - rho)), level,
+                                                         1 - (1 - part_power) / 2))
                 else:
                     needed.append(seeds_needed(effect, sd, rho, 1, level, part_power, MIN_SEEDS))
-                    detectable.append(_detectable(seeds_run, sd, rho, level, part_power))
+                    detectable.append(detectable_shift(seeds_run, sd * math.sqrt(2 * (1 - rho)), level, part_power))
             primary_sd = sds[c.primary]
             row.update(sigma=primary_sd, rho=rho, seeds_needed=max(needed),
                        detectable=detectable[c.primary])
@@ -370,6 +363,12 @@ def _counting_roles(profile) -> dict:
     """Roles to count a claim's comparisons at ``profile`` (a middle teacher where it has three)."""
     return dict(weak="weak", middle="middle", strong="strong", sizes=profile.sizes, student=profile.train["model"],
                 **size_roles(profile.train.get("model", "bnext_pico")))
+
+
+def _shown_tables(profile: str) -> str:
+    from .study import report_dir
+
+    return str((report_dir(profile) / "tables").relative_to(REPO_ROOT))
 
 
 def _markdown(df) -> str:
@@ -399,7 +398,8 @@ def protocol_markdown(profile: str = "cpu") -> str:
               f"strictest level 0.05 / {sum(1 for c in CLAIMS.values() if c.parts)}; σ is the per-seed standard "
               "deviation of test top-1 (gap for the gap comparison) measured on choice seeds: the larger of the "
               "upper end of its 90 % interval and what the sources varied one at a time add up to "
-              "(`benchmarks/variance_budget.py`, `reports/tables/variance_budget_<regime>.csv`); ρ = 0 where no "
+              f"(`benchmarks/variance_budget.py --profile {profile}`, `{_shown_tables(profile)}/variance_budget_<regime>.csv`"
+              "; a profile's own, never another's); ρ = 0 where no "
               "pairing correlation was measured (conservative); —: not measured yet.", "",
               _markdown(table.drop(columns=["effect_source"]).reset_index()), ""]
     costs = run_costs(profile)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from typing import Iterable, Mapping, Sequence
 
-__all__ = ["VERDICTS", "MIN_SEEDS", "ALPHA", "POWER", "compare", "cut", "combine", "gate", "holm", "claim_p",
+__all__ = ["VERDICTS", "MIN_SEEDS", "ALPHA", "POWER", "compare", "cut", "combine", "gate", "holm", "claim_p", "detectable_shift",
            "detectable_effect", "equivalence", "seeds_needed", "paired_by_seed"]
 
 VERDICTS = ("reproduced", "partly tested", "contradicted", "inconclusive", "not tested")
@@ -183,23 +183,34 @@ def detectable_effect(a: Sequence[float], b: Sequence[float], alpha: float = ALP
     per-seed differences when ``paired`` (:class:`statsmodels.stats.power.TTestPower`), else pooled
     (:class:`~statsmodels.stats.power.TTestIndPower`). NaN with fewer than 2 values a side; 0 when nothing varies."""
     import numpy as np
-    from statsmodels.stats.power import TTestIndPower, TTestPower
+    from statsmodels.stats.power import TTestIndPower
 
     a, b = np.asarray(list(a), float), np.asarray(list(b), float)
     if min(len(a), len(b)) < 2:
         return math.nan
     if paired:
-        sd = float((a - b).std(ddof=1))
-        if sd == 0:
-            return 0.0
-        d = TTestPower().solve_power(effect_size=None, nobs=len(a), alpha=alpha, power=power, alternative="larger")
-        return float(d) * sd
+        return detectable_shift(len(a), float((a - b).std(ddof=1)), alpha, power)
     pooled = math.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2))
     if pooled == 0:
         return 0.0
     d = TTestIndPower().solve_power(effect_size=None, nobs1=len(a), ratio=len(b) / len(a), alpha=alpha,
                                     power=power, alternative="larger")
     return float(d) * pooled
+
+
+def detectable_shift(n: int, sd_diff: float, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The smallest true mean of ``n`` per-seed differences whose standard deviation is ``sd_diff`` that a one-sided
+    paired t-test at ``alpha`` finds with probability ``power`` (:class:`statsmodels.stats.power.TTestPower`): the
+    detectable effect after the fact (:func:`detectable_effect`) and in the plan (:mod:`bnext_lib.claims`, where
+    ``sd_diff`` = σ √(2(1 − ρ))). NaN below two seeds (one detects nothing); 0 when nothing varies."""
+    from statsmodels.stats.power import TTestPower
+
+    if n < 2:
+        return math.nan
+    if sd_diff == 0:
+        return 0.0
+    d = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power, alternative="larger")
+    return float(d) * sd_diff
 
 
 def cut(label_a: str, label_b: str, why: str, lower: bool = False) -> dict:

@@ -112,3 +112,23 @@ def test_a_profile_of_one_seed_gets_a_power_table_that_detects_nothing():
     t = claims.power_table("smoke", sigmas={"full": {"test_top1": 0.3}, "overfitting": {"test_top1": 0.6, "gap": 0.7}})
     assert (t.loc[t.test != "measurement", "seeds_run"] == 1).all() and t.detectable.isna().all()
     assert "## The pre-registered protocol (smoke profile)" in claims.protocol_markdown("smoke")
+
+
+def test_the_variance_budget_is_read_from_the_profiles_own_tables(tmp_path, monkeypatch):
+    """σ to plan with: the larger of the "all" row's upper 90 % bound and the sources added up; run 0 (every seed
+    at the base) is one run shared by every source, counted once; a profile reads its own tables, never the cpu's."""
+    import bnext_lib.study as study_mod
+
+    monkeypatch.setattr(study_mod, "report_dir", lambda profile: tmp_path / profile)
+    (tmp_path / "gpu" / "tables").mkdir(parents=True)
+    pd.DataFrame([dict(source="all (as the report's seeds)", runs=4, sd=0.1, sd_hi90=0.3, gap_sd=0.2),
+                  dict(source="initialisation", runs=4, sd=0.6, sd_hi90=1.5, gap_sd=0.4),
+                  dict(source="data order", runs=3, sd=0.2, sd_hi90=0.8, gap_sd=0.1)]
+                 ).to_csv(tmp_path / "gpu" / "tables" / "variance_budget_overfitting.csv", index=False)
+    got = claims.variance_budget("overfitting", "gpu")
+    assert got["test_top1"] == pytest.approx(math.sqrt(0.6 ** 2 + 0.2 ** 2))
+    assert got["from"] == "the sources added up" and got["runs"] == 4 + 3 + 2
+    assert got["gap"] == pytest.approx(max(0.2 * 3, math.sqrt(0.4 ** 2 + 0.1 ** 2)))
+    assert claims.variance_budget("overfitting", "cpu") == {}  # the cpu tables (here: none) are not the gpu's
+    table = claims.power_table("cpu", costs={})
+    assert table.seeds_needed.isna().all()  # nothing measured at cpu here: no seeds asked for
