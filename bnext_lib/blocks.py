@@ -107,6 +107,8 @@ class BinaryUnit(nn.Module):
         gate_from_shortcut: feed the gate's mix with the shortcut :math:`R` instead of :math:`P(X)` (BNext-18).
         clamp_in_eval: see :class:`InfoRecoupling`.
         weight_floor: temperature floor of the weight binarizer (1e-7; BNext-18 uses 1e-5).
+        binary: ``False`` builds the unit's float twin: the convolution without its quantizers (the context arm
+            that asks whether an effect is specific to binary networks).
     """
 
     # Names in the official ``Attention``/``FFN_*`` modules, for checkpoint conversion (ours -> official).
@@ -124,16 +126,18 @@ class BinaryUnit(nn.Module):
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1,
                  elm_attention: bool = False, info_recoupling: bool = True, shortcut: nn.Module | None = None,
-                 gate_from_shortcut: bool = False, clamp_in_eval: bool = False, weight_floor: float = 1e-7):
+                 gate_from_shortcut: bool = False, clamp_in_eval: bool = False, weight_floor: float = 1e-7,
+                 binary: bool = True):
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {stride}")
         self.elm_attention = elm_attention
         self.gate_from_shortcut = gate_from_shortcut
         self.shift = LearnableBias(in_chs)
+        # binary=False: the float twin, both quantizers removed (exactly nn.Conv2d), everything else as it is
         self.binary_conv = BinaryConv2d(in_chs, out_chs, kernel_size, stride=stride,
-                                        input_quantizer=SignSTE(1.5, track_temperature=True),
-                                        weight_quantizer=ProgressiveSign(floor=weight_floor))
+                                        input_quantizer=SignSTE(1.5, track_temperature=True) if binary else None,
+                                        weight_quantizer=ProgressiveSign(floor=weight_floor) if binary else None)
         self.norm1 = nn.BatchNorm2d(out_chs)
         self.act = nn.PReLU(out_chs)
         self.norm2 = nn.BatchNorm2d(out_chs)
@@ -179,17 +183,18 @@ class BNextBlock(nn.Module):
         elm_attention: ELM-Attention token mixer; ``False`` gives the additive mixer (the ablation "no ELM").
             In the full model this alternates per block (see :class:`~bnext_lib.models.bnext.BNext`).
         info_recoupling: Info-Recoupling gates in all three units (the ablation "no IR" when ``False``).
+        binary: ``False``: every unit's float twin (:class:`BinaryUnit`).
     """
 
     def __init__(self, in_chs: int, out_chs: int, stride: int = 1, elm_attention: bool = True,
-                 info_recoupling: bool = True):
+                 info_recoupling: bool = True, binary: bool = True):
         super().__init__()
         if out_chs not in (in_chs, 2 * in_chs):
             raise ValueError(f"a BNext block keeps or doubles its channels, got {in_chs} -> {out_chs}")
         self.mixer = BinaryUnit(in_chs, in_chs, 3, stride, elm_attention=elm_attention,
-                                info_recoupling=info_recoupling)
+                                info_recoupling=info_recoupling, binary=binary)
         self.ffn = nn.ModuleList(
-            BinaryUnit(in_chs, in_chs, 1, 1, info_recoupling=info_recoupling, clamp_in_eval=True)
+            BinaryUnit(in_chs, in_chs, 1, 1, info_recoupling=info_recoupling, clamp_in_eval=True, binary=binary)
             for _ in range(out_chs // in_chs))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

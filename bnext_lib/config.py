@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from .augment import parse_augment
 from .data import DATASETS
-from .models.registry import check_model_name, timm_name
+from .models.registry import check_model_name, check_model_options, timm_name
 
 __all__ = ["TrainConfig", "option", "config_hash", "in_last_quarter", "ONE_CYCLE", "TEACHER_RECIPES",
            "split_teacher", "teacher_config", "NOT_BEFORE", "NUMERICS"]
@@ -36,6 +36,9 @@ NUMERICS = 1
 ONE_CYCLE = dict(lr=2e-3, warmup_lr=2e-3 / 25, min_lr=1e-6, warmup_fraction=0.3, anneal_to_end=True)
 
 NOT_BEFORE = object()  # an option's ``before``: it existed from the start
+
+# the fields that are the model builder's keyword arguments where set (TrainConfig.model_options)
+MODEL_OPTIONS = ("elm_attention", "info_recoupling", "stem_stride", "binary")
 
 
 def option(default: Any, help: str, *, choices: Sequence | None = None, flag: str | None = None,
@@ -173,6 +176,9 @@ class TrainConfig:
     info_recoupling: bool | None = option(None, "Info-Recoupling gates (default: the builder's)",
                                           flag="--no-info-recoupling")
     stem_stride: int | None = option(None, "stem stride (default: the builder's)", choices=(None, 1, 2))
+    binary: bool | None = option(None, "binary convolutions (default: the builder's; --float-twin: the same network "
+                                       "with every quantizer removed, BNext family)", flag="--float-twin",
+                                 before=None)
     eval_train: bool = option(False, "also evaluate the training split in eval mode without augmentation "
                                      "(train_eval_top1: the train-minus-test gap)", before=False)
     eval_every: int = option(1, "evaluate after every N-th epoch and the last", before=1)
@@ -210,7 +216,7 @@ class TrainConfig:
         if self.__dict__.get("_validated") == self._state():
             return
         errors = [e for f in dataclasses.fields(self) for e in _check_choice(f, getattr(self, f.name))]
-        model_error = check_model_name(self.model)
+        model_error = check_model_name(self.model) or check_model_options(self.model, self.model_options())
         if model_error:
             errors.append(f"model {model_error}")
         errors += self._range_errors()
@@ -267,8 +273,7 @@ class TrainConfig:
 
     def model_options(self) -> dict:
         """The builder options this configuration sets (``None`` ones are left to the builder)."""
-        return {k: getattr(self, k) for k in ("elm_attention", "info_recoupling", "stem_stride")
-                if getattr(self, k) is not None}
+        return {k: getattr(self, k) for k in MODEL_OPTIONS if getattr(self, k) is not None}
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -114,3 +114,24 @@ def test_timm_registry():
     assert "bnext_small" in timm.list_models("bnext*")
     with pytest.raises(ValueError, match="load_official"):
         timm.create_model("bnext_tiny", pretrained=True)
+
+
+def test_the_float_twin_is_the_same_network_without_quantizers():
+    """``binary=False`` (``--float-twin``): the context arm of "specific to binary networks" keeps every parameter
+    of the binary network (names and shapes) and drops only the quantizers and their temperatures; it is counted
+    as full precision; a model that has no twin refuses the option before any data is read."""
+    from bnext_lib.binary import BinaryConv2d, get_temperature
+    from bnext_lib.complexity import profile
+    from bnext_lib.config import TrainConfig
+
+    binary, twin = (create_model("bnext_micro", num_classes=10, in_chans=1, binary=b) for b in (True, False))
+    params = lambda m: {n: p.shape for n, p in m.named_parameters()}  # noqa: E731
+    assert params(twin) == params(binary)
+    convs = [m for m in twin.modules() if isinstance(m, BinaryConv2d)]
+    assert convs and all(m.input_quantizer is None and m.weight_quantizer is None for m in convs)
+    assert get_temperature(twin) is None and get_temperature(binary) is not None
+    assert profile(twin, (1, 1, 28, 28)).bops == 0 and profile(binary, (1, 1, 28, 28)).bops > 0
+    with pytest.raises(ValueError, match="does not take \\['binary'\\]"):
+        TrainConfig(model="birealnet18_micro", binary=False).validate()
+    with pytest.raises(ValueError, match="takes none of the options"):
+        TrainConfig(model="timm:resnet18", elm_attention=False).validate()

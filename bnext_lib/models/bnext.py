@@ -95,15 +95,18 @@ class BNext(nn.Module):
             ``num_classes != 1000``).
         elm_attention: ``False`` replaces every ELM-Attention mixer by the additive one (ablation).
         info_recoupling: ``False`` removes every Info-Recoupling gate (ablation).
+        binary: ``False`` builds the float twin: the same network with every convolution's quantizers removed
+            (and so no progressive binarization), the arm that asks whether an effect is specific to binary networks.
     """
 
     def __init__(self, channels: Sequence[int], num_classes: int = 1000, in_chans: int = 3, stem_stride: int = 2,
-                 elm_attention: bool = True, info_recoupling: bool = True):
+                 elm_attention: bool = True, info_recoupling: bool = True, binary: bool = True):
         super().__init__()
         _check_common(num_classes, in_chans, stem_stride)
         self.channels = list(channels)
         self.elm_attention = elm_attention
         self.info_recoupling = info_recoupling
+        self.binary = binary
         self.num_classes = num_classes
         self.stem = Stem(in_chans, channels[0], stem_stride, unused_prelu=True)
         blocks = []
@@ -111,7 +114,7 @@ class BNext(nn.Module):
             stride = 2 if i > 1 and channels[i - 1] != channels[i] else 1
             blocks.append(BNextBlock(channels[i - 1], channels[i], stride,
                                      elm_attention=elm_attention and i % 2 == 0,
-                                     info_recoupling=info_recoupling))
+                                     info_recoupling=info_recoupling, binary=binary))
         self.blocks = nn.Sequential(*blocks)
         self.prelu = nn.PReLU(channels[-1])
         self.fc = nn.Linear(channels[-1], num_classes)
@@ -229,60 +232,60 @@ def _bnext(size: str, num_classes: int, **kwargs) -> BNext:
 
 @register_model(ModelInfo("bnext", _PAPER, 72.4, _README, readme_ops=0.077, readme_degree=97.81))
 def bnext_tiny(num_classes: int = 1000, elm_attention: bool = True, info_recoupling: bool = True,
-               stem_stride: int = 2, in_chans: int = 3) -> BNext:
+               stem_stride: int = 2, in_chans: int = 3, binary: bool = True) -> BNext:
     """BNext-T (13 blocks, widths 64..1024). Args as for :class:`BNext`."""
     return _bnext("tiny", num_classes, elm_attention=elm_attention, info_recoupling=info_recoupling,
-                  stem_stride=stem_stride, in_chans=in_chans)
+                  stem_stride=stem_stride, in_chans=in_chans, binary=binary)
 
 
 @register_model(ModelInfo("bnext", _PAPER, 76.1, _README, readme_ops=0.172, readme_degree=98.47))
 def bnext_small(num_classes: int = 1000, elm_attention: bool = True, info_recoupling: bool = True,
-                stem_stride: int = 2, in_chans: int = 3) -> BNext:
+                stem_stride: int = 2, in_chans: int = 3, binary: bool = True) -> BNext:
     """BNext-S (BNext-T at 1.5x width). Args as for :class:`BNext`."""
     return _bnext("small", num_classes, elm_attention=elm_attention, info_recoupling=info_recoupling,
-                  stem_stride=stem_stride, in_chans=in_chans)
+                  stem_stride=stem_stride, in_chans=in_chans, binary=binary)
 
 
 @register_model(ModelInfo("bnext", _PAPER, 78.3, _README, readme_ops=0.317, readme_degree=99.02))
 def bnext_middle(num_classes: int = 1000, elm_attention: bool = True, info_recoupling: bool = True,
-                 stem_stride: int = 2, in_chans: int = 3) -> BNext:
+                 stem_stride: int = 2, in_chans: int = 3, binary: bool = True) -> BNext:
     """BNext-M (21 blocks, stages 4:4:8:4, widths 96..1536). Args as for :class:`BNext`."""
     return _bnext("middle", num_classes, elm_attention=elm_attention, info_recoupling=info_recoupling,
-                  stem_stride=stem_stride, in_chans=in_chans)
+                  stem_stride=stem_stride, in_chans=in_chans, binary=binary)
 
 
 @register_model(ModelInfo("bnext", _PAPER, 80.6, _README, readme_ops=0.819, readme_degree=99.49))
 def bnext_large(num_classes: int = 1000, elm_attention: bool = True, info_recoupling: bool = True,
-                stem_stride: int = 2, in_chans: int = 3) -> BNext:
+                stem_stride: int = 2, in_chans: int = 3, binary: bool = True) -> BNext:
     """BNext-L (29 blocks, stages 4:4:16:4, widths 128..2048). Args as for :class:`BNext`."""
     return _bnext("large", num_classes, elm_attention=elm_attention, info_recoupling=info_recoupling,
-                  stem_stride=stem_stride, in_chans=in_chans)
+                  stem_stride=stem_stride, in_chans=in_chans, binary=binary)
 
 
 @register_model(ModelInfo("bnext", "this project (BNext-T at 1/4 width)", imagenet=False))
 def bnext_nano(num_classes: int = 1000, elm_attention: bool = True, info_recoupling: bool = True,
-               stem_stride: int = 2, in_chans: int = 3) -> BNext:
+               stem_stride: int = 2, in_chans: int = 3, binary: bool = True) -> BNext:
     """BNext-T at 1/4 width (13 blocks, widths 16..256) for Fashion-MNIST / CIFAR on a CPU; the stride-2 stem is
     chosen for speed (28x28 -> 14x14). Args as for :class:`BNext`."""
     return _bnext("nano", num_classes, elm_attention=elm_attention, info_recoupling=info_recoupling,
-                  stem_stride=stem_stride, in_chans=in_chans)
+                  stem_stride=stem_stride, in_chans=in_chans, binary=binary)
 
 
 @register_model(ModelInfo("bnext", "this project (BNext-T at 1/4 width, two blocks per width)", imagenet=False))
 def bnext_pico(num_classes: int = 1000, elm_attention: bool = True, info_recoupling: bool = True,
-               stem_stride: int = 2, in_chans: int = 3) -> BNext:
+               stem_stride: int = 2, in_chans: int = 3, binary: bool = True) -> BNext:
     """The smallest BNext (9 blocks, widths 16..256), for tests and quick studies. Args as for :class:`BNext`."""
     return _bnext("pico", num_classes, elm_attention=elm_attention, info_recoupling=info_recoupling,
-                  stem_stride=stem_stride, in_chans=in_chans)
+                  stem_stride=stem_stride, in_chans=in_chans, binary=binary)
 
 
 @register_model(ModelInfo("bnext", "this project (BNext-T's first 7 blocks at 1/2 width)", imagenet=False))
 def bnext_micro(num_classes: int = 1000, elm_attention: bool = True, info_recoupling: bool = True,
-                stem_stride: int = 1, in_chans: int = 3) -> BNext:
+                stem_stride: int = 1, in_chans: int = 3, binary: bool = True) -> BNext:
     """BNext-T's first seven blocks at half width (widths 32..256, stride-1 stem by default) for 28-32 px images.
     Args as for :class:`BNext`."""
     return _bnext("micro", num_classes, elm_attention=elm_attention, info_recoupling=info_recoupling,
-                  stem_stride=stem_stride, in_chans=in_chans)
+                  stem_stride=stem_stride, in_chans=in_chans, binary=binary)
 
 
 @register_model(ModelInfo("bnext", "official code, birealnet.py", None, "not published", readme_degree=61.04))

@@ -14,7 +14,7 @@ from typing import Callable
 import torch.nn as nn
 
 __all__ = ["register_model", "create_model", "build_model", "list_models", "model_info", "ModelInfo", "timm_name",
-           "check_model_name", "TIMM_PREFIX"]
+           "check_model_name", "check_model_options", "TIMM_PREFIX"]
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,20 @@ def check_model_name(name: str) -> str | None:
         return None if name in _BUILDERS else f"{name!r} is unknown; choose one of {list_models()} or 'timm:<name>'"
     import timm
     return None if timm.is_model(arch) else f"{name!r}: timm has no model {arch!r}"
+
+
+def check_model_options(name: str, options: dict) -> str | None:
+    """What is wrong with builder options for a known model name (``None``: nothing): each must be a keyword its
+    builder takes (a timm model takes none of them), so that e.g. ``--float-twin`` on a baseline fails before any
+    data is read."""
+    if not options:
+        return None
+    builder = _BUILDERS.get(name)
+    if builder is None:
+        return f"{name!r} (built by timm) takes none of the options {sorted(options)}"
+    takes = inspect.signature(builder).parameters
+    unknown = sorted(k for k in options if k not in takes)
+    return f"{name!r} does not take {unknown}" if unknown else None
 
 
 def build_model(name: str, num_classes: int, in_chans: int, **options) -> nn.Module:
