@@ -32,7 +32,7 @@ from . import cpu_kernels
 
 __all__ = [
     "sign_ste", "approx_sign", "progressive_sign", "magnitude_aware_sign",
-    "Quantizer", "SignSTE", "ApproxSign", "ProgressiveSign", "MagnitudeAwareSign", "BinaryConv2d",
+    "Quantizer", "SignSTE", "HardTanh", "ApproxSign", "ProgressiveSign", "MagnitudeAwareSign", "BinaryConv2d",
     "temperature_buffers", "set_temperature", "get_temperature", "saturated_fraction", "TemperatureSchedule",
     "get_quantizer",
 ]
@@ -192,6 +192,23 @@ class SignSTE(Quantizer):
         return f"clip_value={self.clip_value}"
 
 
+class HardTanh(Quantizer):
+    """Full precision: ``clamp(x, -clip_value, clip_value)``, the function whose gradient is :class:`SignSTE`'s
+    straight-through window. A float twin's activation: it keeps the binary unit's bounded input without its sign
+    (with none at all, a float BNext's multiplicative ELM-Attention grows its activations from block to block
+    faster than BatchNorm's running statistics follow, and its eval-mode logits overflow, docs/method.md §9)."""
+
+    def __init__(self, clip_value: float = 1.0):
+        super().__init__()
+        self.clip_value = float(clip_value)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(-self.clip_value, self.clip_value)
+
+    def extra_repr(self) -> str:
+        return f"clip_value={self.clip_value}"
+
+
 class ApproxSign(Quantizer):
     """Bi-Real Net's activation binarizer (see :func:`approx_sign`)."""
 
@@ -256,6 +273,7 @@ _QUANTIZERS = {
     "approx_sign": ApproxSign,
     "progressive_sign": ProgressiveSign,
     "magnitude_aware_sign": MagnitudeAwareSign,
+    "hardtanh": HardTanh,
 }
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .binary import BinaryConv2d, ProgressiveSign, SignSTE
+from .binary import BinaryConv2d, HardTanh, ProgressiveSign, SignSTE
 
 __all__ = ["LearnableBias", "InfoRecoupling", "BinaryUnit", "BNextBlock", "shortcut_pool"]
 
@@ -107,8 +107,9 @@ class BinaryUnit(nn.Module):
         gate_from_shortcut: feed the gate's mix with the shortcut :math:`R` instead of :math:`P(X)` (BNext-18).
         clamp_in_eval: see :class:`InfoRecoupling`.
         weight_floor: temperature floor of the weight binarizer (1e-7; BNext-18 uses 1e-5).
-        binary: ``False`` builds the unit's float twin: the convolution without its quantizers (the context arm
-            that asks whether an effect is specific to binary networks).
+        binary: ``False`` builds the unit's float twin (the context arm that asks whether an effect is specific
+            to binary networks): full-precision weights, and :class:`~bnext_lib.binary.HardTanh` (the sign's
+            straight-through surrogate, bounded as the sign is) in place of the activation's sign.
     """
 
     # Names in the official ``Attention``/``FFN_*`` modules, for checkpoint conversion (ours -> official).
@@ -134,9 +135,10 @@ class BinaryUnit(nn.Module):
         self.elm_attention = elm_attention
         self.gate_from_shortcut = gate_from_shortcut
         self.shift = LearnableBias(in_chs)
-        # binary=False: the float twin, both quantizers removed (exactly nn.Conv2d), everything else as it is
+        # binary=False: the float twin, full-precision weights and the sign's bounded surrogate on the input
         self.binary_conv = BinaryConv2d(in_chs, out_chs, kernel_size, stride=stride,
-                                        input_quantizer=SignSTE(1.5, track_temperature=True) if binary else None,
+                                        input_quantizer=SignSTE(1.5, track_temperature=True) if binary
+                                        else HardTanh(1.5),
                                         weight_quantizer=ProgressiveSign(floor=weight_floor) if binary else None)
         self.norm1 = nn.BatchNorm2d(out_chs)
         self.act = nn.PReLU(out_chs)

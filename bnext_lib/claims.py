@@ -52,11 +52,20 @@ class Part:
     each: str | None = None
     effect: float | None = None  # this comparison's smallest effect of interest, where not the claim's
     effect_source: str = ""
+    # (better', worse'): the comparison is of gains, "better - worse exceeds better' - worse'" per seed (an
+    # interaction: is an effect larger in one network than in another?); four arms, so σ √2 where two have σ
+    than: tuple[str, str] | None = None
 
     def label(self) -> str:
         op = "≈" if self.test == "equivalence" else "<" if self.lower else ">"
         suffix = f" ({self.metric})" if self.metric != "test_top1" else ""
+        if self.than:
+            return f"({self.better} − {self.worse}) {op} ({self.than[0]} − {self.than[1]}){suffix}"
         return f"{self.better} {op} {self.worse}{suffix}"
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        return (self.better, self.worse) + (self.than or ())
 
 
 @dataclass(frozen=True)
@@ -189,6 +198,21 @@ CLAIMS: dict[str, Claim] = {c.key: c for c in [
           (Part("{size} / released", "{size} / basic", each="size"),
            Part("{size} / randaugment", "{size} / none", each="size")),
           where="table 04_augmentation, figure 04_augmentation_heatmap", seeds_key="headline_seeds"),
+    Claim("randaugment_binary", "04_augmentation_ablation",
+          "RandAugment's gain is larger for the binary student than for its float twin (the same network without "
+          "quantizers): what the modernized augmentation does is specific to binary networks", "project", "project",
+          "a regime that over-fits favours any regulariser, so RandAugment's gain on the binary student says "
+          "nothing binary-specific without the same gain measured on the same network in full precision",
+          "overfitting", ("{student} / released", "{student} / basic", "{student} / randaugment", "{student} / none",
+                          "{student} float twin / released", "{student} float twin / basic",
+                          "{student} float twin / randaugment", "{student} float twin / none"),
+          (Part("{student} / released", "{student} / basic",
+                than=("{student} float twin / released", "{student} float twin / basic")),
+           Part("{student} / randaugment", "{student} / none",
+                than=("{student} float twin / randaugment", "{student} float twin / none"))),
+          where="table 04_augmentation, figure 04_augmentation_heatmap", seeds_key="headline_seeds",
+          notes="per seed, the binary student's gain minus the float twin's; the float twin drops only the "
+                "quantizers (bnext_lib.models, binary=False) and trains under the same recipe"),
     Claim("label_mixing", "04_augmentation_ablation",
           "Mixup and cutmix do not help the binary student (the released recipe turns them off)", "paper",
           "official code", "the released run scripts: mixup and cutmix alpha 0", "overfitting",
@@ -222,7 +246,7 @@ def parts_of(claim: Claim, **roles: Any) -> list[Part]:
         for item in (roles.get(p.each + "s") or ()) if p.each else (None,):
             r = roles if item is None else dict(roles, **(item if isinstance(item, Mapping) else {p.each: item}))
             out.append(Part(fill(p.better, r), fill(p.worse, r), p.metric, p.lower, p.test, None, p.effect,
-                            p.effect_source))
+                            p.effect_source, tuple(fill(t, r) for t in p.than) if p.than else None))
     return out
 
 
@@ -234,10 +258,12 @@ def judge(claim: Claim, runs, checks: Sequence[Mapping] = (), **roles: Any) -> d
 
     results = []
     for p in parts_of(claim, **roles):
-        why = runs.why_cut(p.better) or runs.why_cut(p.worse)
-        missing = [a for a in (p.better, p.worse) if a not in runs.labels and a not in runs.cut]
+        why = next(filter(None, map(runs.why_cut, p.arms)), None)
+        missing = [a for a in p.arms if a not in runs.labels and a not in runs.cut]
         if why or missing:
             results.append(cut(p.better, p.worse, why or f"{', '.join(missing)} not run at this profile", p.lower))
+        elif p.than:
+            results.append(runs.compare_gains((p.better, p.worse), p.than, p.metric, p.lower))
         elif p.test == "equivalence":
             results.append(dict(equivalence(runs.values(p.better, p.metric), runs.values(p.worse, p.metric),
                                             claim.effect, p.better, p.worse, seeds_a=runs.values(p.better, "seed"),
@@ -338,6 +364,7 @@ def power_table(profile: str = "cpu", rho: float = 0.0, sigmas: Mapping[str, Map
             needed, detectable = [], []
             for p, sd in zip(parts, sds):
                 effect = p.effect if p.effect is not None else c.effect
+                sd = sd * math.sqrt(2) if p.than else sd  # a difference of two gains: four arms' variances
                 if p.test == "equivalence":
                     needed.append(_tost_seeds(effect, sd, rho, level, part_power, MIN_SEEDS))
                     detectable.append(detectable_shift(seeds_run, sd * math.sqrt(2 * (1 - rho)), level,

@@ -153,6 +153,9 @@ class TrainConfig:
     wd_other: float = option(1e-3, "weight decay of every other parameter")
     norm_lr_scale: float = option(1.0, "lr multiplier of the per-channel parameters (BatchNorm, PReLU, biases, "
                                        "shifts, Info-Recoupling's mix)", before=1.0)
+    precise_bn: int = option(0, "evaluate with every BatchNorm's statistics recomputed over N training batches "
+                                "(0: its running statistics, as the official code; an EMA is always recomputed)",
+                             before=0)
     ema_decay: float = option(0.0, "evaluate an EMA of the weights with this decay, BatchNorm recomputed (0: off)",
                               before=0.0)
     clip_grad: float = option(5.0, "global gradient-norm clip (0: off)")
@@ -260,6 +263,8 @@ class TrainConfig:
             errors.append(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}")
         if not 0 < self.norm_lr_scale or not math.isfinite(self.norm_lr_scale):
             errors.append(f"norm_lr_scale must be a finite number > 0, got {self.norm_lr_scale}")
+        if self.precise_bn < 0:
+            errors.append(f"precise_bn must be >= 0 batches, got {self.precise_bn}")
         if not 0 <= self.ema_decay < 1:
             errors.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0 < self.temperature_reach <= 1:

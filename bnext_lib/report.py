@@ -44,11 +44,11 @@ from .ledger import Ledger, cpu_kind, git_commit, ledger_dir, machine
 from .profiles import get_profile
 from .progress import PROGRESS_ENV
 from .runs import DEADLINE_ENV
-from .study import (AT_THE_END, NOTEBOOKS, NOTEBOOKS_ENV, REPO_ROOT, RunSet, Study, distillation_recipes, parse_seeds,
+from .study import (AT_THE_END, FLOAT_TWIN, NOTEBOOKS, NOTEBOOKS_ENV, REPO_ROOT, RunSet, Study, distillation_recipes, parse_seeds,
                     report_dir)
 from .verdicts import combine, compare, cut, gate
 
-__all__ = ["AT_THE_END", "REPO_ROOT", "NOTEBOOKS", "Study", "parse_seeds", "RunSet", "compare", "combine", "cut",
+__all__ = ["AT_THE_END", "FLOAT_TWIN", "REPO_ROOT", "NOTEBOOKS", "Study", "parse_seeds", "RunSet", "compare", "combine", "cut",
            "gate", "distillation_recipes", "machine_info", "assemble", "update_readme", "execute", "record_run", "main"]
 
 

@@ -25,11 +25,15 @@ from .runs import RunsWaiting, ensure_teachers, is_done, run_many
 from .verdicts import compare, cut
 
 __all__ = ["REPO_ROOT", "NOTEBOOKS", "Study", "RunSet", "parse_seeds", "distillation_recipes", "AT_THE_END",
-           "report_dir"]
+           "report_dir", "FLOAT_TWIN"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # a variant override: the run's validation and training splits evaluated after its last epoch only (Study.config)
 AT_THE_END = {"evaluate": "end"}
+# a variant override: the student's float twin (its quantizers removed), evaluated with BatchNorm statistics
+# recomputed over 32 training batches; with its running statistics its eval-mode accuracy collapses (2,000 images,
+# one epoch: test top-1 13.8 %, recomputed 77.8 %; the binary student 70.3 and 71.8), docs/method.md §9
+FLOAT_TWIN = {"binary": False, "precise_bn": 32}
 # the notebooks a report invocation runs (set by bnext_lib.report), so that a study prefetches only for those
 NOTEBOOKS_ENV = "BNEXT_NOTEBOOKS"
 NOTEBOOKS = ("01_architecture_study", "02_overfitting_analysis", "03_distillation", "04_augmentation_ablation")
@@ -91,6 +95,24 @@ class RunSet:
         r = compare(self.values(better, metric), self.values(worse, metric), better, worse, unit, lower,
                     seeds_a=self.values(better, "seed"), seeds_b=self.values(worse, "seed"))
         return dict(r, machines=self.machines(better, worse))
+
+    def compare_gains(self, gain: tuple[str, str], than: tuple[str, str], metric: str = "test_top1",
+                      lower: bool = False) -> dict:
+        """"The gain ``gain[0]`` − ``gain[1]`` exceeds ``than[0]`` − ``than[1]``" (an interaction: an augmentation's
+        gain on the binary student against its float twin's), paired by seed: the four arms of one seed share its
+        subset and data order, so each seed gives one difference of gains. Seeds where an arm is missing are left
+        out; fewer than two common seeds compare nothing."""
+        why = next(filter(None, map(self.why_cut, gain + than)), None)
+        if why:
+            return cut(f"{gain[0]} − {gain[1]}", f"{than[0]} − {than[1]}", why, lower)
+        per_seed = {a: dict(zip(self.values(a, "seed"), self.values(a, metric))) for a in gain + than}
+        seeds = sorted(set.intersection(*(set(v) for v in per_seed.values())))
+        ours = [per_seed[gain[0]][s] - per_seed[gain[1]][s] for s in seeds]
+        theirs = [per_seed[than[0]][s] - per_seed[than[1]][s] for s in seeds]
+        unit = "%" if metric.endswith("top1") else " pts" if metric == "gap" else ""
+        r = compare(ours, theirs, f"{gain[0]} − {gain[1]}", f"{than[0]} − {than[1]}", unit, lower,
+                    seeds_a=seeds, seeds_b=seeds)
+        return dict(r, machines=self.machines(*gain, *than))
 
     def machines(self, *labels: str) -> str:
         """The kinds of machine that trained these labels' runs (from their ledger records), for a comparison's

@@ -56,6 +56,31 @@ def test_does_not_help_is_tested_as_equivalence_within_the_registered_margin():
     assert claims.judge(claims.get("label_mixing"), _runset(worse), (), sizes=("micro",))["verdict"] == "contradicted"
 
 
+def test_a_gain_specific_to_binary_networks_is_the_difference_of_gains_paired_by_seed():
+    """randaugment_binary: per seed, (binary released − basic) − (float twin released − basic), one difference a
+    seed; a gain both networks share says nothing binary-specific and is not reproduced."""
+    import numpy as np
+
+    seeds = range(6)
+    shift = np.array([0.3, -0.2, 0.1, 0.4, -0.1, 0.0])  # what a seed does to every arm alike (subset, order)
+    def arms(bin_gain, fp_gain):
+        return {"m / basic": 84 + shift, "m / released": 84 + bin_gain + shift + 0.05 * np.sin(seeds),
+                "m float twin / basic": 90 + shift, "m float twin / released": 90 + fp_gain + shift,
+                "m / none": 83 + shift, "m / randaugment": 83 + bin_gain + shift,
+                "m float twin / none": 89 + shift, "m float twin / randaugment": 89 + fp_gain + shift + 0.05}
+    judge = lambda values: claims.judge(claims.get("randaugment_binary"), _runset(  # noqa: E731
+        {k: list(v) for k, v in values.items()}), (), student="m")
+    out = judge(arms(2.0, 0.5))
+    assert out["verdict"] == "reproduced" and len(out["parts"]) == 2
+    first = out["parts"][0]
+    assert first["paired"] and first["delta"] == pytest.approx(1.5, abs=0.05)
+    assert first["comparison"] == "m / released − m / basic > m float twin / released − m float twin / basic"
+    assert judge(arms(1.0, 1.0))["verdict"] != "reproduced"  # the same gain in full precision
+    shared = _runset({k: list(v) for k, v in arms(2.0, 0.5).items() if "twin / none" not in k})
+    cut = claims.judge(claims.get("randaugment_binary"), shared, (), student="m")
+    assert cut["verdict"] == "partly tested" and cut["parts"][1]["cut"]
+
+
 def test_a_part_whose_arm_the_profile_lacks_is_cut_and_the_claim_partly_tested():
     rs = RunSet({}, pd.DataFrame([dict(label=l, seed=s, test_top1=t, gap=g) for l, ts, gs in (
         ("KD from weak", [84.0, 84.2, 84.1], [3.0, 3.2, 3.1]), ("KD from strong", [84.1, 84.3, 84.2], [5.0, 5.3, 5.1]))

@@ -118,9 +118,10 @@ def test_timm_registry():
 
 def test_the_float_twin_is_the_same_network_without_quantizers():
     """``binary=False`` (``--float-twin``): the context arm of "specific to binary networks" keeps every parameter
-    of the binary network (names and shapes) and drops only the quantizers and their temperatures; it is counted
-    as full precision; a model that has no twin refuses the option before any data is read."""
-    from bnext_lib.binary import BinaryConv2d, get_temperature
+    of the binary network (names and shapes); its weights are full precision and its activations pass through the
+    sign's bounded surrogate (HardTanh) instead of the sign, with no temperatures; it is counted as full precision;
+    a model that has no twin refuses the option before any data is read."""
+    from bnext_lib.binary import BinaryConv2d, HardTanh, get_temperature
     from bnext_lib.complexity import profile
     from bnext_lib.config import TrainConfig
 
@@ -128,7 +129,9 @@ def test_the_float_twin_is_the_same_network_without_quantizers():
     params = lambda m: {n: p.shape for n, p in m.named_parameters()}  # noqa: E731
     assert params(twin) == params(binary)
     convs = [m for m in twin.modules() if isinstance(m, BinaryConv2d)]
-    assert convs and all(m.input_quantizer is None and m.weight_quantizer is None for m in convs)
+    assert convs and all(isinstance(m.input_quantizer, HardTanh) and m.weight_quantizer is None for m in convs)
+    x = torch.linspace(-3, 3, 13)
+    assert torch.equal(convs[0].input_quantizer(x), x.clamp(-1.5, 1.5))
     assert get_temperature(twin) is None and get_temperature(binary) is not None
     assert profile(twin, (1, 1, 28, 28)).bops == 0 and profile(binary, (1, 1, 28, 28)).bops > 0
     with pytest.raises(ValueError, match="does not take \\['binary'\\]"):

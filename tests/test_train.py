@@ -292,6 +292,21 @@ def test_a_compiled_run_starts_from_a_fresh_compiler_state(tmp_path, monkeypatch
 
 
 @pytest.mark.slow
+def test_precise_batch_norm_changes_the_evaluation_only(tmp_path):
+    """``precise_bn``: every evaluation reads BatchNorm statistics recomputed over N training batches; training
+    normalises by each batch's own, so the run's steps and weights are those of a run without it."""
+    runs = [train(_cfg(tmp_path / f"p{n}", epochs=2, train_subset=128, augment="none", precise_bn=n))
+            for n in (0, 2)]
+    (a, b) = (dict(r["model"].named_parameters()) for r in runs)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [t["loss"] for t in runs[0]["trace"]] == [t["loss"] for t in runs[1]["trace"]]
+    var = [next(m.running_var for m in r["model"].modules() if isinstance(m, torch.nn.BatchNorm2d)) for r in runs]
+    assert not torch.equal(var[0], var[1])
+    with pytest.raises(ValueError, match="precise_bn must be >= 0"):
+        _cfg(tmp_path, precise_bn=-1).validate()
+
+
+@pytest.mark.slow
 def test_in_place_clips_survive_compilation():
     from bnext_lib.models import create_model
     m = create_model("bnext_pico", num_classes=10, in_chans=1).train()

@@ -446,8 +446,12 @@ def _recompute_batch_norm(model: nn.Module, batches, augmenter: Augmenter | None
 
 
 def _evaluated_model(tr: _Trainer, data: _Data, epoch: int) -> nn.Module:
-    """The model an evaluation reads: the trained one, or its moving average with BatchNorm recomputed."""
+    """The model an evaluation reads: the trained one (its BatchNorm statistics recomputed with ``precise_bn``), or
+    its moving average with BatchNorm recomputed. Recomputing changes no weight and no training step: training
+    normalises by each batch's own statistics."""
     if tr.ema is None:
+        if tr.cfg.precise_bn:
+            _recompute_batch_norm(tr.model, data.train(epoch), data.augmenter, tr.device, tr.cfg.precise_bn)
         return tr.model
     _recompute_batch_norm(tr.ema.module, data.train(epoch), data.augmenter, tr.device, EMA_BN_BATCHES)
     return tr.ema.module
