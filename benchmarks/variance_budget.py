@@ -5,6 +5,8 @@ together as the report's seeds vary them.
 
     .venv/bin/python benchmarks/variance_budget.py --profile cpu --regime overfitting --runs 4
     .venv/bin/python benchmarks/variance_budget.py --profile cpu --regime full --runs 4
+    .venv/bin/python benchmarks/variance_budget.py --profile cpu --regime overfitting --runs 5 --sources all \
+        --pair elm_attention=false info_recoupling=false
 
 Choice seeds start at ``--base`` (1000; the report's seeds are small integers and never reach it). The runs go into
 the profile's choice ledger (``reports/choice-ledger/`` for cpu, :func:`bnext_lib.ledger.ledger_dir`), never the
@@ -18,6 +20,7 @@ mean, standard deviation with its 90 % chi-square interval, and the range. Asser
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -105,6 +108,29 @@ def table(rows, results) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _override(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` of ``--pair``: the value as JSON where it parses (false, 3, 0.5), else the string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--pair takes KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def pairing_row(arm: str, pairs: list[tuple[float, float]], level: float = 0.9) -> dict:
+    """The pairing correlation of two arms over the seeds they share (Pearson), with the lower end of its
+    ``level`` interval (Fisher's z; needs four seeds), and the per-seed differences' standard deviation."""
+    a, b = (np.array(v, float) for v in zip(*pairs)) if pairs else (np.array([]), np.array([]))
+    n = len(a)
+    rho = float(np.corrcoef(a, b)[0, 1]) if n > 2 else float("nan")
+    lo = float(np.tanh(np.arctanh(np.clip(rho, -0.9999, 0.9999)) - stats.norm.ppf((1 + level) / 2) / np.sqrt(n - 3))
+               ) if n > 3 else float("nan")
+    return dict(arm=arm, runs=n, rho=rho, rho_lo90=lo, sd_base=_sd(a), sd_arm=_sd(b),
+                sd_diff=_sd(a - b) if n > 1 else float("nan"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="cpu")
@@ -116,8 +142,16 @@ def main() -> None:
                          "the power analysis reads)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--budget-min", type=float, help="start no run that would not end within MIN minutes")
+    ap.add_argument("--pair", nargs="+", metavar="KEY=VALUE",
+                    help="also train this variant of the CE student (e.g. elm_attention=false) at the 'all' "
+                         "source's seeds: the pairing correlation ρ of two arms that share each seed's subset and "
+                         "data order, written to pairing_<regime>.csv beside the budget (the power table reads it)")
     ap.add_argument("--csv")
     args = ap.parse_args()
+    try:
+        pair = dict(_override(kv) for kv in args.pair or ())
+    except ValueError as e:
+        ap.error(str(e))
     if args.runs < 2:
         ap.error("--runs must be at least 2: a standard deviation needs two runs")
     if args.budget_min:
@@ -126,6 +160,15 @@ def main() -> None:
     study = Study("01_architecture_study" if args.regime == "full" else "02_overfitting_analysis",
                   profile=args.profile, regime=args.regime, out_dir=ROOT / "reports" / ".scratch", ledger=ledger.root)
     rows = plan(study, args.runs, args.base, args.sources)
+    if pair and "all" not in args.sources:
+        ap.error("--pair pairs with the 'all' source's runs: keep 'all' in --sources")
+    subset = study.settings.get("train_subset") is not None
+    try:  # the paired arm at the 'all' source's seeds, checked before anything trains
+        arm = [study.config(evaluate="end", **seeds_of("all", args.base, i, subset), **pair) for i in range(args.runs)]
+        for c in arm:
+            c.validate()
+    except (TypeError, ValueError) as e:
+        ap.error(f"--pair: {e}")
     configs = [c for _, _, c in rows]
     print(f"variance budget, {args.profile} profile, {args.regime} regime: {len(configs)} runs "
           f"({len(set(map(config_hash, configs)))} distinct), choice ledger {ledger.root}", flush=True)
@@ -133,8 +176,12 @@ def main() -> None:
     for source in args.sources:  # source by source (run_many orders seed-major within one call)
         results += run_many([c for s, _, c in rows if s == source], workers=args.workers, threads=1, ledger=ledger,
                             partial=True)
+    paired = []
+    if pair:
+        alls = [r for (s, _, _), r in zip(rows, results) if s == "all"]
+        paired = list(zip(alls, run_many(arm, workers=args.workers, threads=1, ledger=ledger, partial=True)))
     ledger.write_index()
-    missing = sum(r is None for r in results)
+    missing = sum(r is None for r in results) + sum(b is None for _, b in paired)
     frame = table(rows, results)
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if missing:
@@ -143,6 +190,15 @@ def main() -> None:
     csv.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(csv, index=False, float_format="%.4f")
     print(f"wrote {csv}")
+    if pair:
+        row = pairing_row(", ".join(args.pair), [(a.final["test_top1"], b.final["test_top1"]) for a, b in paired
+                                                 if a is not None and b is not None])
+        print(pd.DataFrame([row]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        out = csv.parent / f"pairing_{args.regime}.csv"
+        old = pd.read_csv(out) if out.exists() else pd.DataFrame()
+        old = old[old.arm != row["arm"]] if len(old) else old
+        pd.concat([old, pd.DataFrame([row])]).to_csv(out, index=False, float_format="%.4f")
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -305,6 +305,24 @@ def variance_budget(regime: str, profile: str = "cpu", root: Path | None = None)
     return out
 
 
+def pairing(regime: str, profile: str = "cpu", root: Path | None = None) -> dict:
+    """The pairing correlation ρ to plan ``regime``'s paired comparisons with, measured on choice seeds
+    (``benchmarks/variance_budget.py --pair``: two arms at the same seeds): the lowest lower end of the 90 %
+    intervals over the pairs measured, floored at 0 (a smaller ρ asks for more seeds: the conservative side).
+    ``{"rho", "pairs", "runs"}``; empty where no pair was measured on four seeds or more."""
+    import pandas as pd
+
+    from .study import report_dir
+
+    path = Path(root or report_dir(profile) / "tables") / f"pairing_{regime}.csv"
+    if not path.exists():
+        return {}
+    df = pd.read_csv(path).dropna(subset=["rho_lo90"])
+    if df.empty:
+        return {}
+    return {"rho": max(0.0, float(df.rho_lo90.min())), "pairs": len(df), "runs": int(df.runs.sum())}
+
+
 def run_costs(profile: str = "cpu") -> dict[str, dict]:
     """Measured wall seconds of one single-thread run per regime, from the profile's choice ledger (the variance
     budget's CE students): ``{regime: {"median_s", "runs", "machines"}}``, empty where nothing was measured."""
@@ -331,12 +349,13 @@ def _tost_seeds(margin: float, sd: float, rho: float, level: float, power: float
     return seeds_needed(margin, sd, rho, 1, level, 1 - (1 - power) / 2, minimum)
 
 
-def power_table(profile: str = "cpu", rho: float = 0.0, sigmas: Mapping[str, Mapping[str, float]] | None = None,
+def power_table(profile: str = "cpu", rho: float | None = None, sigmas: Mapping[str, Mapping[str, float]] | None = None,
                 costs: Mapping[str, Mapping] | None = None):
     """One row per claim: its test, parts, smallest effect of interest, σ (choice seeds) and ρ, the seeds a side
     the power analysis asks for, the seeds the profile runs, and the effect those seeds detect at 80 % power at
-    Holm's strictest level. ``rho``: the pairing correlation assumed where none was measured (0 is conservative:
-    a paired test then needs as many seeds as an unpaired one)."""
+    Holm's strictest level. ``rho``: the pairing correlation to assume; ``None``: the regime's measured one
+    (:func:`pairing`), 0 where none was measured (conservative: a paired test then needs as many seeds as an
+    unpaired one)."""
     import pandas as pd
 
     from .profiles import get_profile
@@ -347,6 +366,7 @@ def power_table(profile: str = "cpu", rho: float = 0.0, sigmas: Mapping[str, Map
     level = ALPHA / len(tested)
     sigmas = dict(sigmas) if sigmas is not None else {r: variance_budget(r, profile) for r in ("full", "overfitting")}
     costs = dict(costs) if costs is not None else run_costs(profile)
+    rhos = {r: rho if rho is not None else pairing(r, profile).get("rho", 0.0) for r in ("full", "overfitting")}
     rows = []
     for c in CLAIMS.values():
         seeds_run = len(getattr(prof, c.seeds_key) or prof.seeds)
@@ -360,6 +380,7 @@ def power_table(profile: str = "cpu", rho: float = 0.0, sigmas: Mapping[str, Map
         parts = parts_of(c, **_counting_roles(prof))
         sds = [measured.get(p.metric) for p in parts]
         if parts and all(sds):
+            rho = rhos[c.regime]
             part_power = POWER ** (1 / row["comparisons"])  # every part must hold: the claim's joint power
             needed, detectable = [], []
             for p, sd in zip(parts, sds):
@@ -426,7 +447,9 @@ def protocol_markdown(profile: str = "cpu") -> str:
               "deviation of test top-1 (gap for the gap comparison) measured on choice seeds: the larger of the "
               "upper end of its 90 % interval and what the sources varied one at a time add up to "
               f"(`benchmarks/variance_budget.py --profile {profile}`, `{_shown_tables(profile)}/variance_budget_<regime>.csv`"
-              "; a profile's own, never another's); ρ = 0 where no "
+              "; a profile's own, never another's); ρ is the pairing correlation of two arms at the same choice seeds "
+              f"(`variance_budget.py --pair`, `{_shown_tables(profile)}/pairing_<regime>.csv`: the lower end of its "
+              "90 % interval, floored at 0), 0 where no "
               "pairing correlation was measured (conservative); —: not measured yet.", "",
               _markdown(table.drop(columns=["effect_source"]).reset_index()), ""]
     costs = run_costs(profile)

@@ -287,6 +287,8 @@ class TrainConfig:
 
 
 def _check_choice(f: dataclasses.Field, value: Any) -> list[str]:
+    if f.type in ("bool", "bool | None") and not (isinstance(value, bool) or (value is None and "None" in f.type)):
+        return [f"{f.name} must be true or false{' (or unset)' if 'None' in f.type else ''}, got {value!r}"]
     choices = f.metadata.get("choices")
     if choices is None or value in choices:
         return []

@@ -157,3 +157,35 @@ def test_the_variance_budget_is_read_from_the_profiles_own_tables(tmp_path, monk
     assert claims.variance_budget("overfitting", "cpu") == {}  # the cpu tables (here: none) are not the gpu's
     table = claims.power_table("cpu", costs={})
     assert table.seeds_needed.isna().all()  # nothing measured at cpu here: no seeds asked for
+
+
+def test_the_pairing_correlation_is_planned_with_its_lower_bound(tmp_path, monkeypatch):
+    """ρ from two arms at the same choice seeds (variance_budget.py --pair): Pearson over the shared seeds, the
+    lower end of its 90 % Fisher-z interval, floored at 0; the power table asks for fewer seeds with it."""
+    import numpy as np
+
+    import bnext_lib.study as study_mod
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from variance_budget import _override, pairing_row
+
+    assert _override("elm_attention=false") == ("elm_attention", False)
+    assert _override("augment=basic") == ("augment", "basic") and _override("epochs=4") == ("epochs", 4)
+    shared = np.array([0.0, 0.8, -0.5, 0.3, -0.9, 0.6, 0.1, -0.2])
+    pairs = list(zip(84 + shared + 0.1 * np.cos(np.arange(8)), 83 + shared + 0.1 * np.sin(np.arange(8))))
+    row = pairing_row("elm_attention=false", pairs)
+    assert row["rho"] == pytest.approx(float(np.corrcoef(*zip(*pairs))[0, 1])) and 0 < row["rho_lo90"] < row["rho"]
+    assert math.isnan(pairing_row("x", pairs[:3])["rho_lo90"])  # Fisher's z needs four seeds
+
+    monkeypatch.setattr(study_mod, "report_dir", lambda profile: tmp_path)
+    (tmp_path / "tables").mkdir()
+    pd.DataFrame([row, pairing_row("x", pairs[:3])]).to_csv(tmp_path / "tables" / "pairing_overfitting.csv",
+                                                          index=False)
+    assert claims.pairing("overfitting") == {"rho": pytest.approx(row["rho_lo90"]), "pairs": 1, "runs": 8}
+    assert claims.pairing("full") == {}
+    sigmas = {"overfitting": {"test_top1": 0.6, "gap": 0.6}, "full": {"test_top1": 0.3}}
+    measured = claims.power_table("cpu", sigmas=sigmas, costs={})
+    unpaired = claims.power_table("cpu", rho=0.0, sigmas=sigmas, costs={})
+    assert measured.loc["kd_vs_ce", "rho"] == pytest.approx(row["rho_lo90"])
+    assert measured.loc["kd_vs_ce", "seeds_needed"] < unpaired.loc["kd_vs_ce", "seeds_needed"]
+    assert measured.loc["elm_ir_order", "rho"] == 0.0  # the full regime's pairing was not measured
