@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from bnext_lib.config import config_hash  # noqa: E402
 from bnext_lib.ledger import Ledger, ledger_dir  # noqa: E402
-from bnext_lib.runs import DEADLINE_ENV, RunsWaiting, run_many  # noqa: E402
+from bnext_lib.runs import DEADLINE_ENV, Run, RunsWaiting, run_many  # noqa: E402
 from bnext_lib.study import Study, report_dir  # noqa: E402
 
 SOURCES = {"init": "initialisation", "order": "data order", "subset": "subset", "all": "all (as the report's seeds)"}
@@ -182,7 +182,10 @@ def main() -> None:
         paired = list(zip(alls, run_many(arm, workers=args.workers, threads=1, ledger=ledger, partial=True)))
     ledger.write_index()
     missing = sum(r is None for r in results) + sum(b is None for _, b in paired)
-    frame = table(rows, results)
+    # the table: every source the ledger holds runs of, whichever this invocation asked to train
+    everything = plan(study, args.runs, args.base)
+    frame = table(everything, [Run(c, ledger.get(c), None, ledger) if ledger.has(c) else None
+                               for _, _, c in everything])
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if missing:
         print(f"{missing} of {len(results)} runs wait for the next part: the same command continues")
