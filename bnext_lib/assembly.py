@@ -161,6 +161,15 @@ def _read_results(out: Path) -> tuple[list[dict], dict]:
     return studies, run
 
 
+def _not_run(studies) -> str:
+    """The notebooks a part did not run (``make report ONLY=...``), whose claims it does not show at all."""
+    from .study import NOTEBOOKS
+
+    ran = {s["study"] for s in studies}
+    missing = [n for n in NOTEBOOKS if n not in ran]
+    return f" Not run in this part: {', '.join(missing)}." if missing else ""
+
+
 def assemble(out: str | os.PathLike = REPO_ROOT / "reports") -> Path:
     """Write ``REPORT.md`` from ``results/*.json`` and ``run.json`` (if ``make report`` wrote one), with
     ``claims.csv`` and ``tables/regime_checks.csv``."""
@@ -177,7 +186,8 @@ def assemble(out: str | os.PathLike = REPO_ROOT / "reports") -> Path:
         lines += ["**A part of a report built in parts, not the report**: "
                   + "; ".join(f"{s['study']} stopped where {s['waiting']['runs']} of its runs wait for the next part "
                               f"({s['waiting']['recorded']} recorded)" for s in waiting)
-                  + ". Its claims below are those the notebooks reached; the others wait for runs.", ""]
+                  + ". Its claims below are those the notebooks reached; the others wait for runs."
+                  + _not_run(studies), ""]
     lines += _what_was_run(studies, run)
     lines += _ledger_lines(studies)
     claims, gpu = adjusted_claims(studies), replication(out)

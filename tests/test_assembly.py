@@ -106,3 +106,19 @@ def test_the_readme_reads_the_committed_report_under_todays_rules():
     df = under_todays_rules()
     rank = {"reproduced": 0, "partly tested": 1, "inconclusive": 2, "contradicted": 2, "not tested": 3}
     assert all(rank[t] >= rank[p] or p == "contradicted" for p, t in zip(df.published, df.today))
+
+
+def test_a_partial_report_names_what_waits_and_what_the_part_did_not_run(tmp_path):
+    """A part run with ONLY=01_architecture_study: its REPORT.md says how many of that notebook's runs wait, and
+    that the other three notebooks were not run at all (their claims are not merely waiting)."""
+    out = tmp_path / "reports"
+    (out / "results").mkdir(parents=True)
+    (out / "results" / "01_architecture_study.json").write_text(json.dumps(
+        {"study": "01_architecture_study", "profile": "cpu", "regime": "full", "seeds": [0, 1],
+         "settings": {"model": "m", "dataset": "d", "epochs": 1}, "claims": [], "tables": [], "figures": [],
+         "teachers": [], "workers": 1, "threads": None, "runs_trained": 12, "runs_cached": 2, "wall_s": 5590.0,
+         "regime_checks": [], "notes": [],
+         "waiting": {"runs": 6, "recorded": 14}}))
+    text = assemble(out).read_text()
+    assert ("01_architecture_study stopped where 6 of its runs wait for the next part (14 recorded)") in text
+    assert ("Not run in this part: 02_overfitting_analysis, 03_distillation, 04_augmentation_ablation.") in text
