@@ -349,7 +349,8 @@ def _regime_section(out: Path, evidence=REGIME_EVIDENCE,
 
 # the measurements the pre-registered protocol reads (bnext_lib.claims; the grey RandAugment operations of
 # bnext_lib.augment): outputs of their benchmarks on choice seeds, kept beside the report's tables
-PROTOCOL_EVIDENCE = ("variance_budget_overfitting", "variance_budget_full", "randaugment_grey_ops")
+PROTOCOL_EVIDENCE = ("variance_budget_overfitting", "variance_budget_full", "pairing_overfitting", "pairing_full",
+                     "randaugment_grey_ops")
 
 
 def report_files(out: str | os.PathLike) -> set[Path]:

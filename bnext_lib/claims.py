@@ -283,7 +283,7 @@ def variance_budget(regime: str, profile: str = "cpu", root: Path | None = None)
     ``{"test_top1": σ, "gap": σ, "runs": n, "from": which}``, empty when the "all" row is not measured yet."""
     import pandas as pd
 
-    from .study import report_dir
+    from .ledger import report_dir
 
     path = Path(root or report_dir(profile) / "tables") / f"variance_budget_{regime}.csv"
     if not path.exists():
@@ -312,7 +312,7 @@ def pairing(regime: str, profile: str = "cpu", root: Path | None = None) -> dict
     ``{"rho", "pairs", "runs"}``; empty where no pair was measured on four seeds or more."""
     import pandas as pd
 
-    from .study import report_dir
+    from .ledger import report_dir
 
     path = Path(root or report_dir(profile) / "tables") / f"pairing_{regime}.csv"
     if not path.exists():
@@ -414,7 +414,7 @@ def _counting_roles(profile) -> dict:
 
 
 def _shown_tables(profile: str) -> str:
-    from .study import report_dir
+    from .ledger import report_dir
 
     return str((report_dir(profile) / "tables").relative_to(REPO_ROOT))
 

@@ -39,7 +39,7 @@ from typing import Any, Iterator, Mapping
 from .checkpoints import atomic_write, atomic_write_text
 from .config import TrainConfig, config_hash
 
-__all__ = ["SCHEMA", "REQUIRED", "LedgerError", "Ledger", "ledger_dir", "machine", "same_machine", "git_commit",
+__all__ = ["SCHEMA", "REQUIRED", "LedgerError", "Ledger", "ledger_dir", "report_dir", "machine", "same_machine", "git_commit",
            "weights_sha256", "record_config", "config_of", "cpu_kind", "digest_lock", "now", "dumps"]
 
 SCHEMA = 1
@@ -57,16 +57,23 @@ class LedgerError(ValueError):
     """A record that cannot be used; the message is one line naming the file and what is wrong."""
 
 
+def report_dir(profile: str) -> Path:
+    """Where a profile's report goes unless told otherwise (the runner's ``--out``, a notebook's ``out_dir``): the
+    committed cpu report in ``reports/``, every other profile beside it (``reports/gpu/``, ``reports/paper/``;
+    smoke's in ``reports/.scratch/``, which git ignores), so that no profile writes over another's."""
+    return _REPO_ROOT / "reports" / {"cpu": "", "smoke": ".scratch"}.get(profile, profile)
+
+
 def ledger_dir(profile: str, choice: bool = False) -> Path:
     """A profile's ledger: ``$BNEXT_LEDGER/<profile>`` if that is set (tests, a scratch ledger), else
-    ``ledger/`` in the profile's report folder (:func:`bnext_lib.study.report_dir`). ``choice``: the ledger of the
+    ``ledger/`` in the profile's report folder (:func:`report_dir`). ``choice``: the ledger of the
     runs on choice seeds (the variance budget, the regime and recipe choices), ``choice-ledger/`` beside it, which
     never holds a report seed's run."""
     env = os.environ.get("BNEXT_LEDGER")
     name = "choice-ledger" if choice else "ledger"
     if env:
         return Path(env) / (f"{profile}-choice" if choice else profile)
-    return _REPO_ROOT / "reports" / {"cpu": "", "smoke": ".scratch"}.get(profile, profile) / name
+    return report_dir(profile) / name
 
 
 # --------------------------------------------------------------------------------------------- provenance

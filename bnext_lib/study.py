@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 from .config import TrainConfig, config_hash, teacher_config
 from .landscape import Landscape, landscape_key
 from . import claims
-from .ledger import Ledger, cpu_kind, ledger_dir
+from .ledger import Ledger, cpu_kind, ledger_dir, report_dir
 from .profiles import get_profile, rescaled_warmup
 from .record import Record
 from .runs import RunsWaiting, ensure_teachers, is_done, run_many
@@ -37,13 +37,6 @@ FLOAT_TWIN = {"binary": False, "precise_bn": 32}
 # the notebooks a report invocation runs (set by bnext_lib.report), so that a study prefetches only for those
 NOTEBOOKS_ENV = "BNEXT_NOTEBOOKS"
 NOTEBOOKS = ("01_architecture_study", "02_overfitting_analysis", "03_distillation", "04_augmentation_ablation")
-
-
-def report_dir(profile: str) -> Path:
-    """Where a profile's report goes unless told otherwise (the runner's ``--out``, a notebook's ``out_dir``): the
-    committed cpu report in ``reports/``, every other profile beside it (``reports/gpu/``, ``reports/paper/``;
-    smoke's in ``reports/.scratch/``, which git ignores), so that no profile writes over another's."""
-    return REPO_ROOT / "reports" / {"cpu": "", "smoke": ".scratch"}.get(profile, profile)
 
 
 # --------------------------------------------------------------------------------------------- run sets

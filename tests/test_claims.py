@@ -142,9 +142,9 @@ def test_a_profile_of_one_seed_gets_a_power_table_that_detects_nothing():
 def test_the_variance_budget_is_read_from_the_profiles_own_tables(tmp_path, monkeypatch):
     """σ to plan with: the larger of the "all" row's upper 90 % bound and the sources added up; run 0 (every seed
     at the base) is one run shared by every source, counted once; a profile reads its own tables, never the cpu's."""
-    import bnext_lib.study as study_mod
+    import bnext_lib.ledger as ledger_mod
 
-    monkeypatch.setattr(study_mod, "report_dir", lambda profile: tmp_path / profile)
+    monkeypatch.setattr(ledger_mod, "report_dir", lambda profile: tmp_path / profile)
     (tmp_path / "gpu" / "tables").mkdir(parents=True)
     pd.DataFrame([dict(source="all (as the report's seeds)", runs=4, sd=0.1, sd_hi90=0.3, gap_sd=0.2),
                   dict(source="initialisation", runs=4, sd=0.6, sd_hi90=1.5, gap_sd=0.4),
@@ -164,7 +164,7 @@ def test_the_pairing_correlation_is_planned_with_its_lower_bound(tmp_path, monke
     lower end of its 90 % Fisher-z interval, floored at 0; the power table asks for fewer seeds with it."""
     import numpy as np
 
-    import bnext_lib.study as study_mod
+    import bnext_lib.ledger as ledger_mod
 
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     from variance_budget import _override, pairing_row
@@ -177,7 +177,7 @@ def test_the_pairing_correlation_is_planned_with_its_lower_bound(tmp_path, monke
     assert row["rho"] == pytest.approx(float(np.corrcoef(*zip(*pairs))[0, 1])) and 0 < row["rho_lo90"] < row["rho"]
     assert math.isnan(pairing_row("x", pairs[:3])["rho_lo90"])  # Fisher's z needs four seeds
 
-    monkeypatch.setattr(study_mod, "report_dir", lambda profile: tmp_path)
+    monkeypatch.setattr(ledger_mod, "report_dir", lambda profile: tmp_path)
     (tmp_path / "tables").mkdir()
     pd.DataFrame([row, pairing_row("x", pairs[:3])]).to_csv(tmp_path / "tables" / "pairing_overfitting.csv",
                                                           index=False)
