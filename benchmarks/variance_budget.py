@@ -120,13 +120,13 @@ def _override(text: str) -> tuple[str, object]:
 
 
 def pairing_row(arm: str, pairs: list[tuple[float, float]], level: float = 0.9) -> dict:
-    """The pairing correlation of two arms over the seeds they share (Pearson), with the lower end of its
-    ``level`` interval (Fisher's z; needs four seeds), and the per-seed differences' standard deviation."""
+    """The pairing correlation of two arms over the seeds they share (``scipy.stats.pearsonr``), with the lower end
+    of its ``level`` interval (Fisher's z; four seeds at least), and the per-seed differences' standard deviation."""
     a, b = (np.array(v, float) for v in zip(*pairs)) if pairs else (np.array([]), np.array([]))
     n = len(a)
-    rho = float(np.corrcoef(a, b)[0, 1]) if n > 2 else float("nan")
-    lo = float(np.tanh(np.arctanh(np.clip(rho, -0.9999, 0.9999)) - stats.norm.ppf((1 + level) / 2) / np.sqrt(n - 3))
-               ) if n > 3 else float("nan")
+    r = stats.pearsonr(a, b) if n > 2 else None
+    rho = float(r.statistic) if r is not None else float("nan")
+    lo = float(r.confidence_interval(level).low) if n > 3 else float("nan")
     return dict(arm=arm, runs=n, rho=rho, rho_lo90=lo, sd_base=_sd(a), sd_arm=_sd(b),
                 sd_diff=_sd(a - b) if n > 1 else float("nan"))
 

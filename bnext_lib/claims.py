@@ -275,6 +275,13 @@ def judge(claim: Claim, runs, checks: Sequence[Mapping] = (), **roles: Any) -> d
 
 
 # --------------------------------------------------------------------------------------------- power
+def _tables(profile: str, root: Path | None = None) -> Path:
+    """Where the plan's measurements are: ``root``, else the profile's own report tables."""
+    from .ledger import report_dir
+
+    return Path(root or report_dir(profile) / "tables")
+
+
 def variance_budget(regime: str, profile: str = "cpu", root: Path | None = None) -> dict[str, float]:
     """The per-seed standard deviations to plan ``regime``'s seeds with, measured on choice seeds
     (``benchmarks/variance_budget.py``): the larger of the "all" row's σ (every source varied as the report's seeds
@@ -283,9 +290,7 @@ def variance_budget(regime: str, profile: str = "cpu", root: Path | None = None)
     ``{"test_top1": σ, "gap": σ, "runs": n, "from": which}``, empty when the "all" row is not measured yet."""
     import pandas as pd
 
-    from .ledger import report_dir
-
-    path = Path(root or report_dir(profile) / "tables") / f"variance_budget_{regime}.csv"
+    path = _tables(profile, root) / f"variance_budget_{regime}.csv"
     if not path.exists():
         return {}
     df = pd.read_csv(path)
@@ -312,9 +317,7 @@ def pairing(regime: str, profile: str = "cpu", root: Path | None = None) -> dict
     ``{"rho", "pairs", "runs"}``; empty where no pair was measured on four seeds or more."""
     import pandas as pd
 
-    from .ledger import report_dir
-
-    path = Path(root or report_dir(profile) / "tables") / f"pairing_{regime}.csv"
+    path = _tables(profile, root) / f"pairing_{regime}.csv"
     if not path.exists():
         return {}
     df = pd.read_csv(path).dropna(subset=["rho_lo90"])
@@ -380,22 +383,20 @@ def power_table(profile: str = "cpu", rho: float | None = None, sigmas: Mapping[
         parts = parts_of(c, **_counting_roles(prof))
         sds = [measured.get(p.metric) for p in parts]
         if parts and all(sds):
-            rho = rhos[c.regime]
+            r = rhos[c.regime]
             part_power = POWER ** (1 / row["comparisons"])  # every part must hold: the claim's joint power
             needed, detectable = [], []
             for p, sd in zip(parts, sds):
                 effect = p.effect if p.effect is not None else c.effect
                 sd = sd * math.sqrt(2) if p.than else sd  # a difference of two gains: four arms' variances
-                if p.test == "equivalence":
-                    needed.append(_tost_seeds(effect, sd, rho, level, part_power, MIN_SEEDS))
-                    detectable.append(detectable_shift(seeds_run, sd * math.sqrt(2 * (1 - rho)), level,
-                                                         1 - (1 - part_power) / 2))
+                if p.test == "equivalence":  # TOST: each one-sided test at power 1 - (1 - power) / 2
+                    needed.append(_tost_seeds(effect, sd, r, level, part_power, MIN_SEEDS))
+                    power = 1 - (1 - part_power) / 2
                 else:
-                    needed.append(seeds_needed(effect, sd, rho, 1, level, part_power, MIN_SEEDS))
-                    detectable.append(detectable_shift(seeds_run, sd * math.sqrt(2 * (1 - rho)), level, part_power))
-            primary_sd = sds[c.primary]
-            row.update(sigma=primary_sd, rho=rho, seeds_needed=max(needed),
-                       detectable=detectable[c.primary])
+                    needed.append(seeds_needed(effect, sd, r, 1, level, part_power, MIN_SEEDS))
+                    power = part_power
+                detectable.append(detectable_shift(seeds_run, sd * math.sqrt(2 * (1 - r)), level, power))
+            row.update(sigma=sds[c.primary], rho=r, seeds_needed=max(needed), detectable=detectable[c.primary])
         rows.append(row)
     return pd.DataFrame(rows).set_index("claim")
 
@@ -414,9 +415,7 @@ def _counting_roles(profile) -> dict:
 
 
 def _shown_tables(profile: str) -> str:
-    from .ledger import report_dir
-
-    return str((report_dir(profile) / "tables").relative_to(REPO_ROOT))
+    return str(_tables(profile).relative_to(REPO_ROOT))
 
 
 def _markdown(df) -> str:

@@ -40,6 +40,11 @@ NOTEBOOKS = ("01_architecture_study", "02_overfitting_analysis", "03_distillatio
 
 
 # --------------------------------------------------------------------------------------------- run sets
+def _unit(metric: str) -> str:
+    """How a comparison prints a difference of ``metric``."""
+    return "%" if metric.endswith("top1") else " pts" if metric == "gap" else ""
+
+
 @dataclass
 class RunSet:
     """Runs of several labelled variants over seeds.
@@ -80,12 +85,11 @@ class RunSet:
     def compare(self, better: str, worse: str, metric: str = "test_top1", lower: bool = False) -> dict:
         """:func:`~bnext_lib.verdicts.compare` on "``better`` has a higher (``lower=True``: lower) ``metric`` than
         ``worse``"."""
-        unit = "%" if metric.endswith("top1") else " pts" if metric == "gap" else ""
         why = self.why_cut(better) or self.why_cut(worse)
         if why:
             return cut(better, worse, why, lower)
         # paired by seed where both arms ran at the same seeds: they share each seed's subset and data order
-        r = compare(self.values(better, metric), self.values(worse, metric), better, worse, unit, lower,
+        r = compare(self.values(better, metric), self.values(worse, metric), better, worse, _unit(metric), lower,
                     seeds_a=self.values(better, "seed"), seeds_b=self.values(worse, "seed"))
         return dict(r, machines=self.machines(better, worse))
 
@@ -102,8 +106,7 @@ class RunSet:
         seeds = sorted(set.intersection(*(set(v) for v in per_seed.values())))
         ours = [per_seed[gain[0]][s] - per_seed[gain[1]][s] for s in seeds]
         theirs = [per_seed[than[0]][s] - per_seed[than[1]][s] for s in seeds]
-        unit = "%" if metric.endswith("top1") else " pts" if metric == "gap" else ""
-        r = compare(ours, theirs, f"{gain[0]} − {gain[1]}", f"{than[0]} − {than[1]}", unit, lower,
+        r = compare(ours, theirs, f"{gain[0]} − {gain[1]}", f"{than[0]} − {than[1]}", _unit(metric), lower,
                     seeds_a=seeds, seeds_b=seeds)
         return dict(r, machines=self.machines(*gain, *than))
 
