@@ -33,8 +33,9 @@ from student_frontier import cpu_name, write_csv  # noqa: E402
 
 from bnext_lib.config import teacher_config  # noqa: E402
 from bnext_lib.ledger import Ledger  # noqa: E402
+from bnext_lib.plan import distillation_recipes  # noqa: E402
 from bnext_lib.runs import runs_root  # noqa: E402
-from bnext_lib.study import Study, distillation_recipes  # noqa: E402
+from bnext_lib.study import Study  # noqa: E402
 from bnext_lib.verdicts import compare  # noqa: E402
 
 CAPPED = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}

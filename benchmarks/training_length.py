@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT))
 from student_frontier import cpu_name, save_figure, write_csv  # noqa: E402
 
 from bnext_lib.models import EARLIER_BLOCKS  # noqa: E402
-from bnext_lib.study import Study, distillation_recipes  # noqa: E402
+from bnext_lib.plan import distillation_recipes  # noqa: E402
+from bnext_lib.study import Study  # noqa: E402
 
 
 def headline(profile: str, regime: str, epochs: int | None) -> list[tuple[str, Study, str, dict, str, dict]]:

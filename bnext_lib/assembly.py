@@ -161,6 +161,16 @@ def _read_results(out: Path) -> tuple[list[dict], dict]:
     return studies, run
 
 
+def _runs_count(run: dict) -> str:
+    """"n of N runs of the whole report are recorded; " from run.json (:func:`bnext_lib.plan.count`), with what
+    the count assumed; empty where the part did not count."""
+    runs = run.get("runs")
+    if not runs:
+        return ""
+    assumed = f" (assuming {' and '.join(runs['assumed'])})" if runs.get("assumed") else ""
+    return f"{runs['recorded']} of {runs['total']} runs of the whole report are recorded{assumed}; "
+
+
 def _not_run(studies) -> str:
     """The notebooks a part did not run (``make report ONLY=...``), whose claims it does not show at all."""
     from .study import NOTEBOOKS
@@ -183,7 +193,7 @@ def assemble(out: str | os.PathLike = REPO_ROOT / "reports") -> Path:
               "are in [`executed/`](executed/).", ""]
     waiting = [s for s in studies if s.get("waiting")]
     if waiting:
-        lines += ["**A part of a report built in parts, not the report**: "
+        lines += ["**A part of a report built in parts, not the report**: " + _runs_count(run)
                   + "; ".join(f"{s['study']} stopped where {s['waiting']['runs']} of its runs wait for the next part "
                               f"({s['waiting']['recorded']} recorded)" for s in waiting)
                   + ". Its claims below are those the notebooks reached; the others wait for runs."

@@ -60,8 +60,6 @@ class Record:
     def __init__(self, name: str, out: Path, thresholds: Mapping[str, float], regime: str = "full"):
         self.name, self.key, self.out = name, name.split("_")[0], Path(out)
         self.thresholds, self.regime = dict(thresholds), regime
-        for sub in ("figures", "tables", "results"):
-            (self.out / sub).mkdir(parents=True, exist_ok=True)
         self.tables: list[dict] = []
         self.figures: list[dict] = []
         self.claims: list[dict] = []
@@ -71,17 +69,25 @@ class Record:
     def table(self, df, name: str, caption: str, floatfmt: str = ".2f"):
         """Write ``tables/<key>_<name>.csv`` and ``.md``; returns ``df`` for display."""
         stem = f"{self.key}_{name}"
-        atomic_write_text(self.out / "tables" / f"{stem}.csv", df.to_csv())
-        atomic_write_text(self.out / "tables" / f"{stem}.md", df.to_markdown(floatfmt=floatfmt) + "\n")
+        tables = self._folder("tables")
+        atomic_write_text(tables / f"{stem}.csv", df.to_csv())
+        atomic_write_text(tables / f"{stem}.md", df.to_markdown(floatfmt=floatfmt) + "\n")
         self.tables = [t for t in self.tables if t["name"] != stem]
         self.tables.append({"name": stem, "caption": caption, "csv": f"tables/{stem}.csv", "md": f"tables/{stem}.md"})
         return df
 
+    def _folder(self, sub: str) -> Path:
+        """``out/<sub>``, made when first written to: opening a study (or planning its runs) writes nothing."""
+        folder = self.out / sub
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
     def figure(self, fig, name: str, caption: str) -> None:
         """Write ``figures/<key>_<name>.png`` and ``.svg``."""
         stem = f"{self.key}_{name}"
-        fig.savefig(self.out / "figures" / f"{stem}.png", dpi=130, bbox_inches="tight")
-        fig.savefig(self.out / "figures" / f"{stem}.svg", bbox_inches="tight", metadata={"Date": None})
+        figures = self._folder("figures")
+        fig.savefig(figures / f"{stem}.png", dpi=130, bbox_inches="tight")
+        fig.savefig(figures / f"{stem}.svg", bbox_inches="tight", metadata={"Date": None})
         self.figures = [f for f in self.figures if f["name"] != stem]
         self.figures.append({"name": stem, "caption": caption, "png": f"figures/{stem}.png",
                              "svg": f"figures/{stem}.svg"})
@@ -176,6 +182,6 @@ class Record:
         """Write ``results/<name>.json``: ``parameters`` (how the study ran) and everything recorded."""
         result = {**parameters, "tables": self.tables, "figures": self.figures, "claims": self.claims,
                   "regime_checks": self.regime_checks, "notes": self.notes}
-        path = self.out / "results" / f"{self.name}.json"
+        path = self._folder("results") / f"{self.name}.json"
         atomic_write_text(path, json.dumps(result, indent=1, default=str))
         return path

@@ -44,12 +44,14 @@ from .ledger import Ledger, cpu_kind, git_commit, ledger_dir, machine
 from .profiles import get_profile
 from .progress import PROGRESS_ENV
 from .runs import DEADLINE_ENV
-from .study import (AT_THE_END, FLOAT_TWIN, NOTEBOOKS, NOTEBOOKS_ENV, REPO_ROOT, RunSet, Study, distillation_recipes, parse_seeds,
-                    report_dir)
+from . import plan
+from .plan import AT_THE_END, FLOAT_TWIN, distillation_recipes
+from .study import NOTEBOOKS, NOTEBOOKS_ENV, REPO_ROOT, RunSet, Study, parse_seeds, report_dir, report_studies
 from .verdicts import combine, compare, cut, gate
 
-__all__ = ["AT_THE_END", "FLOAT_TWIN", "REPO_ROOT", "NOTEBOOKS", "Study", "parse_seeds", "RunSet", "compare", "combine", "cut",
-           "gate", "distillation_recipes", "machine_info", "assemble", "update_readme", "execute", "record_run", "main"]
+__all__ = ["AT_THE_END", "FLOAT_TWIN", "REPO_ROOT", "NOTEBOOKS", "Study", "parse_seeds", "RunSet", "compare", "combine",
+           "cut", "gate", "distillation_recipes", "plan", "runs_line", "machine_info", "assemble", "update_readme",
+           "execute", "record_run", "main"]
 
 
 # --------------------------------------------------------------------------------------------- runner
@@ -181,14 +183,14 @@ def _continue_notebook(old: dict, entry: dict) -> dict:
 
 
 def record_run(out: Path, profile: str, times: dict, started: str, resume_ok: bool = False,
-               interrupted: bool = False) -> dict:
+               interrupted: bool = False, runs: dict | None = None) -> dict:
     """Write ``out/run.json``: profile, commit, machine and wall seconds per notebook of this invocation.
 
     It continues the recorded run of the same profile when that run was interrupted, or when ``resume_ok`` (a
     ``--only`` re-execution): a notebook it finished keeps its first time and run counts, unless it trained new
     runs, whose time it adds; the notebook it was stopped in adds its seconds to this invocation's (the runs trained
     before the stop are not trained again); the total is the sum. An interrupted invocation is recorded as such,
-    to be continued."""
+    to be continued. ``runs``: how many of the whole report's runs the ledger holds (:func:`bnext_lib.plan.count`)."""
     path = out / "run.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
     if previous.get("profile") != profile or not (resume_ok or previous.get("interrupted")):
@@ -206,6 +208,8 @@ def record_run(out: Path, profile: str, times: dict, started: str, resume_ok: bo
            "wall_s": round(sum(v.get("first_wall_s", v["wall_s"]) for v in notebooks.values()), 1)}
     if interrupted:
         run["interrupted"] = True
+    if runs is not None:
+        run["runs"] = runs
     if previous:
         _continue_note(run, previous, times, started, commit)
     atomic_write_text(path, json.dumps(run, indent=1))
@@ -304,6 +308,8 @@ def _part(chosen: Sequence[str], args, out: Path) -> list[str] | None:
     stage = out / ".part"
     shutil.rmtree(stage, ignore_errors=True)
     print(f"report ({args.profile}): {ledger_summary(ledger)}", file=sys.stderr, flush=True)
+    runs = plan.count(report_studies(args.profile, ledger.root))
+    print(f"report ({args.profile}): {runs_line(runs)}", file=sys.stderr, flush=True)
     slow = emulated_bf16(args.profile)
     if slow:
         print(f"report: warning: {slow}", file=sys.stderr, flush=True)
@@ -330,16 +336,25 @@ def _part(chosen: Sequence[str], args, out: Path) -> list[str] | None:
         os.environ.pop(NOTEBOOKS_ENV, None)
     ledger.write_index()
     waiting = [n for n, v in times.items() if v.get("waiting")]
-    record_run(stage, args.profile, times, started)
+    runs = plan.count(report_studies(args.profile, ledger.root))
+    record_run(stage, args.profile, times, started, runs=runs)
     if waiting:
         path = assemble(stage)
-        print(f"report: part done in {(time.perf_counter() - t) / 60:.1f} min; {ledger_summary(ledger)}; waiting for "
+        print(f"report: part done in {(time.perf_counter() - t) / 60:.1f} min; {ledger_summary(ledger)}; "
+              f"{runs_line(runs)}; waiting for "
               f"runs: {', '.join(waiting)}. A partial report is in {_shown(path)}; {_shown(out)} is as it was. "
               f"Commit {_shown(ledger.root)} and run the same command to continue.", file=sys.stderr)
         return waiting
     publish(stage, out)
     print(f"report: {(time.perf_counter() - t) / 60:.1f} min; {ledger_summary(ledger)}", file=sys.stderr)
     return []
+
+
+def runs_line(runs: dict) -> str:
+    """"n of N runs of the whole report recorded (01: n of N, ...)", and what the count assumed."""
+    per = ", ".join(f"{name[:2]}: {n} of {total}" for name, (n, total) in runs["notebooks"].items())
+    assumed = f"; assuming {' and '.join(runs['assumed'])}" if runs["assumed"] else ""
+    return f"{runs['recorded']} of {runs['total']} runs of the whole report recorded ({per}{assumed})"
 
 
 def emulated_bf16(profile: str) -> str | None:

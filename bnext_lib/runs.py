@@ -44,7 +44,7 @@ from .pool import parallel_map
 from .train import train
 
 __all__ = ["Run", "RunsWaiting", "runs_root", "run_folder", "is_done", "run_one", "run_many", "retrain",
-           "load_teachers", "ensure_teachers", "deadline", "DEADLINE_ENV"]
+           "load_teachers", "ensure_teachers", "teacher_configs", "deadline", "DEADLINE_ENV"]
 
 # the end of a report part's time budget (seconds since the epoch), set by the report runner (bnext_lib.report)
 DEADLINE_ENV = "BNEXT_DEADLINE"
@@ -303,7 +303,7 @@ def load_teachers(cfg: TrainConfig, root: str | os.PathLike | None = None,
     return teachers
 
 
-def _teacher_configs(configs: Sequence[TrainConfig], threads: int | None = None) -> dict[str, TrainConfig]:
+def teacher_configs(configs: Sequence[TrainConfig], threads: int | None = None) -> dict[str, TrainConfig]:
     """``{digest: config}`` of every teacher run the configurations need."""
     out = {}
     for c in configs:
@@ -316,7 +316,7 @@ def _teacher_configs(configs: Sequence[TrainConfig], threads: int | None = None)
 def ensure_teachers(configs: Sequence[TrainConfig], workers: int = 1, threads: int | None = None,
                     ledger: Ledger | None = None) -> dict:
     """Train (or find) every teacher the configurations need, side by side; ``{teacher config digest: Run}``."""
-    t_cfgs = _teacher_configs(configs, threads)
+    t_cfgs = teacher_configs(configs, threads)
     runs = run_many(list(t_cfgs.values()), workers=workers, threads=threads, ledger=ledger, teachers=True)
     return dict(zip(t_cfgs, runs))
 
@@ -392,7 +392,7 @@ def _train_missing(pending, asked, root, workers, threads, verbose, ledger, deri
     # one seed of every variant before the next seed: a part cut short by its budget is balanced over the arms it
     # compares, and workers starting together compile different graphs (later seeds find theirs in Inductor's cache)
     pending = sorted(pending, key=lambda c: c.seed)
-    missing = {d: t for d, t in _teacher_configs(pending, threads).items()
+    missing = {d: t for d, t in teacher_configs(pending, threads).items()
                if not _ready(t, root, ledger, True, ())}
     where = str(ledger.root) if ledger is not None else None
     expect = ledger.estimator(cpu_kind(machine())) if ledger is not None else (lambda c, cold=False: None)

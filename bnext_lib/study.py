@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -19,24 +20,27 @@ from .config import TrainConfig, config_hash, teacher_config
 from .landscape import Landscape, landscape_key
 from . import claims
 from .ledger import Ledger, cpu_kind, ledger_dir, report_dir
+from . import plan
+from .plan import AT_THE_END, FLOAT_TWIN, distillation_recipes, ladder_order
 from .profiles import get_profile, rescaled_warmup
 from .record import Record
-from .runs import RunsWaiting, ensure_teachers, is_done, run_many
+from .runs import RunsWaiting, ensure_teachers, is_done, run_many, teacher_configs
 from .verdicts import compare, cut
 
-__all__ = ["REPO_ROOT", "NOTEBOOKS", "Study", "RunSet", "parse_seeds", "distillation_recipes", "AT_THE_END",
-           "report_dir", "FLOAT_TWIN"]
+__all__ = ["REPO_ROOT", "NOTEBOOKS", "Study", "report_studies", "RunSet", "parse_seeds", "distillation_recipes",
+           "AT_THE_END", "report_dir", "FLOAT_TWIN"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# a variant override: the run's validation and training splits evaluated after its last epoch only (Study.config)
-AT_THE_END = {"evaluate": "end"}
-# a variant override: the student's float twin (its quantizers removed), evaluated with BatchNorm statistics
-# recomputed over 32 training batches; with its running statistics its eval-mode accuracy collapses (2,000 images,
-# one epoch: test top-1 13.8 %, recomputed 77.8 %; the binary student 70.3 and 71.8), docs/method.md §9
-FLOAT_TWIN = {"binary": False, "precise_bn": 32}
 # the notebooks a report invocation runs (set by bnext_lib.report), so that a study prefetches only for those
 NOTEBOOKS_ENV = "BNEXT_NOTEBOOKS"
 NOTEBOOKS = ("01_architecture_study", "02_overfitting_analysis", "03_distillation", "04_augmentation_ablation")
+
+
+def report_studies(profile: str, ledger: str | os.PathLike | None = None) -> list["Study"]:
+    """The report's four studies at ``profile``'s own parameters (each notebook in its regime), for counting its
+    runs (:func:`bnext_lib.plan.count`); nothing is trained or written."""
+    return [Study(name, profile=profile, regime="full" if name == NOTEBOOKS[0] else "overfitting", ledger=ledger)
+            for name in NOTEBOOKS]
 
 
 # --------------------------------------------------------------------------------------------- run sets
@@ -164,34 +168,6 @@ class RunSet:
         return pd.concat(frames, ignore_index=True)
 
 
-def distillation_recipes(ladder: Sequence[str]) -> dict:
-    """The distillation study's recipes from a teacher ladder ``[weak, (middle,) strong]`` (measured order).
-
-    The two-teacher recipes pair the weak teacher as assistant with the strong one as main teacher (official
-    BNext-T: EfficientNet-B0 + B2); with a middle teacher, consecutive KD runs two rounds with the weak, then the
-    middle teacher as assistant and the strong one as main teacher throughout (official BNext-M: B0 -> B2 with B4).
-
-    The CE and single-teacher recipes are runs of the over-fitting analysis too, which draws their learning curves
-    (notebook 02: the same runs, cached once); the two-teacher ones are evaluated at the end only
-    (``evaluate="end"``, :meth:`Study.config`), which is all their comparisons read.
-    """
-    if len(ladder) < 2:
-        raise ValueError(f"the distillation study needs at least two teachers (weak, strong), got {list(ladder)}")
-    weak, strong = ladder[0], ladder[-1]
-    recipes = {
-        "CE only": {},
-        "single weak": {"teachers": [weak]},
-        "single strong": {"teachers": [strong]},
-        "two, fixed 0.5/0.5": {"teachers": [weak, strong], "kd_weighting": "fixed", **AT_THE_END},
-        "two, adaptive (batch)": {"teachers": [weak, strong], **AT_THE_END},
-        "two, adaptive (instance)": {"teachers": [weak, strong], "kd_granularity": "instance", **AT_THE_END},
-    }
-    if len(ladder) > 2:
-        recipes["consecutive (weak→mid, strong)"] = {"teachers": [weak, ladder[len(ladder) // 2], strong],
-                                                     **AT_THE_END}
-    return recipes
-
-
 def _fmt(mean: float, std: float, lo: float, hi: float) -> str:
     if math.isnan(std):
         return f"{mean:.2f}"
@@ -285,7 +261,19 @@ class Study:
         self.ledger = Ledger(ledger if ledger is not None else ledger_dir(profile))
         self.trained = self.cached = 0
         self.waiting: dict = {}
+        # the digests of every run this study asked for (students, their teachers, what it prefetched): at the end
+        # they are held against the plan, which counts the report's runs (bnext_lib/plan.py)
+        self.asked: set[str] = set()
+        self.prefetched = False
+        self._given = dict(seeds=seeds, epochs=epochs, dataset=dataset, model=model, device=device, workers=workers,
+                           out_dir=out_dir, ledger=self.ledger.root)
         self.t0 = time.perf_counter()
+
+    def sibling(self, name: str) -> "Study":
+        """The study of notebook ``name`` with this one's parameters (profile, seeds, overrides, ledger), in its
+        own regime (the architecture study's full data, the over-fitting regime for the others)."""
+        return Study(name, profile=self.profile.name, regime="full" if name == NOTEBOOKS[0] else "overfitting",
+                     **self._given)
 
     # what the notebooks write, through the study's record
     @property
@@ -381,6 +369,13 @@ class Study:
         cfg.validate()
         return cfg
 
+    def configs(self, overrides: Mapping[str, Any], seeds: Sequence[int] | None = None,
+                headline: bool = False) -> list[TrainConfig]:
+        """One variant's configurations (:meth:`config` of ``overrides``), one per seed: ``seeds`` (default: the
+        study's), or :attr:`headline_seeds` for a label a headline claim compares."""
+        seeds = self.headline_seeds if headline else (tuple(seeds) if seeds is not None else self.seeds)
+        return [self.config(**{**overrides, "seed": seed}) for seed in seeds]
+
     def run(self, variants: Mapping[str, Mapping[str, Any]], seeds: Sequence[int] | None = None,
             prefetch: bool = False, headline: bool | Sequence[str] = False,
             landscapes: bool | Sequence[str] = False) -> RunSet:
@@ -407,7 +402,8 @@ class Study:
         cut = {label: self.profile.cut_reason(label) for label in variants if self.profile.cut_reason(label)}
         keys = [(label, seed) for label in variants if label not in cut
                 for seed in (self.headline_seeds if label in top else seeds)]
-        configs = [self.config(**{**variants[label], "seed": seed}) for label, seed in keys]
+        configs = [c for label in variants if label not in cut
+                   for c in self.configs(variants[label], seeds, headline=label in top)]
         done = sum(is_done(c, ledger=self.ledger) for c in configs)
         # a report part that runs none of the later notebooks (``--only``) does not train what they start from
         later = os.environ.get(NOTEBOOKS_ENV)
@@ -417,6 +413,8 @@ class Study:
         wanted = set(variants) if landscapes is True else set(landscapes or ())
         derive = {config_hash(c): self.landscape_specs for (label, _), c in zip(keys, configs) if label in wanted}
         # what later studies start from may wait for the next part; this study's own runs may not
+        self.prefetched |= bool(extra)
+        self.asked |= {config_hash(c) for c in extra + configs} | set(teacher_configs(configs))
         runs = run_many(extra + configs, workers=self.workers, threads=self.threads, ledger=self.ledger,
                         derive=derive, teachers=teachers, partial=True)[len(extra):]
         missing = [c for c, r in zip(configs, runs) if r is None]
@@ -462,6 +460,7 @@ class Study:
 
         names = list(names or self.teachers)
         base = self.config(teachers=tuple(names))
+        self.asked |= set(teacher_configs([base]))
         try:
             runs = ensure_teachers([base], self.workers, self.threads, self.ledger)
         except RunsWaiting as e:
@@ -503,7 +502,7 @@ class Study:
         """The teacher table sorted weak to strong by measured validation top-1 (test top-1 without a validation
         split): the ladder the studies use."""
         table = self.teacher_table()
-        return table.sort_values("val_top1" if table["val_top1"].notna().all() else "test_top1")
+        return table.loc[ladder_order(list(table.index), list(table["val_top1"]), list(table["test_top1"]))]
 
     @property
     def sizes(self) -> tuple[str, ...]:
@@ -511,8 +510,16 @@ class Study:
         return self.profile.sizes
 
     def finish(self) -> dict:
-        """Write ``results/<name>.json`` (parameters, tables, figures, claims, run counts, wall time)."""
+        """Write ``results/<name>.json`` (parameters, tables, figures, claims, run counts, wall time). A study that
+        got all its runs asks the plan whether it counts exactly those (:func:`bnext_lib.plan.unplanned`) and warns
+        where not: the report's "n of N" would be wrong."""
         wall = round(time.perf_counter() - self.t0, 1)
+        if not self.waiting and self.asked:
+            extra, missing = plan.unplanned(self, self.asked, self.prefetched)
+            if extra or missing:
+                warnings.warn(f"{self.name}: the plan (bnext_lib/plan.py) does not count what this notebook asked "
+                              f"for: {len(extra)} run(s) asked but not planned ({', '.join(extra[:3])}), "
+                              f"{len(missing)} planned but not asked ({', '.join(missing[:3])})")
         r = self.record
         r.write_results({"study": self.name, "profile": self.profile.name, "regime": self.regime,
                             "seeds": list(self.seeds), "headline_seeds": list(self.headline_seeds),

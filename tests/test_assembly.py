@@ -122,3 +122,9 @@ def test_a_partial_report_names_what_waits_and_what_the_part_did_not_run(tmp_pat
     text = assemble(out).read_text()
     assert ("01_architecture_study stopped where 6 of its runs wait for the next part (14 recorded)") in text
     assert ("Not run in this part: 02_overfitting_analysis, 03_distillation, 04_augmentation_ablation.") in text
+    assert "runs of the whole report" not in text  # a part that did not count says nothing of the whole
+    (out / "run.json").write_text(json.dumps({"profile": "cpu", "notebooks": {}, "runs": {
+        "recorded": 14, "total": 148, "notebooks": {}, "assumed": ["the teacher ladder in the profile's order"]}}))
+    text = assemble(out).read_text()
+    assert ("not the report**: 14 of 148 runs of the whole report are recorded (assuming the teacher ladder in the "
+            "profile's order); 01_architecture_study stopped where") in text
