@@ -75,3 +75,35 @@ def test_kernel_variance_compares_the_same_seeds_under_two_kernel_settings(tmp_p
     capped_records = [r for r in records if r["machine"].get("kernel_caps") == CAPPED]
     assert len(capped_records) == 3 and all(not r["config"]["model"].startswith("timm:") for r in capped_records)
     assert all(r["config"]["model"].startswith("timm:") for r in records if r not in capped_records)
+
+
+@pytest.mark.slow
+def test_capacity_teachers_measures_each_candidate_s_lead_over_the_binary_student_of_its_seed(tmp_path):
+    """Each candidate's validation lead is its top-1 minus the binary CE student's at the same choice seed (the same
+    training subset); the summary names the roles the mean lead allows under the profile's thresholds."""
+    csv = tmp_path / "c.csv"
+    out = _run("capacity_teachers.py", "--seeds", "1000", "1001", "--candidate", "pico twin", "binary=false",
+               "precise_bn=4", "--csv", str(csv))
+    df = pd.read_csv(csv)
+    assert sorted(df["arm"].unique()) == ["binary student (CE)", "pico twin"] and len(df) == 4
+    assert set(df.loc[df.arm == "pico twin", "binary"]) == {False}
+    for seed, part in df.groupby("seed"):
+        base = part.loc[part.arm == "binary student (CE)", "val_top1"].item()
+        assert part["val_lead"].round(4).tolist() == (part["val_top1"] - base).round(4).tolist()
+    assert "roles: a main teacher leads the student by >= 4.0 points" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seeds", "3"], "choice seeds start at 1000"),
+    (["--candidate", "x", "binary=maybe"], "binary must be true or false"),
+    (["--candidate", "model=bnext_nano"], "takes a label, then KEY=VALUE"),
+])
+def test_capacity_teachers_refuses_bad_input_before_anything_trains(args, message, monkeypatch, capsys):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import capacity_teachers
+
+    monkeypatch.setattr(sys, "argv", ["capacity_teachers.py", "--profile", "smoke", *args])
+    monkeypatch.setattr(capacity_teachers, "run_many", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(SystemExit):
+        capacity_teachers.main()
+    assert message in capsys.readouterr().err
