@@ -222,20 +222,31 @@ def notebook_runs(study, chosen: Choices | None = None, prefetch: bool = True) -
     return list({config_hash(c): c for c in configs}.values())
 
 
-def count(studies: Sequence) -> dict:
+def count(studies: Sequence, also: Sequence = ()) -> dict:
     """How many of the report's runs the ledger holds: ``{"recorded": n, "total": N, "notebooks": {name: [n, N]},
-    "assumed": [...]}``, each run counted once over the notebooks of ``studies`` (one
-    :class:`~bnext_lib.study.Study` per notebook, sharing a ledger: :func:`bnext_lib.study.report_studies`)."""
+    "assumed": [...], "missing_s": seconds, "unknown": k}``, each run counted once over the notebooks of
+    ``studies`` (one :class:`~bnext_lib.study.Study` per notebook, sharing a ledger:
+    :func:`bnext_lib.study.report_studies`). ``missing_s``: the wall seconds the missing runs are expected to take
+    on this kind of machine, one thread each (:meth:`~bnext_lib.ledger.Ledger.estimator`: the recorded runs alike,
+    in the report's ledger, else in ``also``, e.g. the choice ledger), for all but the ``unknown`` missing runs of
+    a kind never recorded."""
+    from .ledger import cpu_kind, machine
+
     ledger = studies[0].ledger
     chosen = choices(studies[0])
-    seen: dict[str, bool] = {}
+    seen: dict[str, TrainConfig | None] = {}
     per = {}
     for study in studies:
         runs = notebook_runs(study, chosen)
         done = [ledger.has(c) for c in runs]
         per[study.name] = [sum(done), len(done)]
-        seen.update({config_hash(c): d for c, d in zip(runs, done)})
-    return {"recorded": sum(seen.values()), "total": len(seen), "notebooks": per, "assumed": chosen.assumed}
+        seen.update({config_hash(c): None if d else c for c, d in zip(runs, done)})
+    missing = [c for c in seen.values() if c is not None]
+    kind = cpu_kind(machine())
+    estimators = [source.estimator(kind) for source in (ledger, *also)]
+    costs = [next((e for e in (f(c) for f in estimators) if e is not None), None) for c in missing]
+    return {"recorded": len(seen) - len(missing), "total": len(seen), "notebooks": per, "assumed": chosen.assumed,
+            "missing_s": round(sum(x for x in costs if x is not None), 1), "unknown": sum(x is None for x in costs)}
 
 
 def unplanned(study, asked: set[str], prefetch: bool) -> tuple[list[str], list[str]]:

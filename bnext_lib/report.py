@@ -50,7 +50,7 @@ from .study import NOTEBOOKS, NOTEBOOKS_ENV, REPO_ROOT, RunSet, Study, parse_see
 from .verdicts import combine, compare, cut, gate
 
 __all__ = ["AT_THE_END", "FLOAT_TWIN", "REPO_ROOT", "NOTEBOOKS", "Study", "parse_seeds", "RunSet", "compare", "combine",
-           "cut", "gate", "distillation_recipes", "plan", "runs_line", "machine_info", "assemble", "update_readme",
+           "cut", "gate", "distillation_recipes", "plan", "count_runs", "runs_line", "machine_info", "assemble", "update_readme",
            "execute", "record_run", "main"]
 
 
@@ -308,7 +308,7 @@ def _part(chosen: Sequence[str], args, out: Path) -> list[str] | None:
     stage = out / ".part"
     shutil.rmtree(stage, ignore_errors=True)
     print(f"report ({args.profile}): {ledger_summary(ledger)}", file=sys.stderr, flush=True)
-    runs = plan.count(report_studies(args.profile, ledger.root))
+    runs = count_runs(args.profile, ledger)
     print(f"report ({args.profile}): {runs_line(runs)}", file=sys.stderr, flush=True)
     slow = emulated_bf16(args.profile)
     if slow:
@@ -336,7 +336,7 @@ def _part(chosen: Sequence[str], args, out: Path) -> list[str] | None:
         os.environ.pop(NOTEBOOKS_ENV, None)
     ledger.write_index()
     waiting = [n for n, v in times.items() if v.get("waiting")]
-    runs = plan.count(report_studies(args.profile, ledger.root))
+    runs = count_runs(args.profile, ledger)
     record_run(stage, args.profile, times, started, runs=runs)
     if waiting:
         path = assemble(stage)
@@ -350,11 +350,24 @@ def _part(chosen: Sequence[str], args, out: Path) -> list[str] | None:
     return []
 
 
+def count_runs(profile: str, ledger: Ledger) -> dict:
+    """:func:`bnext_lib.plan.count` of the report at ``profile``, the missing runs' costs estimated from ``ledger``
+    and the profile's choice ledger."""
+    return plan.count(report_studies(profile, ledger.root), also=[Ledger(ledger_dir(profile, choice=True))])
+
+
 def runs_line(runs: dict) -> str:
     """"n of N runs of the whole report recorded (01: n of N, ...)", and what the count assumed."""
     per = ", ".join(f"{name[:2]}: {n} of {total}" for name, (n, total) in runs["notebooks"].items())
     assumed = f"; assuming {' and '.join(runs['assumed'])}" if runs["assumed"] else ""
-    return f"{runs['recorded']} of {runs['total']} runs of the whole report recorded ({per}{assumed})"
+    left = runs["total"] - runs["recorded"]
+    cost = ""
+    if left:
+        known = left - runs["unknown"]
+        cost = (f"; the {left} missing: ~{runs['missing_s'] / 3600:.1f} worker-hours expected on this kind of "
+                f"machine for {known} of them from recorded runs alike"
+                + (f", {runs['unknown']} of kinds never recorded" if runs["unknown"] else ""))
+    return f"{runs['recorded']} of {runs['total']} runs of the whole report recorded ({per}{assumed}){cost}"
 
 
 def emulated_bf16(profile: str) -> str | None:

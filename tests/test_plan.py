@@ -27,6 +27,16 @@ def test_the_plan_counts_every_notebook_s_runs_once(tmp_path):
     # four recipes with two or three teachers (single weak and single strong are 02's); 04 adds its presets
     assert n["total"] == first + seeds * teachers + seeds * 4 + fourth - third
     assert n["recorded"] == 0 and len(n["assumed"]) == 2
+    assert n["unknown"] == n["total"] and n["missing_s"] == 0  # an empty ledger knows no run's cost
+
+    class Costs:  # a ledger that has recorded runs alike of every student without teachers: 100 s each
+        def estimator(self, kind):
+            return lambda cfg: None if cfg.teachers or cfg.model.startswith("timm:") else 100.0
+
+    n = plan.count(report_studies("cpu", tmp_path / "empty"), also=[Costs()])
+    distilled = seeds * teachers + seeds * 4  # 02's students of one teacher, 03's of two or three
+    assert n["unknown"] == teachers + distilled  # 04's presets run under 'CE only' here: no teachers
+    assert n["missing_s"] == 100.0 * (n["total"] - n["unknown"])
 
 
 def test_the_plan_reads_the_ladder_and_the_recipe_from_recorded_runs(tmp_path, monkeypatch):
