@@ -324,6 +324,9 @@ REGIME_EVIDENCE = (
     ("student_frontier", "Binary students and short-run recipes on the full training set: test top-1 (full test "
      "set) against training cost", "benchmarks/student_frontier.py"),
     ("teacher_ladder", "Full-precision teachers: test top-1 and training cost", "benchmarks/teacher_ladder.py"),
+    ("capacity_teachers", "Candidate teachers trained on the over-fitting regime's own subset of each choice seed "
+     "(the student's images), against the binary CE student of that seed: validation lead, and the roles it allows",
+     "benchmarks/capacity_teachers.py"),
     ("teachers_same_data", "Teachers trained on the over-fitting regime's 2,000 images (the student's own): below the "
      "CE student, so the report's teachers learn from the full training set", "benchmarks/teacher_ladder.py --subset"),
     ("eval_precision", "The adopted recipe's models evaluated in float32 and under bf16 autocast (validation split)",

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-__all__ = ["Part", "Claim", "CLAIMS", "FLOOR", "MIN_SEEDS", "get", "fill", "parts_of", "judge", "size_roles", "variance_budget",
-           "power_table", "protocol_markdown", "SOURCE_KINDS", "run_costs"]
+__all__ = ["Part", "Claim", "CLAIMS", "FLOOR", "MIN_SEEDS", "get", "fill", "parts_of", "judge", "size_roles",
+           "variance_budget", "power_table", "protocol_markdown", "SOURCE_KINDS", "run_costs", "teacher_images_ratio"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FLOOR = 0.5  # points of test top-1: below it, one run under two CPU kernels moves more (kernel_variance.csv)
@@ -92,6 +92,9 @@ class Claim:
     metric_unit: str = "points"
     notes: str = ""
     seeds_key: str = field(default="seeds")  # the profile's seeds it runs at: "seeds" or "headline_seeds"
+    # its arms are students of teachers: the teachers' regime checks gate it, their roles and whether they learn
+    # from the student's own images (Study.check_teachers)
+    distilled: bool = False
 
     @property
     def test(self) -> str:
@@ -160,35 +163,36 @@ CLAIMS: dict[str, Claim] = {c.key: c for c in [
            Part("KD from {middle}", "KD from {strong}", effect=0.5,
                 effect_source="measured middle - strongest teacher's student: gpu +0.23; floored at 0.5")),
           **_measured(2.38, 1.96, "gap strongest - weakest teacher's student"),
-          where="table 02_overfitting, figure 02_overfitting"),
+          where="table 02_overfitting, figure 02_overfitting", distilled=True),
     Claim("kd_vs_ce", "02_overfitting_analysis", "Distillation from the strongest single teacher beats "
           "cross-entropy alone", "paper", "paper abstract",
           "arXiv: a knowledge-distillation technique proposed against the over-fitting", "overfitting",
           ("KD from {strong}", "CE only"), (Part("KD from {strong}", "CE only"),),
-          **_measured(0.60, 0.52, "KD from the strongest - CE"), where="table 02_overfitting"),
+          **_measured(0.60, 0.52, "KD from the strongest - CE"), where="table 02_overfitting", distilled=True),
     Claim("multi_teacher", "03_distillation",
           "Two teachers (weak assistant + strong main, adaptive α) beat the strong teacher alone", "paper",
           "official code", "train_assistant_group_amp.py: an assistant and a main teacher active at every step",
           "overfitting", ("two, adaptive (batch)", "single strong"), (Part("two, adaptive (batch)", "single strong"),),
           **_measured(-1.64, -1.77, "two teachers - strong alone"), where="table 03_distillation",
-          seeds_key="headline_seeds"),
+          seeds_key="headline_seeds", distilled=True),
     Claim("adaptive", "03_distillation", "Adaptive α beats a fixed 0.5/0.5 split of the same two teachers", "paper",
           "official code", "KD_loss.py: per-teacher weights from a softmax of the student's losses",
           "overfitting", ("two, adaptive (batch)", "two, fixed 0.5/0.5"),
           (Part("two, adaptive (batch)", "two, fixed 0.5/0.5"),), **_measured(0.40, 0.10, "adaptive - fixed"),
-          where="table 03_distillation, figure 03_alpha"),
+          where="table 03_distillation, figure 03_alpha", distilled=True),
     Claim("instance", "03_distillation",
           "Per-instance α beats per-batch α (the official code effectively uses per-batch)", "project", "project",
           "a quirk of KD_loss.py: the per-instance branch is never taken", "overfitting",
           ("two, adaptive (instance)", "two, adaptive (batch)"),
           (Part("two, adaptive (instance)", "two, adaptive (batch)"),),
-          **_measured(-0.53, -0.26, "instance - batch"), where="table 03_distillation"),
+          **_measured(-0.53, -0.26, "instance - batch"), where="table 03_distillation", distilled=True),
     Claim("consecutive", "03_distillation",
           "Consecutive KD (assistants weak → middle, strong main) beats a fixed weak assistant at equal epochs",
           "paper", "paper abstract", "TMLR: consecutive knowledge distillation, \"a novel multi-round optimization "
           "technique\"", "overfitting", ("consecutive (weak→mid, strong)", "two, adaptive (batch)"),
           (Part("consecutive (weak→mid, strong)", "two, adaptive (batch)"),),
-          **_measured(None, 0.40, "consecutive - fixed weak assistant"), where="table 03_distillation"),
+          **_measured(None, 0.40, "consecutive - fixed weak assistant"), where="table 03_distillation",
+          distilled=True),
     Claim("randaugment", "04_augmentation_ablation",
           "RandAugment m7 helps the binary student: crop + flip + RandAugment (released) beats crop + flip, and "
           "RandAugment alone beats no augmentation", "paper", "paper abstract",
@@ -429,6 +433,72 @@ def _markdown(df) -> str:
                      + ["| " + " | ".join(r) + " |" for r in rows])
 
 
+def teacher_images_ratio(profile: str) -> float | None:
+    """How many training images the profile's teachers learn from per image its distilled students learn from
+    (the over-fitting regime's), the largest over its teachers: 1 where they learn from the same images; None where
+    a dataset's size is not known without reading it. What ``Study.check_teachers`` measures of the runs, known
+    from the profile before any runs."""
+    from .config import TrainConfig, teacher_config
+    from .data import training_images
+    from .profiles import get_profile
+
+    p = get_profile(profile)
+    student = TrainConfig(**{**p.train, **p.overfitting})
+    mine = training_images(student.dataset, student.train_subset, student.val_split)
+    theirs = [training_images(t.dataset, t.train_subset, t.val_split)
+              for t in (teacher_config(name, student) for name in p.teachers)]
+    if not mine or not theirs or None in theirs:
+        return None
+    return max(theirs) / mine
+
+
+def _capacity_lines(profile: str) -> list[str]:
+    """What was measured of teachers trained on the student's own images (the profile's tables, where it has
+    them): timm teachers on a subset (``teacher_ladder.py --subset``), and each candidate of
+    ``benchmarks/capacity_teachers.py`` with its mean validation lead over the binary student of its seed."""
+    import pandas as pd
+
+    from .ledger import report_dir
+
+    lines = []
+    same = report_dir(profile) / "tables" / "teachers_same_data.csv"
+    if same.exists():
+        t = pd.read_csv(same)
+        lines.append("timm teachers trained on a subset of the student's images (`benchmarks/teacher_ladder.py "
+                     f"--subset`, `{_shown_tables(profile)}/teachers_same_data.csv`): "
+                     + "; ".join(f"{r.teacher.removeprefix('timm:')} {r.epochs} epochs on {r.train_images:,} images, "
+                                 f"{r.val_top1:.2f} % validation top-1" for r in t.itertuples()) + ".")
+    path = report_dir(profile) / "tables" / "capacity_teachers.csv"
+    if not path.exists():
+        return lines
+    df = pd.read_csv(path)
+    df = df[df["arm"] != df["arm"].iloc[0]] if len(df) else df  # the first arm is the binary student itself
+    said = "; ".join(f"{arm}: {g['val_lead'].mean():+.2f} points of validation top-1 over the binary CE student "
+                     f"(seeds {', '.join(str(s) for s in g['seed'])}; range {g['val_lead'].min():+.2f} to "
+                     f"{g['val_lead'].max():+.2f})" for arm, g in df.groupby("arm", sort=False))
+    return lines + ["Teachers on the student's own images, measured on choice seeds (`benchmarks/capacity_teachers.py`"
+                    f", `{_shown_tables(profile)}/capacity_teachers.csv`): {said or 'no run yet'}."]
+
+
+def _design_lines(profile: str) -> list[str]:
+    """The claims the profile's design cannot test (its teachers learn from images their students never see), and
+    what was measured of the alternatives."""
+    ratio = teacher_images_ratio(profile)
+    distilled = [c.key for c in CLAIMS.values() if c.distilled]
+    if ratio is not None and ratio <= 1:
+        return [f"Distilled claims ({', '.join(distilled)}): the {profile} profile's teachers learn from the "
+                "images their students learn from, so a teacher's lead comes from its capacity.", ""]
+    why = (f"its teachers learn from {ratio:g} training images per image their students learn from"
+           if ratio is not None else "the size of its teachers' training data is not known without reading it")
+    return [f"**Not testable at the {profile} profile, by its design: {', '.join(distilled)}.** {why.capitalize()} "
+            "(the over-fitting regime's subset against the teachers' training set), so a teacher's lead there "
+            "comes partly from images its student never sees, where the paper's teachers and students learn from "
+            "the same ImageNet images; the regime check \"teachers' training images per image their student "
+            "learns from\" (at most 1) fails whatever the runs measure. Their runs are trained and shown; their "
+            "verdicts read \"not tested\", not testable at this profile.", "",
+            *(line for measured in _capacity_lines(profile) for line in (measured, ""))]
+
+
 def protocol_markdown(profile: str = "cpu") -> str:
     """The protocol as Markdown: the claims as registered, then the power table."""
     lines = [f"## The pre-registered protocol ({profile} profile)", "",
@@ -457,6 +527,7 @@ def protocol_markdown(profile: str = "cpu") -> str:
                                                              f"{v['machines']}" for k, v in sorted(costs.items()))
                                                    or "none measured yet") + "); distilled runs add their teachers' "
               "forward passes, and arms shared between claims are counted in each.", ""]
+    lines += _design_lines(profile)
     lines += ["Smallest effects of interest:", ""]
     for c in CLAIMS.values():
         if c.parts:

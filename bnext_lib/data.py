@@ -43,6 +43,17 @@ SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
 # The seed of every validation split (ImageData.split_validation): one fixed set of held-out images per size.
 VALIDATION_SEED = 20221123
+# the training splits' sizes, for what a configuration trains on without loading it (training_images)
+TRAIN_SPLIT_SIZE = {"fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000}
+
+
+def training_images(dataset: str, train_subset: int | None, val_split: int | None) -> int | None:
+    """How many images a run of ``dataset`` trains on: its subset, else the training split less the validation
+    split; None for a dataset whose size is not known without reading it (image folders, synthetic)."""
+    if train_subset is not None:
+        return train_subset
+    size = TRAIN_SPLIT_SIZE.get(dataset)
+    return None if size is None else size - (val_split or 0)
 
 
 class DatasetError(RuntimeError):

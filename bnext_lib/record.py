@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .checkpoints import atomic_write_text
-from .config import in_last_quarter
+from .config import in_last_quarter, teacher_config
+from .data import training_images
 from .verdicts import VERDICTS
 
 __all__ = ["Record", "COMPARISON_FIELDS", "SOURCES", "last_quarter_rise"]
@@ -110,13 +111,16 @@ class Record:
         self.claims.append(entry)
         return entry
 
-    def regime_check(self, check: str, value: float, threshold: float, at_least: bool = True) -> dict:
+    def regime_check(self, check: str, value: float, threshold: float, at_least: bool = True,
+                     design: bool = False) -> dict:
         """Measure one condition a claim's regime needs (``value >= threshold``, or ``<=`` with
         ``at_least=False``); the returned check goes to :func:`~bnext_lib.verdicts.gate` and to
-        ``regime_checks.csv``."""
+        ``regime_checks.csv``. ``design``: a condition of the profile's design, not of what its runs measured (a
+        failed one makes the claim not testable at this profile, whatever the runs)."""
         passed = bool(value >= threshold if at_least else value <= threshold)  # NaN (not measured) fails
         entry = {"study": self.name, "check": check, "value": float(value),
-                 "threshold": f"{'>=' if at_least else '<='} {threshold:g}", "passed": passed}
+                 "threshold": f"{'>=' if at_least else '<='} {threshold:g}", "passed": passed,
+                 "of": "the profile's design" if design else "the runs"}
         self.regime_checks = [c for c in self.regime_checks if c["check"] != check] + [entry]
         return entry
 
@@ -148,6 +152,24 @@ class Record:
             checks += [self.regime_check(f"assistant minus CE student ({name})", assistant - ce, t["assistant_lead"]),
                        self.regime_check(f"main teacher minus assistant ({name})", main - assistant, t["main_lead"])]
         return checks
+
+    def check_same_images(self, runs) -> dict:
+        """The teachers learn from their students' own images, so that a teacher's lead comes from its capacity,
+        not from images its student never sees (in the paper both learn from ImageNet's training set): the most
+        training images any teacher of ``runs`` learned from per image its student learned from, at most 1 (the
+        same subset, drawn with the student's seed, or the same full set). NaN (fails) where a dataset's size is
+        not known."""
+        ratios = []
+        for run in runs.runs.values():
+            cfg = run.config
+            mine = training_images(cfg.dataset, cfg.train_subset, cfg.val_split)
+            for name in cfg.teachers:
+                t = teacher_config(name, cfg)
+                theirs = training_images(t.dataset, t.train_subset, t.val_split)
+                ratios.append(theirs / mine if mine and theirs else math.nan)
+        value = max(ratios, default=math.nan) if not any(r != r for r in ratios) else math.nan
+        return self.regime_check(f"teachers' training images per image their student learns from ({self.regime} "
+                                 "regime)", value, 1.0, at_least=False, design=True)
 
     def check_overfitting(self, runs, label: str) -> list[dict]:
         """The CE student ``label`` over-fits, as means over its seeds: train top-1 (eval mode, no augmentation)

@@ -322,7 +322,7 @@ class Study:
         return self.record.check_student(runs, label)
 
     def check_teachers(self, ladder, runs, label: str) -> list[dict]:
-        return self.record.check_teachers(ladder, runs, label)
+        return self.record.check_teachers(ladder, runs, label) + [self.record.check_same_images(runs)]
 
     def check_overfitting(self, runs, label: str) -> list[dict]:
         return self.record.check_overfitting(runs, label)

@@ -360,12 +360,17 @@ def seeds_needed(effect: float, sd: float, rho: float = 0.0, family: int = 1, al
 
 def gate(result: Mapping, checks: Sequence[Mapping]) -> dict:
     """``result`` unchanged when every regime check passed, else the same numbers with verdict **not tested** and
-    the failed checks named. A check is a mapping with ``check``, ``value``, ``threshold`` and ``passed``."""
+    the failed checks named: "not testable at this profile" and the failed conditions of its design where there
+    are any (``of``: "the profile's design", :meth:`bnext_lib.record.Record.regime_check`), else "regime not met"
+    and the failed measurements. A check is a mapping with ``check``, ``value``, ``threshold`` and ``passed``."""
     failed = [c for c in checks if not c["passed"]]
     if not failed:
         return dict(result)
-    why = ", ".join(f"{c['check']} = {c['value']:.2f} (needs {c['threshold']})" for c in failed)
-    out = dict(result, verdict="not tested", text=f"{result['text']} — regime not met: {why}")
+    design = [c for c in failed if c.get("of") == "the profile's design"]
+    why = ", ".join(f"{c['check']} = {c['value']:.2f} (needs {c['threshold']})" for c in design or failed)
+    # a condition of the profile's design fails whatever its runs measure: the claim cannot be tested there
+    lead = "not testable at this profile" if design else "regime not met"
+    out = dict(result, verdict="not tested", text=f"{result['text']} — {lead}: {why}")
     if "parts" in out:
         out["parts"] = [dict(p, verdict="not tested") for p in out["parts"]]
     return out

@@ -189,3 +189,19 @@ def test_the_pairing_correlation_is_planned_with_its_lower_bound(tmp_path, monke
     assert measured.loc["kd_vs_ce", "rho"] == pytest.approx(row["rho_lo90"])
     assert measured.loc["kd_vs_ce", "seeds_needed"] < unpaired.loc["kd_vs_ce", "seeds_needed"]
     assert measured.loc["elm_ir_order", "rho"] == 0.0  # the full regime's pairing was not measured
+
+
+def test_the_protocol_says_which_claims_a_profile_s_design_cannot_test():
+    """The cpu and gpu profiles' teachers learn from the full training set, 55 images per image of the over-fitting
+    regime's student: the distilled claims are not testable there, by design; the smoke and paper profiles' teachers
+    learn from their students' own images."""
+    from bnext_lib.claims import CLAIMS, protocol_markdown, teacher_images_ratio
+
+    assert [teacher_images_ratio(p) for p in ("smoke", "cpu", "gpu", "paper")] == [1.0, 55.0, 55.0, 1.0]
+    distilled = [c.key for c in CLAIMS.values() if c.distilled]
+    assert distilled == ["overfitting", "kd_vs_ce", "multi_teacher", "adaptive", "instance", "consecutive"]
+    assert all(CLAIMS[k].notebook[:2] in ("02", "03") for k in distilled)
+    cpu = protocol_markdown("cpu")
+    assert f"**Not testable at the cpu profile, by its design: {', '.join(distilled)}.**" in cpu
+    assert "learn from 55 training images per image their students learn from" in cpu
+    assert "Not testable" not in protocol_markdown("smoke")

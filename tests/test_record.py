@@ -65,3 +65,24 @@ def test_teacher_roles_are_checked_on_the_validation_split(tmp_path):
     assert [c["passed"] for c in rec.check_teachers(weak_assistant, runs, "CE")] == [True, False, True]
     no_val = ladder.assign(val_top1=np.nan)
     assert "test top-1" in rec.check_teachers(no_val, runs, "CE")[0]["check"]
+
+
+def test_teachers_must_learn_from_their_students_images(tmp_path):
+    """A teacher of the full training set (55,000 images at a 5,000-image validation split) teaching a student of
+    1,000 learned from 55 images per student image: a condition of the profile's design fails, whatever the runs
+    measured; a teacher of the student's own subset passes (ratio 1)."""
+    rec = Record("02_x", tmp_path, {}, regime="overfitting")
+    student = dict(dataset="fashion_mnist", train_subset=1000, val_split=5000)
+
+    def runs(**teacher):
+        cfg = TrainConfig(**student, teachers=("timm:resnet10t@4",), **teacher)
+        return _Runs([], {("KD", 0): SimpleNamespace(config=cfg), ("CE", 0): SimpleNamespace(
+            config=TrainConfig(**student))})
+
+    full = rec.check_same_images(runs())
+    assert (full["value"], full["passed"], full["of"]) == (55.0, False, "the profile's design")
+    same = rec.check_same_images(runs(teacher_subset=1000))
+    assert (same["value"], same["passed"]) == (1.0, True)
+    unknown = rec.check_same_images(_Runs([], {("KD", 0): SimpleNamespace(config=TrainConfig(
+        dataset="synthetic", teachers=("timm:resnet10t",)))}))
+    assert unknown["value"] != unknown["value"] and not unknown["passed"]  # NaN: not known, so not met

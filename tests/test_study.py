@@ -118,7 +118,7 @@ def test_study_outputs(tmp_path):
     gated = claims[claims.claim == "a gated claim"]
     assert gated.verdict.tolist() == ["not tested"] and gated.delta.iloc[0] == pytest.approx(2.0)
     checks = pd.read_csv(tmp_path / "tables" / "regime_checks.csv")
-    assert list(checks.columns) == ["study", "check", "value", "threshold", "passed"]
+    assert list(checks.columns) == ["study", "check", "value", "threshold", "passed", "of"]
     assert checks.passed.tolist() == [False, True]
 
 

@@ -65,6 +65,13 @@ def test_a_failed_regime_check_means_not_tested():
     assert gated["verdict"] == "not tested" and "train-test gap" in gated["text"]
     assert gated["delta"] == r["delta"]  # the numbers stay for the reader
     assert gate(combine([r, r]), [bad])["verdict"] == "not tested"
+    assert "regime not met: train-test gap = 1.20 (needs >= 3.0)" in gated["text"]
+    design = {"check": "teachers' training images per image their student learns from", "value": 55.0,
+              "threshold": "<= 1", "passed": False, "of": "the profile's design"}
+    gated = gate(r, [ok, bad, design])  # a condition of the design: not testable there, whatever the runs
+    assert gated["verdict"] == "not tested" and "train-test gap" not in gated["text"]
+    assert gated["text"].endswith("not testable at this profile: teachers' training images per image their student "
+                                  "learns from = 55.00 (needs <= 1)")
 
 
 def test_the_notebooks_verdicts_are_the_statistical_ones():
