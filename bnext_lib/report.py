@@ -40,7 +40,7 @@ from . import nbclean
 from .assembly import assemble, machine_info, stale_files, update_readme
 from .checkpoints import atomic_write_text
 from .cluster import EXECUTOR_ENV, ClusterSpec
-from .ledger import Ledger, cpu_kind, git_commit, ledger_dir, machine
+from .ledger import Ledger, git_commit, ledger_dir, machine
 from .profiles import get_profile
 from .progress import PROGRESS_ENV
 from .runs import DEADLINE_ENV
