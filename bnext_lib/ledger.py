@@ -34,7 +34,7 @@ import platform
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 from .checkpoints import atomic_write, atomic_write_text
 from .config import TrainConfig, config_hash
@@ -312,23 +312,28 @@ class Ledger:
         number of teachers; on this kind of machine first, else on any. None when nothing alike was recorded."""
         import statistics
 
-        costs: dict[tuple, list[tuple[float, float]]] = {}
+        costs: dict[tuple, list[tuple[float, float, dict]]] = {}
         for r in self.records(skip_bad=True):
             same_kind = cpu_kind(r["machine"]) == kind
             paid = compile_seconds(r)
             for level, key in enumerate((_variant(r["config"]), _shape(r["config"]))):
-                costs.setdefault((level, same_kind, key), []).append((r["wall_s"] - paid, paid))
+                costs.setdefault((level, same_kind, key), []).append((r["wall_s"] - paid, paid,
+                                                                      r.get("derived_s", {})))
 
-        def expected(cfg: TrainConfig, cold: bool = False) -> float | None:
-            """``cold``: the run is the first of its graph in this part, so it pays the compilation."""
+        def expected(cfg: TrainConfig, cold: bool = False, derived: Sequence[str] = ()) -> float | None:
+            """``cold``: the run is the first of its graph in this part, so it pays the compilation. ``derived``:
+            the values (:func:`bnext_lib.landscape.landscape_key`) it computes when it finishes, at their recorded
+            cost where runs alike recorded one (records written before it was timed say nothing)."""
             mine = record_config(cfg)
             for level, key in enumerate((_variant(mine), _shape(mine))):
                 for same_kind in (True, False):
                     if (level, same_kind, key) in costs:
                         runs = costs[(level, same_kind, key)]
-                        warm = statistics.median(w for w, _ in runs)
-                        paid = max(c for _, c in runs) if cold and cfg.compile else 0.0
-                        return float(warm + paid)
+                        warm = statistics.median(w for w, _, _ in runs)
+                        paid = max(c for _, c, _ in runs) if cold and cfg.compile else 0.0
+                        extra = sum(statistics.median(seen) for seen in
+                                    ([d[k] for _, _, d in runs if k in d] for k in derived) if seen)
+                        return float(warm + paid + extra)
             return None
         return expected
 

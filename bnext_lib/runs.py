@@ -238,7 +238,7 @@ def _weights_again(run: Run, ledger: Ledger, need: str) -> dict:
 def _complete(run: Run, ledger: Ledger | None, keep_weights: bool, derive: Sequence[tuple]) -> Run:
     """Add to ``run``'s record what this caller needs and it lacks (derived values, committed weights) and write it
     where it is missing (this machine's run cache, the ledger)."""
-    record = dict(run.record, derived=dict(run.record["derived"]))
+    record = dict(run.record, derived=dict(run.record["derived"]), derived_s=dict(run.record.get("derived_s", {})))
     todo = [s for s in derive if _key(s) not in record["derived"]]
     commit = keep_weights and ledger is not None and not ledger.weights_path(run.digest).exists()
     if todo or commit:
@@ -255,8 +255,11 @@ def _complete(run: Run, ledger: Ledger | None, keep_weights: bool, derive: Seque
         model = build_model(run.config.model, record["num_classes"], record["in_chans"], **run.config.model_options())
         model.load_state_dict(state)
         for spec in todo:
+            t = time.perf_counter()
             key, value = _derived(run.config, spec, model.eval())
             record["derived"][key] = value
+            # what it cost beside the training (wall_s): a part's estimate of a run that computes it adds this
+            record["derived_s"][key] = round(time.perf_counter() - t, 2)
         if commit:
             ledger.put_weights(run.digest, state)
     if run.folder is not None and (todo or not (run.folder / "record.json").exists()):
@@ -395,7 +398,7 @@ def _train_missing(pending, asked, root, workers, threads, verbose, ledger, deri
     missing = {d: t for d, t in teacher_configs(pending, threads).items()
                if not _ready(t, root, ledger, True, ())}
     where = str(ledger.root) if ledger is not None else None
-    expect = ledger.estimator(cpu_kind(machine())) if ledger is not None else (lambda c, cold=False: None)
+    expect = ledger.estimator(cpu_kind(machine())) if ledger is not None else (lambda c, cold=False, derived=(): None)
 
     graphs: set = set()
 
@@ -403,7 +406,8 @@ def _train_missing(pending, asked, root, workers, threads, verbose, ledger, deri
         # a part pays each graph's compilation once, on its first run (later ones find it in Inductor's cache)
         cold = graph_key(c) not in graphs
         graphs.add(graph_key(c))
-        return (c, root, where, commit_weights, tuple(derive.get(config_hash(c), ())), expect(c, cold))
+        specs = tuple(derive.get(config_hash(c), ()))
+        return (c, root, where, commit_weights, specs, expect(c, cold, [_key(s) for s in specs]))
 
     # the missing teachers (strong ones, listed last, first) train side by side with the runs that need none of
     # them, so that no worker waits for a teacher; the runs that distil from them follow

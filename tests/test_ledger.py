@@ -239,6 +239,14 @@ def test_a_part_counts_the_compilation_once_per_graph(monkeypatch):
     assert expected(tiny_config(compile=True, seed=3)) == pytest.approx(warm)
     assert expected(tiny_config(compile=True, seed=3), cold=True) == pytest.approx(350.0)
     assert graph_key(tiny_config(compile=True, seed=3, order_seed=9)) == graph_key(cfg)  # seeds share a graph
+    # a run that computes its loss landscape when it finishes pays that too, at its recorded cost (a block run of
+    # the cpu report: ~230 s beside ~300 s of training, which a part's budget had left out)
+    timed = dict(record, derived_s={"landscape_a": 200.0, "landscape_b": 40.0})
+    monkeypatch.setattr(Ledger, "records", lambda self, skip_bad=False: iter([timed]))
+    expected = ledger.estimator("AMD EPYC [avx2]")
+    assert expected(tiny_config(compile=True, seed=3), derived=["landscape_a", "landscape_b"]) == pytest.approx(
+        warm + 240.0)
+    assert expected(tiny_config(compile=True, seed=3), derived=["landscape_never_timed"]) == pytest.approx(warm)
 
 
 @pytest.mark.slow
@@ -254,6 +262,7 @@ def test_a_record_missing_a_derived_value_is_completed_by_training_it_again_iden
                      derive={run.digest: [spec]})[0]
     assert "landscape_s3_w1_n16_seed5" in fresh.record["derived"] and fresh.record["final"] == run.record["final"]
     assert "landscape_s3_w1_n16_seed5" in ledger.get(run.config)["derived"]
+    assert ledger.get(run.config)["derived_s"]["landscape_s3_w1_n16_seed5"] > 0  # its cost, for a part's estimate
     other = dict(run.record["machine"], cpu="another CPU")
     assert same_machine(run.record["machine"], run.record["machine"]) and not same_machine(other, run.record["machine"])
     ledger.put(dict(ledger.get(run.config), machine=other))
