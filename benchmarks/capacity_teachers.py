@@ -21,7 +21,6 @@ binary student; per candidate the mean lead, its range, and the roles it can pla
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -37,6 +36,7 @@ from bnext_lib.ledger import Ledger, ledger_dir  # noqa: E402
 from bnext_lib.plan import FLOAT_TWIN  # noqa: E402
 from bnext_lib.runs import DEADLINE_ENV, RunsWaiting, run_many  # noqa: E402
 from bnext_lib.study import Study, report_dir  # noqa: E402
+from variance_budget import _override  # noqa: E402
 
 STUDENT = "binary student (CE)"
 
@@ -45,16 +45,10 @@ def parse_candidate(tokens: list[str]) -> tuple[str, dict]:
     """``["label", "KEY=VALUE", ...]`` -> ``(label, overrides)``; a value is read as JSON where it parses."""
     if not tokens or "=" in tokens[0]:
         raise ValueError(f"--candidate takes a label, then KEY=VALUE overrides, got {tokens!r}")
-    overrides = {}
-    for text in tokens[1:]:
-        key, sep, value = text.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--candidate {tokens[0]!r}: expected KEY=VALUE, got {text!r}")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    return tokens[0], overrides
+    try:
+        return tokens[0], dict(_override(text) for text in tokens[1:])  # read as --pair reads them
+    except ValueError:
+        raise ValueError(f"--candidate {tokens[0]!r}: expected KEY=VALUE overrides, got {tokens[1:]!r}") from None
 
 
 def roles(lead: float, thresholds: dict) -> str:
