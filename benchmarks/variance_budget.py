@@ -13,6 +13,14 @@ the profile's choice ledger (``reports/choice-ledger/`` for cpu, :func:`bnext_li
 report's; a run the ledger has is not trained again, so the same command continues after an interruption or a
 ``--budget-min`` part. The cross-kernel spread is read from ``reports/tables/kernel_variance.csv`` when it exists.
 
+``--landscapes`` (full regime) also slices the loss landscape of the 'all' source's runs and of the ``--pair`` arm's
+at the profile's grid and direction seeds, as notebook 01 slices its blocks', and keeps the slices in the runs'
+records: the roughness's σ between seeds (each run's roughness the mean over its direction seeds, as the report
+reads it), its spread between direction seeds within a run, and the pairing correlation of two models' roughness.
+
+    .venv/bin/python benchmarks/variance_budget.py --profile cpu --regime full --runs 5 --sources all --landscapes \
+        --pair elm_attention=false info_recoupling=false
+
 Prints and writes (``--csv``, default ``variance_budget_<regime>.csv`` in the profile's report tables:
 ``reports/tables/`` at cpu, ``reports/<profile>/tables/`` elsewhere) one row per source: runs,
 mean, standard deviation with its 90 % chi-square interval, and the range. Asserts nothing.
@@ -25,6 +33,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bnext_lib.config import config_hash  # noqa: E402
+from bnext_lib.landscape import Landscape, landscape_key  # noqa: E402
 from bnext_lib.ledger import Ledger, ledger_dir  # noqa: E402
 from bnext_lib.runs import DEADLINE_ENV, Run, RunsWaiting, run_many  # noqa: E402
 from bnext_lib.study import Study, report_dir  # noqa: E402
@@ -85,17 +95,38 @@ def _sd(values) -> float:
     return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
 
 
-def table(rows, results) -> pd.DataFrame:
+def roughness(run, keys: Sequence[str]) -> tuple[float, float]:
+    """A run's roughness as notebook 01 reads it (the mean over its direction seeds' slices, ``keys``) and their
+    spread within the run; NaN where its record lacks a slice."""
+    derived = run.record.get("derived", {}) if run is not None else {}
+    if not keys or any(k not in derived for k in keys):
+        return float("nan"), float("nan")
+    values = np.array([Landscape.from_dict(derived[k]).roughness for k in keys])
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+
+
+def table(rows, results, landscape_keys: Sequence[str] = ()) -> pd.DataFrame:
     frame = pd.DataFrame([dict(source=SOURCES[s], i=i, test_top1=r.final["test_top1"], val_top1=r.final.get("val_top1"),
                                gap=r.final.get("train_eval_top1", np.nan) - r.final["test_top1"],
+                               roughness=roughness(r, landscape_keys)[0], within=roughness(r, landscape_keys)[1],
                                wall_s=r.record["wall_s"]) for (s, i, _), r in zip(rows, results) if r is not None])
     out = []
     for source, part in frame.groupby("source", sort=False):
         v = part["test_top1"].to_numpy()
         sd, lo, hi = sd_interval(v) if len(v) > 1 else (float("nan"),) * 3
-        out.append(dict(source=source, runs=len(v), test_top1_mean=v.mean(), sd=sd, sd_lo90=lo, sd_hi90=hi,
-                        min=v.min(), max=v.max(), val_sd=_sd(part["val_top1"]), gap_mean=part["gap"].mean(),
-                        gap_sd=_sd(part["gap"]), wall_s_median=part["wall_s"].median()))
+        row = dict(source=source, runs=len(v), test_top1_mean=v.mean(), sd=sd, sd_lo90=lo, sd_hi90=hi,
+                   min=v.min(), max=v.max(), val_sd=_sd(part["val_top1"]), gap_mean=part["gap"].mean(),
+                   gap_sd=_sd(part["gap"]), wall_s_median=part["wall_s"].median())
+        rough = part["roughness"].dropna().to_numpy()
+        if landscape_keys:
+            r_sd, r_lo, r_hi = sd_interval(rough) if len(rough) > 1 else (float("nan"),) * 3
+            # the spread between direction seeds within a run, pooled over runs (equal directions: the RMS)
+            within = float(np.sqrt(np.mean(part["within"].dropna() ** 2))) if part["within"].notna().any() \
+                else float("nan")
+            row.update(roughness_runs=len(rough), roughness_mean=rough.mean() if len(rough) else float("nan"),
+                       roughness_sd=r_sd, roughness_sd_lo90=r_lo, roughness_sd_hi90=r_hi,
+                       roughness_directions_sd=within)
+        out.append(row)
     kernels = ROOT / "reports" / "tables" / "kernel_variance.csv"
     if kernels.exists():
         k = pd.read_csv(kernels)
@@ -119,15 +150,16 @@ def _override(text: str) -> tuple[str, object]:
         return key, value
 
 
-def pairing_row(arm: str, pairs: list[tuple[float, float]], level: float = 0.9) -> dict:
-    """The pairing correlation of two arms over the seeds they share (``scipy.stats.pearsonr``), with the lower end
-    of its ``level`` interval (Fisher's z; four seeds at least), and the per-seed differences' standard deviation."""
+def pairing_row(arm: str, pairs: list[tuple[float, float]], level: float = 0.9, metric: str = "test_top1") -> dict:
+    """The pairing correlation of two arms' ``metric`` over the seeds they share (``scipy.stats.pearsonr``), with the
+    lower end of its ``level`` interval (Fisher's z; four seeds at least), and the per-seed differences' standard
+    deviation."""
     a, b = (np.array(v, float) for v in zip(*pairs)) if pairs else (np.array([]), np.array([]))
     n = len(a)
     r = stats.pearsonr(a, b) if n > 2 else None
     rho = float(r.statistic) if r is not None else float("nan")
     lo = float(r.confidence_interval(level).low) if n > 3 else float("nan")
-    return dict(arm=arm, runs=n, rho=rho, rho_lo90=lo, sd_base=_sd(a), sd_arm=_sd(b),
+    return dict(arm=arm, metric=metric, runs=n, rho=rho, rho_lo90=lo, sd_base=_sd(a), sd_arm=_sd(b),
                 sd_diff=_sd(a - b) if n > 1 else float("nan"))
 
 
@@ -146,8 +178,14 @@ def main() -> None:
                     help="also train this variant of the CE student (e.g. elm_attention=false) at the 'all' "
                          "source's seeds: the pairing correlation ρ of two arms that share each seed's subset and "
                          "data order, written to pairing_<regime>.csv beside the budget (the power table reads it)")
+    ap.add_argument("--landscapes", action="store_true",
+                    help="also slice the loss landscapes of the 'all' source's runs and the --pair arm's (the "
+                         "profile's grid and direction seeds, as notebook 01): the roughness's σ and ρ (full regime)")
     ap.add_argument("--csv")
     args = ap.parse_args()
+    if args.landscapes and (args.regime != "full" or "all" not in args.sources):
+        ap.error("--landscapes slices the full regime's 'all' source (notebook 01's landscapes): --regime full "
+                 "with 'all' in --sources")
     try:
         pair = dict(_override(kv) for kv in args.pair or ())
     except ValueError as e:
@@ -180,12 +218,20 @@ def main() -> None:
     if pair:
         alls = [r for (s, _, _), r in zip(rows, results) if s == "all"]
         paired = list(zip(alls, run_many(arm, workers=args.workers, threads=1, ledger=ledger, partial=True)))
+    specs = study.landscape_specs if args.landscapes else []
+    keys = [landscape_key(*spec[1:]) for spec in specs]
+    if specs:  # from the weights of runs this machine has, else trained again (identical on this kind of machine)
+        sliced = [c for (s, _, c), r in zip(rows, results) if s == "all" and r is not None]
+        sliced += [b.config for _, b in paired if b is not None]
+        print(f"loss landscapes: {len(sliced)} runs x {len(specs)} direction seeds", flush=True)
+        run_many(sliced, workers=args.workers, threads=1, ledger=ledger, partial=True, verbose=False,
+                 derive={config_hash(c): specs for c in sliced})
     ledger.write_index()
     missing = sum(r is None for r in results) + sum(b is None for _, b in paired)
     # the table: every source the ledger holds runs of, whichever this invocation asked to train
     everything = plan(study, args.runs, args.base)
     frame = table(everything, [Run(c, ledger.get(c), None, ledger) if ledger.has(c) else None
-                               for _, _, c in everything])
+                               for _, _, c in everything], keys)
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if missing:
         print(f"{missing} of {len(results)} runs wait for the next part: the same command continues")
@@ -194,13 +240,21 @@ def main() -> None:
     frame.to_csv(csv, index=False, float_format="%.4f")
     print(f"wrote {csv}")
     if pair:
-        row = pairing_row(", ".join(args.pair), [(a.final["test_top1"], b.final["test_top1"]) for a, b in paired
-                                                 if a is not None and b is not None])
-        print(pd.DataFrame([row]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        both = [(Run(a.config, ledger.get(a.config), None, ledger), Run(b.config, ledger.get(b.config), None, ledger))
+                for a, b in paired if a is not None and b is not None]  # as recorded, slices included
+        arm_name = ", ".join(args.pair)
+        rows_out = [pairing_row(arm_name, [(a.final["test_top1"], b.final["test_top1"]) for a, b in both])]
+        if keys:
+            rough = [(roughness(a, keys)[0], roughness(b, keys)[0]) for a, b in both]
+            rows_out.append(pairing_row(arm_name, [p for p in rough if not np.isnan(p).any()], metric="roughness"))
+        new_rows = pd.DataFrame(rows_out)
+        print(new_rows.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         out = csv.parent / f"pairing_{args.regime}.csv"
         old = pd.read_csv(out) if out.exists() else pd.DataFrame()
-        old = old[old.arm != row["arm"]] if len(old) else old
-        pd.concat([old, pd.DataFrame([row])]).to_csv(out, index=False, float_format="%.4f")
+        if len(old):
+            old["metric"] = old.get("metric", pd.Series("test_top1", index=old.index)).fillna("test_top1")
+            old = old[~((old.arm == arm_name) & old.metric.isin(new_rows.metric))]
+        pd.concat([old, new_rows]).to_csv(out, index=False, float_format="%.4f")
         print(f"wrote {out}")
 
 

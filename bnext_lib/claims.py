@@ -153,7 +153,8 @@ CLAIMS: dict[str, Claim] = {c.key: c for c in [
           _BLOCKS, tuple(Part("BNext", o, metric="roughness", lower=True) for o in _BLOCKS[1:]),
           effect=0.5, effect_source="no measured effect; half a roughness unit (BNext alone varied 2.86-4.38 "
           "between seeds in v2)", where="table 01_landscape, figure 01_landscape", metric_unit="roughness",
-          notes="one pair of directions per seed: the roughness's own variance is in the seed-to-seed spread"),
+          notes="a run's roughness is the mean over the profile's direction seeds; their spread within a run is "
+          "part of the seed-to-seed σ the seeds are planned with (variance_budget.py --landscapes)"),
     Claim("overfitting", "02_overfitting_analysis",
           "Counter-intuitive overfitting: the strongest teacher's student has a wider train-test gap than the "
           "weakest teacher's, and no better test top-1 than the middle teacher's", "paper", "paper abstract",
@@ -311,11 +312,14 @@ def variance_budget(regime: str, profile: str = "cpu", root: Path | None = None)
         gap_added = float(math.sqrt((alone.gap_sd.fillna(0) ** 2).sum())) if len(alone) else 0.0
         factor = upper / float(row.sd.iloc[0]) if row.sd.iloc[0] > 0 else 1.0  # the same chi-square factor
         out["gap"] = max(float(row.gap_sd.iloc[0]) * factor, gap_added)
+    # the loss landscape's roughness (variance_budget.py --landscapes): its own seed-to-seed σ at the upper bound
+    if "roughness_sd_hi90" in df.columns and row.roughness_runs.iloc[0] >= 2:
+        out["roughness"] = float(row.roughness_sd_hi90.iloc[0])
     return out
 
 
-def pairing(regime: str, profile: str = "cpu", root: Path | None = None) -> dict:
-    """The pairing correlation ρ to plan ``regime``'s paired comparisons with, measured on choice seeds
+def pairing(regime: str, profile: str = "cpu", root: Path | None = None, metric: str = "test_top1") -> dict:
+    """The pairing correlation ρ of ``metric`` to plan ``regime``'s paired comparisons with, measured on choice seeds
     (``benchmarks/variance_budget.py --pair``: two arms at the same seeds): the lowest lower end of the 90 %
     intervals over the pairs measured, floored at 0 (a smaller ρ asks for more seeds: the conservative side).
     ``{"rho", "pairs", "runs"}``; empty where no pair was measured on four seeds or more."""
@@ -325,6 +329,8 @@ def pairing(regime: str, profile: str = "cpu", root: Path | None = None) -> dict
     if not path.exists():
         return {}
     df = pd.read_csv(path).dropna(subset=["rho_lo90"])
+    metrics = df["metric"].fillna("test_top1") if "metric" in df.columns else pd.Series("test_top1", index=df.index)
+    df = df[metrics == metric]
     if df.empty:
         return {}
     return {"rho": max(0.0, float(df.rho_lo90.min())), "pairs": len(df), "runs": int(df.runs.sum())}
@@ -375,24 +381,34 @@ def power_table(profile: str = "cpu", rho: float | None = None, sigmas: Mapping[
     level = ALPHA / len(tested)
     sigmas = dict(sigmas) if sigmas is not None else {r: variance_budget(r, profile) for r in ("full", "overfitting")}
     costs = dict(costs) if costs is not None else run_costs(profile)
-    rhos = {r: rho if rho is not None else pairing(r, profile).get("rho", 0.0) for r in ("full", "overfitting")}
+    def rho_of(regime: str, metric: str) -> float:
+        # a metric's own measured ρ; the gap shares top-1's runs, so top-1's ρ; 0 (unpaired) where none was measured
+        if rho is not None:
+            return rho
+        own = pairing(regime, profile, metric=metric)
+        if own or metric != "gap":
+            return own.get("rho", 0.0)
+        return pairing(regime, profile).get("rho", 0.0)
+
     rows = []
     for c in CLAIMS.values():
         seeds_run = len(getattr(prof, c.seeds_key) or prof.seeds)
+        if c.parts and all(_cut_arms(p, prof) for p in parts_of(c, **_counting_roles(prof))):
+            seeds_run = 0  # the profile cuts an arm of every comparison: the claim is not run there
         row = dict(claim=c.key, notebook=c.notebook[:2], origin=c.origin, source=c.source, test=c.test,
                    comparisons=len(parts_of(c, **_counting_roles(prof))), effect=c.effect,
                    effect_source=c.effect_source, sigma=math.nan, rho=math.nan, seeds_needed=math.nan,
                    seeds_run=seeds_run if c.parts else 0, detectable=math.nan,
                    cpu_s=len(c.arms) * seeds_run * costs.get(c.regime, {}).get("median_s", math.nan)
-                   if c.parts else 0.0)
+                   if c.parts and seeds_run else 0.0)
         measured = sigmas.get(c.regime) or {}
         parts = parts_of(c, **_counting_roles(prof))
         sds = [measured.get(p.metric) for p in parts]
         if parts and all(sds):
-            r = rhos[c.regime]
             part_power = POWER ** (1 / row["comparisons"])  # every part must hold: the claim's joint power
             needed, detectable = [], []
             for p, sd in zip(parts, sds):
+                r = rho_of(c.regime, p.metric)
                 effect = p.effect if p.effect is not None else c.effect
                 sd = sd * math.sqrt(2) if p.than else sd  # a difference of two gains: four arms' variances
                 if p.test == "equivalence":  # TOST: each one-sided test at power 1 - (1 - power) / 2
@@ -401,10 +417,30 @@ def power_table(profile: str = "cpu", rho: float | None = None, sigmas: Mapping[
                 else:
                     needed.append(seeds_needed(effect, sd, r, 1, level, part_power, MIN_SEEDS))
                     power = part_power
-                detectable.append(detectable_shift(seeds_run, sd * math.sqrt(2 * (1 - r)), level, power))
-            row.update(sigma=sds[c.primary], rho=r, seeds_needed=max(needed), detectable=detectable[c.primary])
+                detectable.append(detectable_shift(seeds_run, sd * math.sqrt(2 * (1 - r)), level, power)
+                                  if seeds_run else math.nan)
+            row.update(sigma=sds[c.primary], rho=rho_of(c.regime, parts[c.primary].metric), seeds_needed=max(needed),
+                       detectable=detectable[c.primary])
         rows.append(row)
     return pd.DataFrame(rows).set_index("claim")
+
+
+def _cut_arms(part: Part, prof) -> list[str]:
+    """The arms of a (filled) comparison that ``prof`` does not train."""
+    return [a for a in (part.better, part.worse, *(part.than or ())) if prof.cut_reason(a)]
+
+
+def cut_claims(profile: str) -> dict[str, list[str]]:
+    """``{claim: [arms cut]}`` of the claims with a comparison the profile cuts (:attr:`Profile.cut`)."""
+    from .profiles import get_profile
+
+    prof = get_profile(profile)
+    out = {}
+    for c in CLAIMS.values():
+        arms = [a for p in parts_of(c, **_counting_roles(prof)) for a in _cut_arms(p, prof)]
+        if arms:
+            out[c.key] = list(dict.fromkeys(arms))
+    return out
 
 
 def size_roles(student: str) -> dict:
@@ -496,9 +532,24 @@ def _design_lines(profile: str) -> list[str]:
             "(the over-fitting regime's subset against the teachers' training set), so a teacher's lead there "
             "comes partly from images its student never sees, where the paper's teachers and students learn from "
             "the same ImageNet images; the regime check \"teachers' training images per image their student "
-            "learns from\" (at most 1) fails whatever the runs measure. Their runs are trained and shown; their "
-            "verdicts read \"not tested\", not testable at this profile.", "",
+            "learns from\" (at most 1) fails whatever the runs measure. Their runs that the profile trains are shown; "
+            "their verdicts read \"not tested\", not testable at this profile.", "",
             *(line for measured in _capacity_lines(profile) for line in (measured, ""))]
+
+
+def _cut_lines(profile: str) -> list[str]:
+    """What the profile does not train (:attr:`~bnext_lib.profiles.Profile.cut`) and the comparisons that lose an arm."""
+    from .profiles import get_profile
+
+    patterns = get_profile(profile).cut
+    if not patterns:
+        return []
+    cut = cut_claims(profile)
+    said = "; ".join(f"{k} ({', '.join(v)})" for k, v in cut.items()) or "none"
+    return [f"**Cut at the {profile} profile** (`Profile.cut`, its budget: the reasons beside it in "
+            f"`bnext_lib/profiles.py`): the variants {', '.join(f'`{x}`' for x in patterns)} are not trained; the "
+            f"comparisons that need them read \"cut\", and a claim with every comparison cut runs no seeds above: "
+            f"{said}.", ""]
 
 
 def protocol_markdown(profile: str = "cpu") -> str:
@@ -529,7 +580,7 @@ def protocol_markdown(profile: str = "cpu") -> str:
                                                              f"{v['machines']}" for k, v in sorted(costs.items()))
                                                    or "none measured yet") + "); distilled runs add their teachers' "
               "forward passes, and arms shared between claims are counted in each.", ""]
-    lines += _design_lines(profile)
+    lines += _design_lines(profile) + _cut_lines(profile)
     lines += ["Smallest effects of interest:", ""]
     for c in CLAIMS.values():
         if c.parts:

@@ -23,7 +23,7 @@ from .config import TrainConfig, config_hash, teacher_config
 from .models import EARLIER_BLOCKS
 from .runs import teacher_configs
 
-__all__ = ["ABLATION", "PROGRESSIVE", "PRESETS", "HEADLINE_PRESETS", "AT_THE_END", "FLOAT_TWIN", "block_models",
+__all__ = ["ABLATION", "PROGRESSIVE", "ABLATION_LANDSCAPES", "BLOCK_LANDSCAPES", "PRESETS", "HEADLINE_PRESETS", "AT_THE_END", "FLOAT_TWIN", "block_models",
            "blocks", "capacities", "sizes", "overfitting", "distillation_recipes", "DISTILLATION_HEADLINE",
            "augmentation", "Batch", "Choices", "ladder_order", "choices", "batches", "notebook_runs", "count",
            "unplanned"]
@@ -43,6 +43,10 @@ ABLATION = {
     "neither": {"elm_attention": False, "info_recoupling": False},
 }
 PROGRESSIVE = {"float-weight warm-up (τ → 0 at 30 %)": {}, "sign from the first step": {"temperature_reach": 1e-3}}
+# whose loss landscapes notebook 01 slices (its runs keep them in their records): BNext in the ablation, and every
+# block (their BNext is the ablation's run)
+ABLATION_LANDSCAPES = ("ELM + IR (BNext)",)
+BLOCK_LANDSCAPES = True
 
 
 def block_models(model: str) -> dict[str, str]:
@@ -133,6 +137,7 @@ class Batch:
     name: str
     variants: dict
     headline: bool | Sequence[str] = False
+    landscapes: bool | Sequence[str] = False  # the labels whose loss landscapes are sliced (True: all)
 
 
 @dataclass
@@ -188,7 +193,7 @@ def batches(study, chosen: Choices) -> list[Batch]:
     """The batches ``study``'s notebook asks for, in order (``chosen``: the ladder and recipe)."""
     model, notebook = study.settings["model"], study.name
     if notebook == "01_architecture_study":
-        return [Batch("ablation", ABLATION, True), Batch("blocks", blocks(model), True),
+        return [Batch("ablation", ABLATION, True, ABLATION_LANDSCAPES), Batch("blocks", blocks(model), True, BLOCK_LANDSCAPES),
                 Batch("sizes", sizes(model)), Batch("progressive", PROGRESSIVE)]
     if notebook == "02_overfitting_analysis":
         return [Batch("overfitting", overfitting(study.teachers))]
@@ -222,29 +227,49 @@ def notebook_runs(study, chosen: Choices | None = None, prefetch: bool = True) -
     return list({config_hash(c): c for c in configs}.values())
 
 
+def sliced(study, chosen: Choices) -> dict[str, list[str]]:
+    """``{digest: derived keys}`` of the runs of ``study``'s notebook whose loss landscapes it slices, one key per
+    direction seed (:func:`bnext_lib.landscape.landscape_key`): what those runs cost beyond their training."""
+    from .landscape import landscape_key
+
+    keys = [landscape_key(*spec[1:]) for spec in study.landscape_specs]
+    out = {}
+    for batch in batches(study, chosen):
+        labels = batch.variants if batch.landscapes is True else (batch.landscapes or ())
+        for label in labels:
+            if study.profile.cut_reason(label):
+                continue
+            top = batch.headline is True or label in (batch.headline or ())
+            out.update({config_hash(c): keys for c in study.configs(batch.variants[label], headline=top)})
+    return out
+
+
 def count(studies: Sequence, also: Sequence = ()) -> dict:
     """How many of the report's runs the ledger holds: ``{"recorded": n, "total": N, "notebooks": {name: [n, N]},
     "assumed": [...], "missing_s": seconds, "unknown": k}``, each run counted once over the notebooks of
     ``studies`` (one :class:`~bnext_lib.study.Study` per notebook, sharing a ledger:
     :func:`bnext_lib.study.report_studies`). ``missing_s``: the wall seconds the missing runs are expected to take
     on this kind of machine, one thread each (:meth:`~bnext_lib.ledger.Ledger.estimator`: the recorded runs alike,
-    in the report's ledger, else in ``also``, e.g. the choice ledger), for all but the ``unknown`` missing runs of
-    a kind never recorded."""
+    in the report's ledger, else in ``also``, e.g. the choice ledger), with the loss landscapes notebook 01 slices
+    of them (:func:`sliced`) at their recorded cost, for all but the ``unknown`` missing runs of a kind never
+    recorded."""
     from .ledger import cpu_kind, machine
 
     ledger = studies[0].ledger
     chosen = choices(studies[0])
     seen: dict[str, TrainConfig | None] = {}
-    per = {}
+    per, derived = {}, {}
     for study in studies:
         runs = notebook_runs(study, chosen)
+        derived.update(sliced(study, chosen))
         done = [ledger.has(c) for c in runs]
         per[study.name] = [sum(done), len(done)]
         seen.update({config_hash(c): None if d else c for c, d in zip(runs, done)})
     missing = [c for c in seen.values() if c is not None]
     kind = cpu_kind(machine())
     estimators = [source.estimator(kind) for source in (ledger, *also)]
-    costs = [next((e for e in (f(c) for f in estimators) if e is not None), None) for c in missing]
+    costs = [next((e for e in (f(c, derived=derived.get(config_hash(c), ())) for f in estimators) if e is not None),
+                  None) for c in missing]
     return {"recorded": len(seen) - len(missing), "total": len(seen), "notebooks": per, "assumed": chosen.assumed,
             "missing_s": round(sum(x for x in costs if x is not None), 1), "unknown": sum(x is None for x in costs)}
 

@@ -121,7 +121,15 @@ def test_the_power_table_follows_from_sigma_and_the_holm_level():
     assert t.loc["kd_vs_ce", "seeds_needed"] == seeds_needed(c.effect, 0.6, 0.0, family)
     # five comparisons must all hold: each at 0.8^(1/5) power, so more seeds than one comparison would need
     assert t.loc["elm_ir_order", "seeds_needed"] > seeds_needed(claims.get("elm_ir_order").effect, 0.3, 0.0, family)
-    assert (t.seeds_needed.dropna() >= claims.MIN_SEEDS).all() and (t.loc[t.test != "measurement", "seeds_run"] >= 5).all()
+    assert (t.seeds_needed.dropna() >= claims.MIN_SEEDS).all()
+    # every claim the cpu profile runs at 5 seeds at least; those whose every comparison it cuts, at none
+    assert claims.cut_claims("cpu") == {"adaptive": ["two, fixed 0.5/0.5"], "instance": ["two, adaptive (instance)"],
+                                        "consecutive": ["consecutive (weak→mid, strong)"]}  # flip-only: no claim's
+    assert claims.cut_claims("gpu") == {}
+    every_part_cut = {"adaptive", "instance", "consecutive"}
+    ran = t[(t.test != "measurement") & ~t.index.isin(every_part_cut)]
+    assert (ran.seeds_run >= 5).all() and (t.loc[sorted(every_part_cut), ["seeds_run", "cpu_s"]] == 0).all().all()
+    assert t.loc[sorted(every_part_cut), "detectable"].isna().all()
     assert math.isnan(t.loc["landscape", "seeds_needed"])  # roughness: no σ measured on choice seeds
     assert math.isnan(claims.power_table("cpu", sigmas={}).loc["kd_vs_ce", "seeds_needed"])  # nothing measured
 
@@ -189,6 +197,54 @@ def test_the_pairing_correlation_is_planned_with_its_lower_bound(tmp_path, monke
     assert measured.loc["kd_vs_ce", "rho"] == pytest.approx(row["rho_lo90"])
     assert measured.loc["kd_vs_ce", "seeds_needed"] < unpaired.loc["kd_vs_ce", "seeds_needed"]
     assert measured.loc["elm_ir_order", "rho"] == 0.0  # the full regime's pairing was not measured
+
+
+def test_the_roughness_is_planned_with_its_own_sigma_and_pairing(tmp_path, monkeypatch):
+    """variance_budget.py --landscapes: each run's roughness is the mean over its direction seeds; its σ between
+    seeds (upper 90 % bound) and its own ρ plan the landscape claim, while top-1's claims keep top-1's ρ."""
+    import numpy as np
+
+    import bnext_lib.ledger as ledger_mod
+    from bnext_lib.landscape import Landscape
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from variance_budget import SOURCES, pairing_row, roughness, table
+
+    grid = np.linspace(-1, 1, 3)
+
+    def fake_run(top1, bumps):  # one slice per direction seed: a flat loss with its centre raised by ``bump``
+        derived = {}
+        for k, b in enumerate(bumps):
+            loss = np.zeros((3, 3))
+            loss[1, 1] = -b  # the Laplacian at the one interior point: 4 b, so roughness 4 b
+            derived[f"d{k}"] = Landscape(grid, grid, loss, np.zeros((3, 3))).to_dict()
+        return type("R", (), dict(final={"test_top1": top1}, record={"derived": derived, "wall_s": 1.0}))()
+
+    runs = [fake_run(89.0 + i / 10, [0.10 + i / 100, 0.12 + i / 100]) for i in range(5)]
+    assert roughness(runs[0], ["d0", "d1"]) == (pytest.approx(0.44), pytest.approx(np.std([0.40, 0.48], ddof=1)))
+    assert np.isnan(roughness(runs[0], ["d0", "missing"])[0])  # a slice not computed yet
+    frame = table([("all", i, None) for i in range(5)], runs, ["d0", "d1"])
+    row = frame.iloc[0]
+    assert row.source == SOURCES["all"] and row.roughness_runs == 5
+    assert row.roughness_sd == pytest.approx(np.std([0.44 + 0.04 * i for i in range(5)], ddof=1))
+    assert row.roughness_sd_lo90 < row.roughness_sd < row.roughness_sd_hi90
+    assert row.roughness_directions_sd == pytest.approx(np.std([0.40, 0.48], ddof=1))
+    assert "roughness_sd" not in table([("all", i, None) for i in range(5)], runs).columns  # no --landscapes
+
+    monkeypatch.setattr(ledger_mod, "report_dir", lambda profile: tmp_path)
+    (tmp_path / "tables").mkdir()
+    frame.to_csv(tmp_path / "tables" / "variance_budget_full.csv", index=False)
+    shared = np.array([0.0, 0.8, -0.5, 0.3, -0.9, 0.6])
+    top1 = pairing_row("neither", list(zip(89 + shared, 88 + shared + 0.3 * np.sin(np.arange(6)))))
+    rough = pairing_row("neither", list(zip(3 + shared, 3.5 - shared)), metric="roughness")  # anti-correlated
+    pd.DataFrame([top1, rough]).to_csv(tmp_path / "tables" / "pairing_full.csv", index=False)
+    assert claims.variance_budget("full")["roughness"] == pytest.approx(row.roughness_sd_hi90)
+    assert claims.pairing("full") == {"rho": pytest.approx(top1["rho_lo90"]), "pairs": 1, "runs": 6}
+    assert claims.pairing("full", metric="roughness")["rho"] == 0.0  # floored at 0
+    t = claims.power_table("cpu", costs={}, sigmas={"full": claims.variance_budget("full")})
+    assert t.loc["landscape", "sigma"] == pytest.approx(row.roughness_sd_hi90) and t.loc["landscape", "rho"] == 0.0
+    assert t.loc["landscape", "seeds_needed"] >= claims.MIN_SEEDS
+    assert t.loc["elm_ir_order", "rho"] == pytest.approx(top1["rho_lo90"])
 
 
 def test_the_protocol_says_which_claims_a_profile_s_design_cannot_test():

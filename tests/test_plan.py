@@ -11,32 +11,39 @@ from bnext_lib.study import Study, report_studies
 def test_the_plan_counts_every_notebook_s_runs_once(tmp_path):
     """At the cpu profile, from the profile alone: notebook 01 trains 4 ablation arms, 3 earlier blocks beside
     BNext, 2 smaller sizes and sign from the first step at every seed, and prefetches the teachers and the
-    over-fitting regime's CE student; 02 distils from each teacher; 03 trains 7 recipes; 04 those and 7 presets
-    plus 4 float-twin presets. Shared runs (the teachers, CE only, notebook 03's recipes in 04) count once."""
+    over-fitting regime's CE student; 02 distils from each teacher; 03 trains its 7 recipes but the 3 the profile
+    cuts; 04 those and its 7 presets but the cut flip-only one, plus 4 float-twin presets. Shared runs (the teachers,
+    CE only, notebook 03's recipes in 04) count once."""
     p = get_profile("cpu")
     seeds, teachers = len(p.headline_seeds), len(p.teachers)
     assert len(p.seeds) == seeds  # the cpu profile runs every comparison at the headline seeds
+    recipes = [r for r in plan.distillation_recipes(p.teachers) if not p.cut_reason(r)]
+    presets = [x for x in plan.PRESETS if not p.cut_reason(f"{p.sizes[0]} / {x}")]
+    assert (len(recipes), len(presets)) == (4, 6)  # two, fixed; two, instance; consecutive; flip: cut (CPU_CUT)
     n = plan.count(report_studies("cpu", tmp_path / "empty"))
     first = teachers + seeds + seeds * (4 + 3 + 2 + 1)
     second = teachers + seeds * (1 + teachers)
-    third = teachers + seeds * 7
-    fourth = third + seeds * (len(plan.PRESETS) + len(plan.HEADLINE_PRESETS))
+    third = teachers + seeds * len(recipes)
+    fourth = third + seeds * (len(presets) + len(plan.HEADLINE_PRESETS))
     assert n["notebooks"] == {"01_architecture_study": [0, first], "02_overfitting_analysis": [0, second],
                               "03_distillation": [0, third], "04_augmentation_ablation": [0, fourth]}
     # 02's teachers and CE only are 01's prefetch, its students distilled from each teacher its own; 03 adds its
-    # four recipes with two or three teachers (single weak and single strong are 02's); 04 adds its presets
-    assert n["total"] == first + seeds * teachers + seeds * 4 + fourth - third
+    # two-teacher recipe (single weak and single strong are 02's); 04 adds its presets
+    assert n["total"] == first + seeds * teachers + seeds * 1 + fourth - third == 128
     assert n["recorded"] == 0 and len(n["assumed"]) == 2
     assert n["unknown"] == n["total"] and n["missing_s"] == 0  # an empty ledger knows no run's cost
 
-    class Costs:  # a ledger that has recorded runs alike of every student without teachers: 100 s each
-        def estimator(self, kind):
-            return lambda cfg: None if cfg.teachers or cfg.model.startswith("timm:") else 100.0
+    class Costs:  # a ledger that has recorded runs alike of every student without teachers: 100 s each, and 10 s
+        def estimator(self, kind):  # for each loss-landscape slice recorded of runs alike
+            return lambda cfg, cold=False, derived=(): (None if cfg.teachers or cfg.model.startswith("timm:")
+                                                        else 100.0 + 10.0 * len(derived))
 
     n = plan.count(report_studies("cpu", tmp_path / "empty"), also=[Costs()])
-    distilled = seeds * teachers + seeds * 4  # 02's students of one teacher, 03's of two or three
+    distilled = seeds * teachers + seeds * 1  # 02's students of one teacher, 03's of two
     assert n["unknown"] == teachers + distilled  # 04's presets run under 'CE only' here: no teachers
-    assert n["missing_s"] == 100.0 * (n["total"] - n["unknown"])
+    # notebook 01 slices the landscapes of BNext and the 3 earlier blocks at every seed, one slice per direction
+    directions = p.landscape["directions"]
+    assert n["missing_s"] == 100.0 * (n["total"] - n["unknown"]) + 10.0 * directions * seeds * (1 + 3)
 
 
 def test_the_plan_reads_the_ladder_and_the_recipe_from_recorded_runs(tmp_path, monkeypatch):
