@@ -105,11 +105,28 @@ def roughness(run, keys: Sequence[str]) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else float("nan")
 
 
+def _run_row(source: str, i: int, run, landscape_keys: Sequence[str]) -> dict:
+    rough, within = roughness(run, landscape_keys)
+    return dict(source=SOURCES[source], i=i, test_top1=run.final["test_top1"], val_top1=run.final.get("val_top1"),
+                gap=run.final.get("train_eval_top1", np.nan) - run.final["test_top1"], roughness=rough,
+                within=within, wall_s=run.record["wall_s"])
+
+
+def roughness_columns(part: pd.DataFrame) -> dict:
+    """The roughness's seed-to-seed σ (with its 90 % interval) over a source's sliced runs, and the spread between
+    direction seeds within a run, pooled over runs (equal numbers of directions: the RMS)."""
+    rough = part["roughness"].dropna().to_numpy()
+    sd, lo, hi = sd_interval(rough) if len(rough) > 1 else (float("nan"),) * 3
+    within = part["within"].dropna().to_numpy()
+    return dict(roughness_runs=len(rough), roughness_mean=rough.mean() if len(rough) else float("nan"),
+                roughness_sd=sd, roughness_sd_lo90=lo, roughness_sd_hi90=hi,
+                roughness_directions_sd=float(np.sqrt(np.mean(within ** 2))) if len(within) else float("nan"))
+
+
 def table(rows, results, landscape_keys: Sequence[str] = ()) -> pd.DataFrame:
-    frame = pd.DataFrame([dict(source=SOURCES[s], i=i, test_top1=r.final["test_top1"], val_top1=r.final.get("val_top1"),
-                               gap=r.final.get("train_eval_top1", np.nan) - r.final["test_top1"],
-                               roughness=roughness(r, landscape_keys)[0], within=roughness(r, landscape_keys)[1],
-                               wall_s=r.record["wall_s"]) for (s, i, _), r in zip(rows, results) if r is not None])
+    """One row per source: top-1's σ and range, the gap's, and (``landscape_keys``: the slices a run's roughness
+    is the mean of) the roughness's, on the 'all' row, where the slices are computed (``--landscapes``)."""
+    frame = pd.DataFrame([_run_row(s, i, r, landscape_keys) for (s, i, _), r in zip(rows, results) if r is not None])
     out = []
     for source, part in frame.groupby("source", sort=False):
         v = part["test_top1"].to_numpy()
@@ -117,15 +134,8 @@ def table(rows, results, landscape_keys: Sequence[str] = ()) -> pd.DataFrame:
         row = dict(source=source, runs=len(v), test_top1_mean=v.mean(), sd=sd, sd_lo90=lo, sd_hi90=hi,
                    min=v.min(), max=v.max(), val_sd=_sd(part["val_top1"]), gap_mean=part["gap"].mean(),
                    gap_sd=_sd(part["gap"]), wall_s_median=part["wall_s"].median())
-        rough = part["roughness"].dropna().to_numpy()
-        if landscape_keys:
-            r_sd, r_lo, r_hi = sd_interval(rough) if len(rough) > 1 else (float("nan"),) * 3
-            # the spread between direction seeds within a run, pooled over runs (equal directions: the RMS)
-            within = float(np.sqrt(np.mean(part["within"].dropna() ** 2))) if part["within"].notna().any() \
-                else float("nan")
-            row.update(roughness_runs=len(rough), roughness_mean=rough.mean() if len(rough) else float("nan"),
-                       roughness_sd=r_sd, roughness_sd_lo90=r_lo, roughness_sd_hi90=r_hi,
-                       roughness_directions_sd=within)
+        if source == SOURCES["all"] and part["roughness"].notna().any():
+            row.update(roughness_columns(part))
         out.append(row)
     kernels = ROOT / "reports" / "tables" / "kernel_variance.csv"
     if kernels.exists():
@@ -161,6 +171,27 @@ def pairing_row(arm: str, pairs: list[tuple[float, float]], level: float = 0.9, 
     lo = float(r.confidence_interval(level).low) if n > 3 else float("nan")
     return dict(arm=arm, metric=metric, runs=n, rho=rho, rho_lo90=lo, sd_base=_sd(a), sd_arm=_sd(b),
                 sd_diff=_sd(a - b) if n > 1 else float("nan"))
+
+
+def pairing_rows(arm: str, both: Sequence[tuple], landscape_keys: Sequence[str]) -> pd.DataFrame:
+    """The pairing rows of the two arms' runs ``both`` (``(base, arm)`` per seed): top-1's, and the roughness's
+    where both runs of four seeds or more hold their slices."""
+    rows = [pairing_row(arm, [(a.final["test_top1"], b.final["test_top1"]) for a, b in both])]
+    rough = [(roughness(a, landscape_keys)[0], roughness(b, landscape_keys)[0]) for a, b in both]
+    rough = [p for p in rough if not np.isnan(p).any()]
+    if len(rough) > 3:
+        rows.append(pairing_row(arm, rough, metric="roughness"))
+    return pd.DataFrame(rows)
+
+
+def merge_pairing(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """``pairing_<regime>.csv`` with ``new``'s rows in place of those of the same arm and metric; rows written
+    before the table had a metric column are top-1's."""
+    if old.empty:
+        return new.reset_index(drop=True)
+    old = old.assign(metric=old["metric"].fillna("test_top1") if "metric" in old.columns else "test_top1")
+    keep = ~old.set_index(["arm", "metric"]).index.isin(new.set_index(["arm", "metric"]).index)
+    return pd.concat([old[keep], new], ignore_index=True)
 
 
 def main() -> None:
@@ -218,16 +249,19 @@ def main() -> None:
     if pair:
         alls = [r for (s, _, _), r in zip(rows, results) if s == "all"]
         paired = list(zip(alls, run_many(arm, workers=args.workers, threads=1, ledger=ledger, partial=True)))
-    specs = study.landscape_specs if args.landscapes else []
-    keys = [landscape_key(*spec[1:]) for spec in specs]
-    if specs:  # from the weights of runs this machine has, else trained again (identical on this kind of machine)
-        sliced = [c for (s, _, c), r in zip(rows, results) if s == "all" and r is not None]
-        sliced += [b.config for _, b in paired if b is not None]
-        print(f"loss landscapes: {len(sliced)} runs x {len(specs)} direction seeds", flush=True)
-        run_many(sliced, workers=args.workers, threads=1, ledger=ledger, partial=True, verbose=False,
-                 derive={config_hash(c): specs for c in sliced})
+    # the roughness columns come from the slices the records hold, whether or not this invocation slices: a later
+    # invocation without --landscapes keeps what an earlier one measured
+    keys = [landscape_key(*spec[1:]) for spec in study.landscape_specs]
+    unsliced = 0
+    if args.landscapes:  # from the weights of runs this machine has, else trained again (identical on this kind)
+        todo = [c for (s, _, c), r in zip(rows, results) if s == "all" and r is not None]
+        todo += [b.config for _, b in paired if b is not None]
+        print(f"loss landscapes: {len(todo)} runs x {len(keys)} direction seeds", flush=True)
+        done = run_many(todo, workers=args.workers, threads=1, ledger=ledger, partial=True, verbose=False,
+                        derive={config_hash(c): study.landscape_specs for c in todo})
+        unsliced = sum(r is None for r in done)
     ledger.write_index()
-    missing = sum(r is None for r in results) + sum(b is None for _, b in paired)
+    missing = sum(r is None for r in results) + sum(b is None for _, b in paired) + unsliced
     # the table: every source the ledger holds runs of, whichever this invocation asked to train
     everything = plan(study, args.runs, args.base)
     frame = table(everything, [Run(c, ledger.get(c), None, ledger) if ledger.has(c) else None
@@ -242,19 +276,11 @@ def main() -> None:
     if pair:
         both = [(Run(a.config, ledger.get(a.config), None, ledger), Run(b.config, ledger.get(b.config), None, ledger))
                 for a, b in paired if a is not None and b is not None]  # as recorded, slices included
-        arm_name = ", ".join(args.pair)
-        rows_out = [pairing_row(arm_name, [(a.final["test_top1"], b.final["test_top1"]) for a, b in both])]
-        if keys:
-            rough = [(roughness(a, keys)[0], roughness(b, keys)[0]) for a, b in both]
-            rows_out.append(pairing_row(arm_name, [p for p in rough if not np.isnan(p).any()], metric="roughness"))
-        new_rows = pd.DataFrame(rows_out)
+        new_rows = pairing_rows(", ".join(args.pair), both, keys)
         print(new_rows.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         out = csv.parent / f"pairing_{args.regime}.csv"
-        old = pd.read_csv(out) if out.exists() else pd.DataFrame()
-        if len(old):
-            old["metric"] = old.get("metric", pd.Series("test_top1", index=old.index)).fillna("test_top1")
-            old = old[~((old.arm == arm_name) & old.metric.isin(new_rows.metric))]
-        pd.concat([old, new_rows]).to_csv(out, index=False, float_format="%.4f")
+        merge_pairing(pd.read_csv(out) if out.exists() else pd.DataFrame(), new_rows).to_csv(
+            out, index=False, float_format="%.4f")
         print(f"wrote {out}")
 
 

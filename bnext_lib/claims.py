@@ -13,7 +13,8 @@ The seeds follow from a power analysis (:func:`power_table`): 80 % power at Holm
 family of claims tested by runs) for each part of a claim, so that the claim's joint power is 80 %, from the
 per-seed standard deviation measured on choice seeds (``benchmarks/variance_budget.py``, never the report's seeds)
 and the pairing correlation; never fewer than :data:`MIN_SEEDS` a side. A claim whose seeds do not fit the
-profile's budget runs at what fits, and the table states the effect those seeds can detect.
+profile's budget runs at what fits, and the table states the effect those seeds can detect; a claim whose every
+comparison the profile cuts (:attr:`~bnext_lib.profiles.Profile.cut`) runs none there.
 
     python -m bnext_lib.claims --profile cpu            # the protocol and its power table
     python -m bnext_lib.claims --profile cpu --markdown docs/protocol.md
@@ -292,7 +293,9 @@ def variance_budget(regime: str, profile: str = "cpu", root: Path | None = None)
     (``benchmarks/variance_budget.py``): the larger of the "all" row's σ (every source varied as the report's seeds
     vary them) at the upper end of its 90 % interval, and the σ the sources varied one at a time add up to
     (independent sources: their variances add), for a σ from a handful of runs is planned with conservatively.
-    ``{"test_top1": σ, "gap": σ, "runs": n, "from": which}``, empty when the "all" row is not measured yet."""
+    ``{"test_top1": σ, "gap": σ, "runs": n, "from": which}``, and ``"roughness"`` (the loss landscape's, at the
+    upper end of its 90 % interval) where ``variance_budget.py --landscapes`` measured it; empty when the "all" row
+    is not measured yet."""
     import pandas as pd
 
     path = _tables(profile, root) / f"variance_budget_{regime}.csv"
@@ -313,7 +316,7 @@ def variance_budget(regime: str, profile: str = "cpu", root: Path | None = None)
         factor = upper / float(row.sd.iloc[0]) if row.sd.iloc[0] > 0 else 1.0  # the same chi-square factor
         out["gap"] = max(float(row.gap_sd.iloc[0]) * factor, gap_added)
     # the loss landscape's roughness (variance_budget.py --landscapes): its own seed-to-seed σ at the upper bound
-    if "roughness_sd_hi90" in df.columns and row.roughness_runs.iloc[0] >= 2:
+    if {"roughness_sd_hi90", "roughness_runs"} <= set(df.columns) and row.roughness_runs.iloc[0] >= 2:
         out["roughness"] = float(row.roughness_sd_hi90.iloc[0])
     return out
 
@@ -364,48 +367,56 @@ def _tost_seeds(margin: float, sd: float, rho: float, level: float, power: float
     return seeds_needed(margin, sd, rho, 1, level, 1 - (1 - power) / 2, minimum)
 
 
+def _rho_lookup(profile: str, rho: float | None):
+    """``rho_of(regime, metric)``: ``rho`` where given; else the metric's own measured ρ (:func:`pairing`), top-1's
+    for the gap (read from the same runs), 0 where none was measured (conservative: a paired test then needs as
+    many seeds as an unpaired one); each table read once."""
+    cache: dict[tuple[str, str], float] = {}
+
+    def rho_of(regime: str, metric: str) -> float:
+        if rho is not None:
+            return rho
+        if (regime, metric) not in cache:
+            own = pairing(regime, profile, metric=metric)
+            if not own and metric == "gap":
+                own = pairing(regime, profile)
+            cache[(regime, metric)] = own.get("rho", 0.0)
+        return cache[(regime, metric)]
+    return rho_of
+
+
 def power_table(profile: str = "cpu", rho: float | None = None, sigmas: Mapping[str, Mapping[str, float]] | None = None,
                 costs: Mapping[str, Mapping] | None = None):
     """One row per claim: its test, parts, smallest effect of interest, σ (choice seeds) and ρ, the seeds a side
     the power analysis asks for, the seeds the profile runs, and the effect those seeds detect at 80 % power at
-    Holm's strictest level. ``rho``: the pairing correlation to assume; ``None``: the regime's measured one
-    (:func:`pairing`), 0 where none was measured (conservative: a paired test then needs as many seeds as an
-    unpaired one)."""
+    Holm's strictest level. ``rho``: the pairing correlation to assume for every comparison; ``None``: each
+    comparison's metric's measured one (:func:`_rho_lookup`). A claim the profile cuts an arm of every comparison
+    of (:attr:`~bnext_lib.profiles.Profile.cut`) runs no seeds and costs nothing there."""
     import pandas as pd
 
     from .profiles import get_profile
     from .verdicts import ALPHA, POWER, detectable_shift, seeds_needed
 
     prof = get_profile(profile)
-    tested = [c for c in CLAIMS.values() if c.parts]
-    level = ALPHA / len(tested)
+    level = ALPHA / sum(1 for c in CLAIMS.values() if c.parts)
     sigmas = dict(sigmas) if sigmas is not None else {r: variance_budget(r, profile) for r in ("full", "overfitting")}
     costs = dict(costs) if costs is not None else run_costs(profile)
-    def rho_of(regime: str, metric: str) -> float:
-        # a metric's own measured ρ; the gap shares top-1's runs, so top-1's ρ; 0 (unpaired) where none was measured
-        if rho is not None:
-            return rho
-        own = pairing(regime, profile, metric=metric)
-        if own or metric != "gap":
-            return own.get("rho", 0.0)
-        return pairing(regime, profile).get("rho", 0.0)
-
+    rho_of = _rho_lookup(profile, rho)
     rows = []
     for c in CLAIMS.values():
-        seeds_run = len(getattr(prof, c.seeds_key) or prof.seeds)
-        if c.parts and all(_cut_arms(p, prof) for p in parts_of(c, **_counting_roles(prof))):
-            seeds_run = 0  # the profile cuts an arm of every comparison: the claim is not run there
-        row = dict(claim=c.key, notebook=c.notebook[:2], origin=c.origin, source=c.source, test=c.test,
-                   comparisons=len(parts_of(c, **_counting_roles(prof))), effect=c.effect,
-                   effect_source=c.effect_source, sigma=math.nan, rho=math.nan, seeds_needed=math.nan,
-                   seeds_run=seeds_run if c.parts else 0, detectable=math.nan,
-                   cpu_s=len(c.arms) * seeds_run * costs.get(c.regime, {}).get("median_s", math.nan)
-                   if c.parts and seeds_run else 0.0)
-        measured = sigmas.get(c.regime) or {}
         parts = parts_of(c, **_counting_roles(prof))
+        cut = {a for p in parts for a in _cut_arms(p, prof)}
+        every_part_cut = bool(parts) and all(_cut_arms(p, prof) for p in parts)
+        seeds_run = 0 if not parts or every_part_cut else len(getattr(prof, c.seeds_key) or prof.seeds)
+        row = dict(claim=c.key, notebook=c.notebook[:2], origin=c.origin, source=c.source, test=c.test,
+                   comparisons=len(parts), effect=c.effect, effect_source=c.effect_source, sigma=math.nan,
+                   rho=math.nan, seeds_needed=math.nan, seeds_run=seeds_run, detectable=math.nan,
+                   cpu_s=(len(c.arms) - len(cut)) * seeds_run * costs.get(c.regime, {}).get("median_s", math.nan)
+                   if seeds_run else 0.0)
+        measured = sigmas.get(c.regime) or {}
         sds = [measured.get(p.metric) for p in parts]
         if parts and all(sds):
-            part_power = POWER ** (1 / row["comparisons"])  # every part must hold: the claim's joint power
+            part_power = POWER ** (1 / len(parts))  # every part must hold: the claim's joint power
             needed, detectable = [], []
             for p, sd in zip(parts, sds):
                 r = rho_of(c.regime, p.metric)
@@ -427,7 +438,7 @@ def power_table(profile: str = "cpu", rho: float | None = None, sigmas: Mapping[
 
 def _cut_arms(part: Part, prof) -> list[str]:
     """The arms of a (filled) comparison that ``prof`` does not train."""
-    return [a for a in (part.better, part.worse, *(part.than or ())) if prof.cut_reason(a)]
+    return [a for a in part.arms if prof.cut_reason(a)]
 
 
 def cut_claims(profile: str) -> dict[str, list[str]]:
@@ -538,18 +549,20 @@ def _design_lines(profile: str) -> list[str]:
 
 
 def _cut_lines(profile: str) -> list[str]:
-    """What the profile does not train (:attr:`~bnext_lib.profiles.Profile.cut`) and the comparisons that lose an arm."""
+    """What the profile does not train (:attr:`~bnext_lib.profiles.Profile.cut`) and the claims that lose arms."""
     from .profiles import get_profile
 
-    patterns = get_profile(profile).cut
-    if not patterns:
+    prof = get_profile(profile)
+    if not prof.cut:
         return []
     cut = cut_claims(profile)
+    whole = [k for k in cut if all(_cut_arms(p, prof) for p in parts_of(get(k), **_counting_roles(prof)))]
     said = "; ".join(f"{k} ({', '.join(v)})" for k, v in cut.items()) or "none"
-    return [f"**Cut at the {profile} profile** (`Profile.cut`, its budget: the reasons beside it in "
-            f"`bnext_lib/profiles.py`): the variants {', '.join(f'`{x}`' for x in patterns)} are not trained; the "
-            f"comparisons that need them read \"cut\", and a claim with every comparison cut runs no seeds above: "
-            f"{said}.", ""]
+    return [f"**Cut at the {profile} profile** (`Profile.cut`, for its budget; the reasons are beside it in "
+            f"`bnext_lib/profiles.py`): the variants {', '.join(f'`{x}`' for x in prof.cut)} are not trained, and the "
+            f"comparisons that need them read \"cut\". Claims with a cut arm: {said}. "
+            + (f"Every comparison of {', '.join(whole)} is cut: no seeds run above." if whole else
+               "No claim loses every comparison."), ""]
 
 
 def protocol_markdown(profile: str = "cpu") -> str:
@@ -566,13 +579,14 @@ def protocol_markdown(profile: str = "cpu") -> str:
     table = power_table(profile)
     lines += ["", "Power: 80 % for the claim (each of its k comparisons at 0.8^(1/k)), one-sided, at Holm's "
               f"strictest level 0.05 / {sum(1 for c in CLAIMS.values() if c.parts)}; σ is the per-seed standard "
-              "deviation of test top-1 (gap for the gap comparison) measured on choice seeds: the larger of the "
-              "upper end of its 90 % interval and what the sources varied one at a time add up to "
-              f"(`benchmarks/variance_budget.py --profile {profile}`, `{_shown_tables(profile)}/variance_budget_<regime>.csv`"
-              "; a profile's own, never another's); ρ is the pairing correlation of two arms at the same choice seeds "
-              f"(`variance_budget.py --pair`, `{_shown_tables(profile)}/pairing_<regime>.csv`: the lower end of its "
-              "90 % interval, floored at 0), 0 where no "
-              "pairing correlation was measured (conservative); —: not measured yet.", "",
+              "deviation of test top-1 (gap for the gap comparison, roughness for the landscape's) measured on "
+              "choice seeds: the larger of the upper end of its 90 % interval and what the sources varied one at a "
+              f"time add up to (`benchmarks/variance_budget.py --profile {profile}`, "
+              f"`{_shown_tables(profile)}/variance_budget_<regime>.csv`; the roughness's with `--landscapes`, at its "
+              "upper bound; a profile's own, never another's); ρ is the pairing correlation of the metric between "
+              f"two arms at the same choice seeds (`variance_budget.py --pair`, `{_shown_tables(profile)}/"
+              "pairing_<regime>.csv`: the lower end of its 90 % interval, floored at 0; the gap's is top-1's), 0 "
+              "where none was measured (conservative); —: not measured yet.", "",
               _markdown(table.drop(columns=["effect_source"]).reset_index()), ""]
     costs = run_costs(profile)
     lines += ["CPU-seconds: the claim's arms x its seeds x the median wall seconds of one single-thread CE run of its "

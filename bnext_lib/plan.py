@@ -23,10 +23,10 @@ from .config import TrainConfig, config_hash, teacher_config
 from .models import EARLIER_BLOCKS
 from .runs import teacher_configs
 
-__all__ = ["ABLATION", "PROGRESSIVE", "ABLATION_LANDSCAPES", "BLOCK_LANDSCAPES", "PRESETS", "HEADLINE_PRESETS", "AT_THE_END", "FLOAT_TWIN", "block_models",
-           "blocks", "capacities", "sizes", "overfitting", "distillation_recipes", "DISTILLATION_HEADLINE",
-           "augmentation", "Batch", "Choices", "ladder_order", "choices", "batches", "notebook_runs", "count",
-           "unplanned"]
+__all__ = ["ABLATION", "PROGRESSIVE", "ABLATION_LANDSCAPES", "BLOCK_LANDSCAPES", "PRESETS", "HEADLINE_PRESETS",
+           "AT_THE_END", "FLOAT_TWIN", "block_models", "blocks", "capacities", "sizes", "overfitting",
+           "distillation_recipes", "DISTILLATION_HEADLINE", "augmentation", "Batch", "Choices", "ladder_order",
+           "choices", "batches", "notebook_runs", "sliced", "count", "unplanned"]
 
 # a variant override: the run's validation and training splits evaluated after its last epoch only (Study.config)
 AT_THE_END = {"evaluate": "end"}
@@ -193,7 +193,8 @@ def batches(study, chosen: Choices) -> list[Batch]:
     """The batches ``study``'s notebook asks for, in order (``chosen``: the ladder and recipe)."""
     model, notebook = study.settings["model"], study.name
     if notebook == "01_architecture_study":
-        return [Batch("ablation", ABLATION, True, ABLATION_LANDSCAPES), Batch("blocks", blocks(model), True, BLOCK_LANDSCAPES),
+        return [Batch("ablation", ABLATION, True, ABLATION_LANDSCAPES),
+                Batch("blocks", blocks(model), True, BLOCK_LANDSCAPES),
                 Batch("sizes", sizes(model)), Batch("progressive", PROGRESSIVE)]
     if notebook == "02_overfitting_analysis":
         return [Batch("overfitting", overfitting(study.teachers))]
@@ -252,7 +253,7 @@ def count(studies: Sequence, also: Sequence = ()) -> dict:
     on this kind of machine, one thread each (:meth:`~bnext_lib.ledger.Ledger.estimator`: the recorded runs alike,
     in the report's ledger, else in ``also``, e.g. the choice ledger), with the loss landscapes notebook 01 slices
     of them (:func:`sliced`) at their recorded cost, for all but the ``unknown`` missing runs of a kind never
-    recorded."""
+    recorded. A recorded run whose slices are missing is counted as recorded, its slicing left out of the cost."""
     from .ledger import cpu_kind, machine
 
     ledger = studies[0].ledger

@@ -243,8 +243,39 @@ def test_the_roughness_is_planned_with_its_own_sigma_and_pairing(tmp_path, monke
     assert claims.pairing("full", metric="roughness")["rho"] == 0.0  # floored at 0
     t = claims.power_table("cpu", costs={}, sigmas={"full": claims.variance_budget("full")})
     assert t.loc["landscape", "sigma"] == pytest.approx(row.roughness_sd_hi90) and t.loc["landscape", "rho"] == 0.0
-    assert t.loc["landscape", "seeds_needed"] >= claims.MIN_SEEDS
+    family = sum(1 for c in claims.CLAIMS.values() if c.parts)  # three parts, each at 0.8^(1/3), unpaired
+    assert t.loc["landscape", "seeds_needed"] == seeds_needed(0.5, row.roughness_sd_hi90, 0.0, family,
+                                                              power=0.8 ** (1 / 3))
     assert t.loc["elm_ir_order", "rho"] == pytest.approx(top1["rho_lo90"])
+
+
+def test_a_pairing_table_keeps_what_other_invocations_measured(monkeypatch):
+    """pairing_<regime>.csv: an invocation replaces its arm's rows of the metrics it measured and keeps the rest;
+    rows written before the table had a metric column are top-1's, and are read as such."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from variance_budget import merge_pairing
+
+    old = pd.DataFrame([dict(arm="neither", runs=5, rho=0.8, rho_lo90=0.1), dict(arm="basic", runs=4, rho=-0.5,
+                                                                               rho_lo90=-0.9)])  # no metric column
+    new = pd.DataFrame([dict(arm="neither", metric="test_top1", runs=5, rho=0.7, rho_lo90=0.05),
+                        dict(arm="neither", metric="roughness", runs=5, rho=0.3, rho_lo90=-0.4)])
+    merged = merge_pairing(old, new)
+    assert sorted(zip(merged.arm, merged.metric, merged.rho)) == [
+        ("basic", "test_top1", -0.5), ("neither", "roughness", 0.3), ("neither", "test_top1", 0.7)]
+    again = merge_pairing(merged, new.iloc[:1].assign(rho=0.6))  # top-1 again, without --landscapes' row
+    assert sorted(zip(again.arm, again.metric, again.rho)) == [
+        ("basic", "test_top1", -0.5), ("neither", "roughness", 0.3), ("neither", "test_top1", 0.6)]
+
+
+def test_a_pairing_table_without_a_metric_column_is_top1s(tmp_path, monkeypatch):
+    import bnext_lib.ledger as ledger_mod
+
+    monkeypatch.setattr(ledger_mod, "report_dir", lambda profile: tmp_path)
+    (tmp_path / "tables").mkdir()
+    pd.DataFrame([dict(arm="neither", runs=5, rho=0.8, rho_lo90=0.3)]).to_csv(tmp_path / "tables" / "pairing_full.csv",
+                                                                             index=False)
+    assert claims.pairing("full") == {"rho": 0.3, "pairs": 1, "runs": 5}
+    assert claims.pairing("full", metric="roughness") == {}
 
 
 def test_the_protocol_says_which_claims_a_profile_s_design_cannot_test():
