@@ -191,7 +191,8 @@ def merge_pairing(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
         return new.reset_index(drop=True)
     old = old.assign(metric=old["metric"].fillna("test_top1") if "metric" in old.columns else "test_top1")
     keep = ~old.set_index(["arm", "metric"]).index.isin(new.set_index(["arm", "metric"]).index)
-    return pd.concat([old[keep], new], ignore_index=True)
+    merged = pd.concat([old[keep], new], ignore_index=True)
+    return merged[[*new.columns, *(c for c in merged.columns if c not in new.columns)]]  # new's column order
 
 
 def main() -> None:

@@ -341,16 +341,18 @@ def pairing(regime: str, profile: str = "cpu", root: Path | None = None, metric:
 
 def run_costs(profile: str = "cpu") -> dict[str, dict]:
     """Measured wall seconds of one single-thread run per regime, from the profile's choice ledger (the variance
-    budget's binary CE students; not the teachers, nor the float twins that capacity_teachers.py trains there):
-    ``{regime: {"median_s", "runs", "machines"}}``, empty where nothing was measured."""
+    budget's binary CE students of the profile's student model; not the teachers, the float twins that
+    capacity_teachers.py trains there, nor the other blocks a ``--pair`` trains): ``{regime: {"median_s", "runs",
+    "machines"}}``, empty where nothing was measured."""
     from .ledger import Ledger, cpu_kind, ledger_dir
+    from .profiles import get_profile
 
+    student = get_profile(profile).train.get("model")
     walls: dict[str, list] = {}
     kinds: dict[str, set] = {}
     for r in Ledger(ledger_dir(profile, choice=True)).records(skip_bad=True):
         cfg = r["config"]
-        if (str(cfg.get("model", "")).startswith("timm:") or cfg.get("threads") not in (1, None)
-                or cfg.get("binary") is False):
+        if cfg.get("model") != student or cfg.get("threads") not in (1, None) or cfg.get("binary") is False:
             continue
         regime = "overfitting" if cfg.get("train_subset") else "full"
         walls.setdefault(regime, []).append(float(r["wall_s"]))

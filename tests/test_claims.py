@@ -260,6 +260,7 @@ def test_a_pairing_table_keeps_what_other_invocations_measured(monkeypatch):
     new = pd.DataFrame([dict(arm="neither", metric="test_top1", runs=5, rho=0.7, rho_lo90=0.05),
                         dict(arm="neither", metric="roughness", runs=5, rho=0.3, rho_lo90=-0.4)])
     merged = merge_pairing(old, new)
+    assert list(merged.columns) == list(new.columns)
     assert sorted(zip(merged.arm, merged.metric, merged.rho)) == [
         ("basic", "test_top1", -0.5), ("neither", "roughness", 0.3), ("neither", "test_top1", 0.7)]
     again = merge_pairing(merged, new.iloc[:1].assign(rho=0.6))  # top-1 again, without --landscapes' row
