@@ -408,8 +408,7 @@ def power_table(profile: str = "cpu", rho: float | None = None, sigmas: Mapping[
     for c in CLAIMS.values():
         parts = parts_of(c, **_counting_roles(prof))
         cut = {a for p in parts for a in _cut_arms(p, prof)}
-        every_part_cut = bool(parts) and all(_cut_arms(p, prof) for p in parts)
-        seeds_run = 0 if not parts or every_part_cut else len(getattr(prof, c.seeds_key) or prof.seeds)
+        seeds_run = 0 if not parts or _every_part_cut(c, prof) else len(getattr(prof, c.seeds_key) or prof.seeds)
         row = dict(claim=c.key, notebook=c.notebook[:2], origin=c.origin, source=c.source, test=c.test,
                    comparisons=len(parts), effect=c.effect, effect_source=c.effect_source, sigma=math.nan,
                    rho=math.nan, seeds_needed=math.nan, seeds_run=seeds_run, detectable=math.nan,
@@ -441,6 +440,12 @@ def power_table(profile: str = "cpu", rho: float | None = None, sigmas: Mapping[
 def _cut_arms(part: Part, prof) -> list[str]:
     """The arms of a (filled) comparison that ``prof`` does not train."""
     return [a for a in part.arms if prof.cut_reason(a)]
+
+
+def _every_part_cut(claim: Claim, prof) -> bool:
+    """Whether ``prof`` cuts an arm of every comparison of ``claim`` (it then runs none of them)."""
+    parts = parts_of(claim, **_counting_roles(prof))
+    return bool(parts) and all(_cut_arms(p, prof) for p in parts)
 
 
 def cut_claims(profile: str) -> dict[str, list[str]]:
@@ -558,7 +563,7 @@ def _cut_lines(profile: str) -> list[str]:
     if not prof.cut:
         return []
     cut = cut_claims(profile)
-    whole = [k for k in cut if all(_cut_arms(p, prof) for p in parts_of(get(k), **_counting_roles(prof)))]
+    whole = [k for k in cut if _every_part_cut(get(k), prof)]
     said = "; ".join(f"{k} ({', '.join(v)})" for k, v in cut.items()) or "none"
     return [f"**Cut at the {profile} profile** (`Profile.cut`, for its budget; the reasons are beside it in "
             f"`bnext_lib/profiles.py`): the variants {', '.join(f'`{x}`' for x in prof.cut)} are not trained, and the "

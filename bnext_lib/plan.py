@@ -208,6 +208,15 @@ def batches(study, chosen: Choices) -> list[Batch]:
     raise ValueError(f"no plan for notebook {notebook!r}")
 
 
+def _students(study, batch: Batch):
+    """``(label, configs)`` of each variant of ``batch`` the profile trains, at its seeds (headline or not)."""
+    for label, overrides in batch.variants.items():
+        if study.profile.cut_reason(label):
+            continue
+        top = batch.headline is True or label in (batch.headline or ())
+        yield label, study.configs(overrides, headline=top)
+
+
 def notebook_runs(study, chosen: Choices | None = None, prefetch: bool = True) -> list[TrainConfig]:
     """Every run ``study``'s notebook asks for (its batches' runs and their teachers, the teacher table from which
     the ladder is read, and, with ``prefetch``, what notebook 01 trains ahead for the later notebooks), in order,
@@ -219,11 +228,7 @@ def notebook_runs(study, chosen: Choices | None = None, prefetch: bool = True) -
     else:  # the teacher table, from which the ladder is read
         configs += list(teacher_configs([study.config(teachers=tuple(study.teachers))]).values())
     for batch in batches(study, chosen):
-        for label, overrides in batch.variants.items():
-            if study.profile.cut_reason(label):
-                continue
-            top = batch.headline is True or label in (batch.headline or ())
-            students = study.configs(overrides, headline=top)
+        for _, students in _students(study, batch):
             configs += list(teacher_configs(students).values()) + students
     return list({config_hash(c): c for c in configs}.values())
 
@@ -236,12 +241,9 @@ def sliced(study, chosen: Choices) -> dict[str, list[str]]:
     keys = [landscape_key(*spec[1:]) for spec in study.landscape_specs]
     out = {}
     for batch in batches(study, chosen):
-        labels = batch.variants if batch.landscapes is True else (batch.landscapes or ())
-        for label in labels:
-            if study.profile.cut_reason(label):
-                continue
-            top = batch.headline is True or label in (batch.headline or ())
-            out.update({config_hash(c): keys for c in study.configs(batch.variants[label], headline=top)})
+        for label, students in _students(study, batch):
+            if batch.landscapes is True or label in (batch.landscapes or ()):
+                out.update({config_hash(c): keys for c in students})
     return out
 
 
