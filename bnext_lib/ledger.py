@@ -39,8 +39,9 @@ from typing import Any, Iterator, Mapping, Sequence
 from .checkpoints import atomic_write, atomic_write_text
 from .config import TrainConfig, config_hash
 
-__all__ = ["SCHEMA", "REQUIRED", "LedgerError", "Ledger", "ledger_dir", "report_dir", "machine", "same_machine", "git_commit",
-           "weights_sha256", "record_config", "config_of", "cpu_kind", "digest_lock", "now", "dumps"]
+__all__ = ["SCHEMA", "REQUIRED", "LedgerError", "Ledger", "ledger_dir", "choice_ledger_beside", "report_dir", "machine",
+           "same_machine", "git_commit", "weights_sha256", "record_config", "config_of", "cpu_kind", "digest_lock", "now",
+           "dumps"]
 
 SCHEMA = 1
 # the fields every record has, with their JSON types
@@ -74,6 +75,13 @@ def ledger_dir(profile: str, choice: bool = False) -> Path:
     if env:
         return Path(env) / (f"{profile}-choice" if choice else profile)
     return report_dir(profile) / name
+
+
+def choice_ledger_beside(root: str | os.PathLike) -> Path:
+    """The choice ledger beside the report ledger in ``root``, by :func:`ledger_dir`'s naming (``ledger/`` ->
+    ``choice-ledger/``, ``$BNEXT_LEDGER/<profile>`` -> ``<profile>-choice``)."""
+    root = Path(root)
+    return root.parent / ("choice-ledger" if root.name == "ledger" else f"{root.name}-choice")
 
 
 # --------------------------------------------------------------------------------------------- provenance
@@ -305,12 +313,19 @@ class Ledger:
         """Wall seconds a run of ``cfg`` is expected to take on a machine of ``kind`` (:meth:`estimator`)."""
         return self.estimator(kind)(cfg)
 
-    def estimator(self, kind: str):
+    def estimator(self, kind: str, also: Sequence["Ledger"] = ()):
         """A function from a configuration to the wall seconds its run is expected to take on a machine of
         ``kind`` (:func:`cpu_kind`), reading the records once: the median of the recorded runs of the same variant
         (every option but the seeds), else of the same model, data size, length, batch, evaluation rhythm and
-        number of teachers; on this kind of machine first, else on any. None when nothing alike was recorded."""
+        number of teachers; on this kind of machine first, else on any. ``also``: ledgers asked in turn when
+        nothing alike is recorded here (the choice ledger, whose runs on choice seeds are the report's variants
+        often before the report trains one). None when nothing alike was recorded in any."""
         import statistics
+
+        if also:
+            chain = [self.estimator(kind), *(other.estimator(kind) for other in also)]
+            return lambda cfg, cold=False, derived=(): next(
+                (e for e in (f(cfg, cold, derived) for f in chain) if e is not None), None)
 
         costs: dict[tuple, list[tuple[float, float, dict]]] = {}
         for r in self.records(skip_bad=True):

@@ -270,9 +270,8 @@ def count(studies: Sequence, also: Sequence = ()) -> dict:
         seen.update({config_hash(c): None if d else c for c, d in zip(runs, done)})
     missing = [c for c in seen.values() if c is not None]
     kind = cpu_kind(machine())
-    estimators = [source.estimator(kind) for source in (ledger, *also)]
-    costs = [next((e for e in (f(c, derived=derived.get(config_hash(c), ())) for f in estimators) if e is not None),
-                  None) for c in missing]
+    expected = ledger.estimator(kind, also)
+    costs = [expected(c, derived=derived.get(config_hash(c), ())) for c in missing]
     return {"recorded": len(seen) - len(missing), "total": len(seen), "notebooks": per, "assumed": chosen.assumed,
             "missing_s": round(sum(x for x in costs if x is not None), 1), "unknown": sum(x is None for x in costs)}
 

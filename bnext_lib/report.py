@@ -40,7 +40,7 @@ from . import nbclean
 from .assembly import assemble, machine_info, stale_files, update_readme
 from .checkpoints import atomic_write_text
 from .cluster import EXECUTOR_ENV, ClusterSpec
-from .ledger import Ledger, git_commit, ledger_dir, machine
+from .ledger import Ledger, choice_ledger_beside, git_commit, ledger_dir, machine
 from .profiles import get_profile
 from .progress import PROGRESS_ENV
 from .runs import DEADLINE_ENV
@@ -353,7 +353,7 @@ def _part(chosen: Sequence[str], args, out: Path) -> list[str] | None:
 def count_runs(profile: str, ledger: Ledger) -> dict:
     """:func:`bnext_lib.plan.count` of the report at ``profile``, the missing runs' costs estimated from ``ledger``
     and the profile's choice ledger."""
-    return plan.count(report_studies(profile, ledger.root), also=[Ledger(ledger_dir(profile, choice=True))])
+    return plan.count(report_studies(profile, ledger.root), also=[Ledger(choice_ledger_beside(ledger.root))])
 
 
 def runs_line(runs: dict) -> str:

@@ -37,8 +37,8 @@ from .config import TrainConfig, config_hash, teacher_config
 from .data import default_data_root
 from .distill import Teacher
 from .landscape import landscape_key, run_landscape
-from .ledger import (Ledger, LedgerError, cpu_kind, digest_lock, dumps, git_commit, graph_key, machine, now,
-                     record_config, same_machine, weights_sha256, SCHEMA)
+from .ledger import (Ledger, LedgerError, choice_ledger_beside, cpu_kind, digest_lock, dumps, git_commit, graph_key,
+                     machine, now, record_config, same_machine, weights_sha256, SCHEMA)
 from .models import build_model
 from .pool import parallel_map
 from .train import train
@@ -398,7 +398,9 @@ def _train_missing(pending, asked, root, workers, threads, verbose, ledger, deri
     missing = {d: t for d, t in teacher_configs(pending, threads).items()
                if not _ready(t, root, ledger, True, ())}
     where = str(ledger.root) if ledger is not None else None
-    expect = ledger.estimator(cpu_kind(machine())) if ledger is not None else (lambda c, cold=False, derived=(): None)
+    # the choice ledger's runs price the variants the report has not recorded yet (its over-fitting regime's)
+    expect = (ledger.estimator(cpu_kind(machine()), also=[Ledger(choice_ledger_beside(ledger.root))])
+              if ledger is not None else (lambda c, cold=False, derived=(): None))
 
     graphs: set = set()
 

@@ -249,6 +249,33 @@ def test_a_part_counts_the_compilation_once_per_graph(monkeypatch):
     assert expected(tiny_config(compile=True, seed=3), derived=["landscape_never_timed"]) == pytest.approx(warm)
 
 
+def test_a_part_prices_a_variant_the_report_never_recorded_from_the_choice_ledger(monkeypatch, tmp_path):
+    """Notebook 04's augmentation runs had been trained on choice seeds (the recipe's choice) before the report
+    trained one: a part's budget reads their cost from the choice ledger beside the report's, after its own
+    ledger, instead of starting them with no estimate; a variant neither recorded still has none."""
+    from bnext_lib.ledger import choice_ledger_beside, ledger_dir, record_config
+
+    for env in (None, str(tmp_path)):  # the committed folders, and a scratch $BNEXT_LEDGER
+        if env:
+            monkeypatch.setenv("BNEXT_LEDGER", env)
+        else:
+            monkeypatch.delenv("BNEXT_LEDGER", raising=False)
+        assert choice_ledger_beside(ledger_dir("cpu")) == ledger_dir("cpu", choice=True)
+    report, choice = Ledger(tmp_path / "ledger"), Ledger(tmp_path / "choice-ledger")
+    overfit, full = tiny_config(train_subset=1000, epochs=12), tiny_config(seed=2)
+    kind = {"cpu": "AMD EPYC", "isa": ["avx2"]}
+    held = {report.root: [{"config": record_config(full), "machine": kind, "wall_s": 385.0}],
+            choice.root: [{"config": record_config(tiny_config(train_subset=1000, epochs=12, seed=1000)),
+                           "machine": kind, "wall_s": 485.0},
+                          {"config": record_config(tiny_config(seed=1000)), "machine": kind, "wall_s": 900.0}]}
+    monkeypatch.setattr(Ledger, "records", lambda self, skip_bad=False: iter(held[self.root]))
+    assert report.estimator("AMD EPYC [avx2]")(overfit) is None
+    expected = report.estimator("AMD EPYC [avx2]", also=[Ledger(choice_ledger_beside(report.root))])
+    assert expected(overfit) == pytest.approx(485.0)
+    assert expected(full) == pytest.approx(385.0)  # the report's own records first
+    assert expected(tiny_config(model="bnext_nano", train_subset=7)) is None
+
+
 @pytest.mark.slow
 def test_a_record_missing_a_derived_value_is_completed_by_training_it_again_identically(trained, tmp_path):
     """A new machine of the record's kind asks for a value of the run's weights the record lacks (another direction
