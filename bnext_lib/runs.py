@@ -398,7 +398,7 @@ def _train_missing(pending, asked, root, workers, threads, verbose, ledger, deri
     missing = {d: t for d, t in teacher_configs(pending, threads).items()
                if not _ready(t, root, ledger, True, ())}
     where = str(ledger.root) if ledger is not None else None
-    # the choice ledger's runs price the variants the report has not recorded yet (its over-fitting regime's)
+    # the choice ledger's runs price the variants the report has not recorded yet (notebook 04's presets)
     expect = (ledger.estimator(cpu_kind(machine()), also=[Ledger(choice_ledger_beside(ledger.root))])
               if ledger is not None else (lambda c, cold=False, derived=(): None))
 
