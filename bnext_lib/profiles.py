@@ -98,10 +98,10 @@ THRESHOLDS = dict(student_top1=89.0, teacher_lead=4.0, assistant_lead=2.0, main_
 TEACHERS = ("timm:resnet10t@4", "timm:resnet10t@8", "timm:resnet10t@16")
 
 # What the cpu profile does not train, to bring the report toward its ~10 worker-hours on the 2-core machine (its
-# count before this cut: 148 runs, ~22 worker-hours from the ledgers' measured costs, docs/method.md §11.2): the distillation recipes that
-# only the adaptive, instance and consecutive claims compare, claims the cpu profile cannot test by its design (its
-# teachers learn from 55 images per image of their student: bnext_lib.claims.teacher_images_ratio), and the
-# augmentation study's flip-only preset, which no claim compares. The recipes notebook 02 shares, and the two-teacher
+# count before this cut: 148 runs, ~22 worker-hours from the ledgers' measured costs, docs/method.md §11.2): the
+# distillation recipes that only the adaptive, instance and consecutive claims compare, claims the cpu profile cannot
+# test by its design (its teachers learn from 55 images per image of their student:
+# bnext_lib.claims.teacher_images_ratio), and the augmentation study's flip-only preset, which no claim compares. The recipes notebook 02 shares, and the two-teacher
 # recipe notebook 04 may be trained under, stay; notebook 04's recipe is still chosen on validation among them.
 CPU_CUT = ("two, fixed 0.5/0.5", "two, adaptive (instance)", "consecutive *", "* / flip")
 
