@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import platform
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -317,40 +318,73 @@ class Ledger:
         """A function from a configuration to the wall seconds its run is expected to take on a machine of
         ``kind`` (:func:`cpu_kind`), reading the records once: the median of the recorded runs of the same variant
         (every option but the seeds), else of the same model, data size, length, batch, evaluation rhythm and
-        number of teachers; on this kind of machine first, else on any. ``also``: ledgers asked in turn when
+        number of teachers, else a line through the medians of the same model, data size, length and batch at the
+        numbers of teachers recorded (two at least: a two-teacher student priced from the CE and one-teacher ones,
+        each teacher a forward pass a step); on
+        this kind of machine first, else on any. ``also``: ledgers asked in turn at each of these levels when
         nothing alike is recorded here (the choice ledger, whose runs on choice seeds are the report's variants
         often before the report trains one). None when nothing alike was recorded in any."""
-        import statistics
-
-        if also:
-            chain = [self.estimator(kind), *(other.estimator(kind) for other in also)]
-            return lambda cfg, cold=False, derived=(): next(
-                (e for e in (f(cfg, cold, derived) for f in chain) if e is not None), None)
-
-        costs: dict[tuple, list[tuple[float, float, dict]]] = {}
-        for r in self.records(skip_bad=True):
-            same_kind = cpu_kind(r["machine"]) == kind
-            paid = compile_seconds(r)
-            for level, key in enumerate((_variant(r["config"]), _shape(r["config"]))):
-                costs.setdefault((level, same_kind, key), []).append((r["wall_s"] - paid, paid,
-                                                                      r.get("derived_s", {})))
+        tables = [ledger._cost_table(kind) for ledger in (self, *also)]
 
         def expected(cfg: TrainConfig, cold: bool = False, derived: Sequence[str] = ()) -> float | None:
             """``cold``: the run is the first of its graph in this part, so it pays the compilation. ``derived``:
             the values (:func:`bnext_lib.landscape.landscape_key`) it computes when it finishes, at their recorded
             cost where runs alike recorded one (records written before it was timed say nothing)."""
             mine = record_config(cfg)
-            for level, key in enumerate((_variant(mine), _shape(mine))):
-                for same_kind in (True, False):
-                    if (level, same_kind, key) in costs:
-                        runs = costs[(level, same_kind, key)]
-                        warm = statistics.median(w for w, _, _ in runs)
-                        paid = max(c for _, c, _ in runs) if cold and cfg.compile else 0.0
+            for level, key in enumerate(_cost_keys(mine)):
+                for table in tables:
+                    for same_kind in (True, False):
+                        runs = table.get((level, same_kind, key), [])
+                        warm = _warm_cost(runs, level, len(mine.get("teachers", ())))
+                        if warm is None:
+                            continue
+                        paid = max(c for _, _, c, _ in runs) if cold and cfg.compile else 0.0
                         extra = sum(statistics.median(seen) for seen in
-                                    ([d[k] for _, _, d in runs if k in d] for k in derived) if seen)
+                                    ([d[k] for _, _, _, d in runs if k in d] for k in derived) if seen)
                         return float(warm + paid + extra)
             return None
         return expected
+
+    def _cost_table(self, kind: str) -> dict[tuple, list[tuple[int, float, float, dict]]]:
+        """``{(level, on this kind, key): [(teachers, warm wall s, compilation s, derived s)]}``, the levels those
+        of :func:`_cost_keys`."""
+        costs: dict[tuple, list] = {}
+        for r in self.records(skip_bad=True):
+            paid = compile_seconds(r)
+            entry = (len(r["config"].get("teachers", ())), r["wall_s"] - paid, paid, r.get("derived_s", {}))
+            for level, key in enumerate(_cost_keys(r["config"])):
+                costs.setdefault((level, cpu_kind(r["machine"]) == kind, key), []).append(entry)
+        return costs
+
+
+def _cost_keys(values: Mapping[str, Any]) -> tuple:
+    """What runs alike share, closest first: the variant; its shape (:func:`_shape`); its model, data size, length
+    and batch (the teachers on a line, and the evaluation rhythm left out: the line errs high for a run that
+    evaluates less often than those recorded, as a budget should)."""
+    return _variant(values), _shape(values), _shape(values)[:4]
+
+
+def _warm_cost(runs: Sequence[tuple], level: int, teachers: int) -> float | None:
+    """The cost of a warm run from the runs alike at ``level`` of :func:`_cost_keys` (None when they cannot say)."""
+    if not runs:
+        return None
+    return _median_cost(runs) if level < 2 else _cost_by_teachers(runs, teachers)
+
+
+def _median_cost(runs: Sequence[tuple]) -> float:
+    return statistics.median(w for _, w, _, _ in runs)
+
+
+def _cost_by_teachers(runs: Sequence[tuple], teachers: int) -> float | None:
+    """The warm cost at ``teachers`` on the least-squares line through the median cost at each number of teachers
+    recorded; None with fewer than two numbers recorded (nothing to draw a line through)."""
+    at = {n: _median_cost([r for r in runs if r[0] == n]) for n in {r[0] for r in runs}}
+    if len(at) < 2:
+        return None
+    xs, ys = list(at), list(at.values())
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return max(0.0, my + slope * (teachers - mx))
 
 
 def same_machine(theirs: Mapping[str, Any], here: Mapping[str, Any], threads: int | None = None) -> bool:

@@ -276,6 +276,32 @@ def test_a_part_prices_a_variant_the_report_never_recorded_from_the_choice_ledge
     assert expected(tiny_config(model="bnext_nano", train_subset=7)) is None
 
 
+def test_a_part_prices_a_student_of_more_teachers_than_recorded_on_the_line_through_fewer(monkeypatch):
+    """Notebook 03's two-teacher students had no run alike recorded when a part started them, so they started with
+    no estimate and ran the part past its budget: they are priced on the line through the recorded CE and
+    one-teacher students of the same shape (each teacher adds its forward pass to every step); with a single
+    number of teachers recorded there is no line, and no estimate."""
+    from bnext_lib.ledger import record_config
+
+    kind = {"cpu": "AMD EPYC", "isa": ["avx2"]}
+    # recorded at notebook 02's rhythm (its curves evaluate every 6 epochs), asked for at notebook 03's (at the end)
+    ce = tiny_config(train_subset=1000, epochs=12, eval_every=6)
+    one = tiny_config(train_subset=1000, epochs=12, eval_every=6, teachers=("timm:resnet10t",))
+    two = tiny_config(train_subset=1000, epochs=12, eval_every=12,
+                      teachers=("timm:resnet10t", "timm:mobilenetv3_small_050"))
+    held = [{"config": record_config(ce), "machine": kind, "wall_s": w} for w in (480.0, 484.0, 490.0)]
+    held += [{"config": record_config(one), "machine": kind, "wall_s": w, "derived_s": {"slice": 20.0}}
+             for w in (575.0, 580.0)]
+    monkeypatch.setattr(Ledger, "records", lambda self, skip_bad=False: iter(held))
+    expected = Ledger("unused").estimator("AMD EPYC [avx2]")
+    assert expected(two) == pytest.approx(484.0 + 2 * (577.5 - 484.0))
+    assert expected(two, derived=["slice"]) == pytest.approx(484.0 + 2 * (577.5 - 484.0) + 20.0)
+    assert expected(tiny_config(train_subset=1000, epochs=12, eval_every=6, seed=4)) == pytest.approx(484.0)
+    assert expected(tiny_config(train_subset=1000, epochs=24, teachers=two.teachers)) is None  # another shape
+    held[3:] = []
+    assert Ledger("unused").estimator("AMD EPYC [avx2]")(two) is None  # one number of teachers: no line
+
+
 @pytest.mark.slow
 def test_a_record_missing_a_derived_value_is_completed_by_training_it_again_identically(trained, tmp_path):
     """A new machine of the record's kind asks for a value of the run's weights the record lacks (another direction
