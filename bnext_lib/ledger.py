@@ -314,7 +314,7 @@ class Ledger:
         """Wall seconds a run of ``cfg`` is expected to take on a machine of ``kind`` (:meth:`estimator`)."""
         return self.estimator(kind)(cfg)
 
-    def estimator(self, kind: str, also: Sequence["Ledger"] = ()):
+    def estimator(self, kind: str, also: Sequence["Ledger"] = (), levels: Sequence[int] = (0, 1, 2)):
         """A function from a configuration to the wall seconds its run is expected to take on a machine of
         ``kind`` (:func:`cpu_kind`), reading the records once: the median of the recorded runs of the same variant
         (every option but the seeds), else of the same model, data size, length, batch, evaluation rhythm and
@@ -323,8 +323,13 @@ class Ledger:
         each teacher a forward pass a step); on
         this kind of machine first, else on any. ``also``: ledgers asked in turn at each of these levels when
         nothing alike is recorded here (the choice ledger, whose runs on choice seeds are the report's variants
-        often before the report trains one). None when nothing alike was recorded in any."""
-        tables = [ledger._cost_table(kind) for ledger in (self, *also)]
+        often before the report trains one). ``levels``: which of these three to ask. None when nothing alike was
+        recorded in any."""
+        if also:  # level by level: a variant recorded in the choice ledger before a line through this one's
+            chain = [ledger.estimator(kind, levels=(level,)) for level in levels for ledger in (self, *also)]
+            return lambda cfg, cold=False, derived=(): next(
+                (e for e in (f(cfg, cold, derived) for f in chain) if e is not None), None)
+        table = self._cost_table(kind)
 
         def expected(cfg: TrainConfig, cold: bool = False, derived: Sequence[str] = ()) -> float | None:
             """``cold``: the run is the first of its graph in this part, so it pays the compilation. ``derived``:
@@ -332,16 +337,15 @@ class Ledger:
             cost where runs alike recorded one (records written before it was timed say nothing)."""
             mine = record_config(cfg)
             for level, key in enumerate(_cost_keys(mine)):
-                for table in tables:
-                    for same_kind in (True, False):
-                        runs = table.get((level, same_kind, key), [])
-                        warm = _warm_cost(runs, level, len(mine.get("teachers", ())))
-                        if warm is None:
-                            continue
-                        paid = max(c for _, _, c, _ in runs) if cold and cfg.compile else 0.0
-                        extra = sum(statistics.median(seen) for seen in
-                                    ([d[k] for _, _, _, d in runs if k in d] for k in derived) if seen)
-                        return float(warm + paid + extra)
+                for same_kind in (True, False):
+                    runs = table.get((level, same_kind, key), []) if level in levels else []
+                    warm = _warm_cost(runs, level, len(mine.get("teachers", ())))
+                    if warm is None:
+                        continue
+                    paid = max(c for _, _, c, _ in runs) if cold and cfg.compile else 0.0
+                    extra = sum(statistics.median(seen) for seen in
+                                ([d[k] for _, _, _, d in runs if k in d] for k in derived) if seen)
+                    return float(warm + paid + extra)
             return None
         return expected
 

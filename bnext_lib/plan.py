@@ -7,11 +7,10 @@ runs the ledger holds (:func:`count` of :func:`bnext_lib.study.report_studies`: 
 a part reached.
 
 Two batches depend on what earlier runs measured: the distillation recipes on the teacher ladder (weak to strong by
-measured validation top-1) and the augmentation study on the recipe notebook 03 chooses on validation. Where those
-runs are recorded, the plan reads its choice from the ledger as the notebooks do; where not, it assumes the
-profile's teacher order and the first recipe, and says so (``assumed``). The count of runs does not depend on the
-ladder; it depends on the chosen recipe by at most one arm's seeds (a recipe evaluated at the end shares the
-augmentation study's run of the profile's own preset).
+measured validation top-1) and the augmentation study on the recipe notebook 04 chooses by validation top-1 on the
+profile's choice seeds (:func:`recipe_choice`), never on report seeds. Where those runs are recorded, the plan reads
+its choice from the ledger as the notebooks do; where not, it assumes the profile's teacher order and the first
+recipe, and says so (``assumed``). The count of runs does not depend on the ladder or on the chosen recipe.
 """
 from __future__ import annotations
 
@@ -25,8 +24,8 @@ from .runs import teacher_configs
 
 __all__ = ["ABLATION", "PROGRESSIVE", "ABLATION_LANDSCAPES", "BLOCK_LANDSCAPES", "PRESETS", "HEADLINE_PRESETS",
            "AT_THE_END", "FLOAT_TWIN", "block_models", "blocks", "capacities", "sizes", "overfitting",
-           "distillation_recipes", "DISTILLATION_HEADLINE", "augmentation", "Batch", "Choices", "ladder_order",
-           "choices", "batches", "notebook_runs", "sliced", "count", "unplanned"]
+           "distillation_recipes", "DISTILLATION_HEADLINE", "recipe_choice", "augmentation", "Batch", "Choices",
+           "ladder_order", "choices", "batches", "notebook_runs", "sliced", "count", "unplanned"]
 
 # a variant override: the run's validation and training splits evaluated after its last epoch only (Study.config)
 AT_THE_END = {"evaluate": "end"}
@@ -107,6 +106,13 @@ def distillation_recipes(ladder: Sequence[str]) -> dict:
 
 
 # notebook 04 ----------------------------------------------------------------------------------------------------
+def recipe_choice(recipes: Mapping[str, Mapping[str, Any]]) -> dict[str, dict]:
+    """The runs notebook 04 chooses its distillation recipe on, by mean validation top-1 (trained at the profile's
+    choice seeds, never report seeds, so that the choice carries no luck of the runs it governs): every recipe,
+    evaluated at the end only, which is all the choice reads."""
+    return {label: {**overrides, **AT_THE_END} for label, overrides in recipes.items()}
+
+
 PRESETS = ("none", "flip", "basic", "randaugment", "mixup", "cutmix", "released")
 HEADLINE_PRESETS = ("none", "basic", "randaugment", "released")  # the RandAugment claims' sides: more seeds
 
@@ -138,6 +144,7 @@ class Batch:
     variants: dict
     headline: bool | Sequence[str] = False
     landscapes: bool | Sequence[str] = False  # the labels whose loss landscapes are sliced (True: all)
+    choice: bool = False  # trained at the profile's choice seeds, not the report's
 
 
 @dataclass
@@ -161,8 +168,9 @@ def ladder_order(names: Sequence[str], val: Sequence[float | None], test: Sequen
 
 
 def choices(study) -> Choices:
-    """The teacher ladder and notebook 03's recipe as the notebooks measure them, read from the recorded runs of
-    ``study``'s ledger and parameters (its profile, seeds, overrides); assumed where those runs are not recorded."""
+    """The teacher ladder and notebook 04's recipe as the notebooks measure them, read from the recorded runs of
+    ``study``'s ledger and parameters (its profile, seeds, overrides; the recipe from the runs at the choice seeds,
+    :func:`recipe_choice`); assumed where those runs are not recorded."""
     s = study.sibling("03_distillation")
     ledger, assumed = s.ledger, []
     base = s.config(teachers=tuple(s.teachers))
@@ -175,17 +183,17 @@ def choices(study) -> Choices:
         assumed.append("the teacher ladder in the profile's order (its teachers are not all recorded)")
     recipes = distillation_recipes(ladder)
     means = {}
-    for label, overrides in recipes.items():
+    for label, overrides in recipe_choice(recipes).items():
         if s.profile.cut_reason(label):
             continue
-        values = [_recorded(ledger, c) for c in s.configs(overrides, headline=label in DISTILLATION_HEADLINE)]
+        values = [_recorded(ledger, c) for c in s.configs(overrides, seeds=s.choice_seeds)]
         if not all(values):
             break
         means[label] = sum(r["final"]["val_top1"] for r in values) / len(values)
     else:
         return Choices(ladder, max(means, key=means.get), assumed)  # the first of equals, as pandas' idxmax
     recipe = next(iter(recipes))
-    assumed.append(f"notebook 03's recipe '{recipe}' (its runs are not all recorded)")
+    assumed.append(f"notebook 04's recipe '{recipe}' (the runs it is chosen on are not all recorded)")
     return Choices(ladder, recipe, assumed)
 
 
@@ -204,7 +212,8 @@ def batches(study, chosen: Choices) -> list[Batch]:
         return [kd]
     if notebook == "04_augmentation_ablation":
         variants, headline = augmentation(recipes[chosen.recipe], model, study.sizes, study.settings["dataset"])
-        return [kd, Batch("augmentation", variants, headline)]
+        return [Batch("regime", {"CE only": recipes["CE only"]}),
+                Batch("recipe choice", recipe_choice(recipes), choice=True), Batch("augmentation", variants, headline)]
     raise ValueError(f"no plan for notebook {notebook!r}")
 
 
@@ -214,7 +223,8 @@ def _students(study, batch: Batch):
         if study.profile.cut_reason(label):
             continue
         top = batch.headline is True or label in (batch.headline or ())
-        yield label, study.configs(overrides, headline=top)
+        yield label, study.configs(overrides, seeds=study.choice_seeds if batch.choice else None,
+                                   headline=top and not batch.choice)
 
 
 def notebook_runs(study, chosen: Choices | None = None, prefetch: bool = True) -> list[TrainConfig]:

@@ -237,6 +237,9 @@ class Study:
                                   or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
                                              for s in seeds)):
             errors.append(f"seeds must be a non-empty list of non-negative integers or None, got {seeds!r}")
+        elif seeds is not None and set(seeds) & set(self.profile.choice_seeds):
+            errors.append(f"seeds must not be the {profile} profile's choice seeds {list(self.profile.choice_seeds)} "
+                          f"(a choice is never made on report seeds), got {list(seeds)}")
         if workers is not None and (not isinstance(workers, int) or workers < 1):
             errors.append(f"workers must be a positive integer or None, got {workers!r}")
         if regime not in ("full", "overfitting"):
@@ -250,6 +253,7 @@ class Study:
         if errors:
             raise ValueError(f"invalid parameters for {name}:\n  " + "\n  ".join(errors))
         self.seeds = tuple(seeds) if seeds is not None else self.profile.seeds
+        self.choice_seeds = self.profile.choice_seeds  # what notebook 04 chooses its recipe on (never report seeds)
         # the headline claims' comparisons: the profile's larger set, unless the caller chose the seeds
         self.headline_seeds = self.seeds if seeds is not None else (self.profile.headline_seeds or self.seeds)
         self.workers = workers or self.profile.workers

@@ -47,11 +47,23 @@ def test_a_run_evaluated_at_the_end_only_keeps_everything_else(tmp_path):
     (dict(seeds=[True]), "seeds must be"),
     (dict(workers=0), "workers must be"),
     (dict(device="tpu"), "device must be"),
+    (dict(seeds=[0, 1000]), r"seeds must not be the smoke profile's choice seeds \[1000\].*got \[0, 1000\]"),
 ])
 def test_study_rejects_bad_parameters(kwargs, message, tmp_path):
     with pytest.raises(ValueError, match=message):
         Study("01_architecture_study", out_dir=tmp_path, **kwargs)
     assert not any(tmp_path.iterdir())  # nothing written before the check
+
+
+def test_a_profile_whose_choice_seeds_are_report_seeds_is_refused():
+    """A choice is never made on the report's own seeds: a profile that would is an error where it is declared."""
+    from bnext_lib.profiles import Profile
+
+    with pytest.raises(ValueError, match=r"choice seeds must be given and never report seeds, \[3\] are both"):
+        Profile("x", seeds=(0, 1), headline_seeds=(0, 1, 3), choice_seeds=(3, 1000))
+    with pytest.raises(ValueError, match="choice seeds must be given"):
+        Profile("x", choice_seeds=())
+    assert Profile("x", seeds=(0, 1)).choice_seeds == (1000,)
 
 
 @pytest.mark.parametrize("text", ["[0, 1, 2]", "0,1,2", " [0,1, 2,] "])
