@@ -278,9 +278,23 @@ def _ledger_lines(studies: list[dict]) -> list[str]:
     s = Ledger(ledger_dir(studies[0]["profile"])).summary()
     if not s["runs"]:
         return []
-    return [f"- Ledger: {s['runs']} runs ({s['hours']:.2f} worker-hours) in [`ledger/`](ledger/index.csv), trained on "
+    return [f"- Ledger: {s['runs']} runs ({s['hours']:.2f} worker-hours, {s['cpu_hours']:.2f} CPU-hours) in "
+            f"[`ledger/`](ledger/index.csv), trained on "
             + "; ".join(f"{n} runs on {k}" for k, n in s["machines"].items())
             + f"; commits {', '.join(s['commits'])}"]
+
+
+def _ledger_words(profile: str) -> str:
+    """"; N runs from the committed ledger (X CPU-hours on <machines>, commits ...)", the training behind a report
+    that its own invocation may only have assembled ("" without a ledger)."""
+    from .ledger import Ledger, ledger_dir
+
+    s = Ledger(ledger_dir(profile)).summary()
+    if not s["runs"]:
+        return ""
+    machines = "; ".join(f"{n} on {k}" for k, n in s["machines"].items())
+    return (f"; {s['runs']} runs from the committed ledger, {s['cpu_hours']:.1f} CPU-hours ({machines}; commits "
+            f"{', '.join(s['commits'])}); this invocation")
 
 
 def _claims_section(claims: list[dict], gpu: Mapping[str, str]) -> list[str]:
@@ -457,8 +471,8 @@ def update_readme(out: str | os.PathLike = REPO_ROOT / "reports") -> None:
         f", {_regime_words(over['settings'])} for over-fitting, distillation and augmentation" if over else "")
     lines = [README_START, "", "### Headline: the paper's claims at laptop scale ([full report](reports/REPORT.md))",
              "", f"`make report` ({s0['profile']} profile: {s0['settings'].get('model')} on "
-             f"{s0['settings'].get('dataset')}, {regimes}, seeds {s0['seeds']}, {_total_wall_s(run) / 60:.0f} min "
-             f"on {run.get('machine', {}).get('cores', '?')} CPU cores) gives "
+             f"{s0['settings'].get('dataset')}, {regimes}, seeds {s0['seeds']}{_ledger_words(s0['profile'])}, "
+             f"{_total_wall_s(run) / 60:.0f} min on {run.get('machine', {}).get('cores', '?')} CPU cores) gives "
              + ", ".join(f"{counts[v]} {v}" for v in VERDICTS) + " claims (Holm-corrected):", "",
              "| claim | verdict |", "|---|---|"]
     for c in claims:

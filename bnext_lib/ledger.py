@@ -301,13 +301,16 @@ class Ledger:
 
     def summary(self) -> dict:
         """What the ledger holds, for the runner's and the report's ledger lines: ``runs``, ``hours`` (worker-hours
-        of wall time), ``machines`` (``{kind: runs}``), ``commits`` (short hashes) and ``skipped`` (records that
-        are not usable, named)."""
+        of wall time), ``cpu_hours`` (each run's wall time times the torch threads it trained with, for a GPU run
+        its host threads), ``machines`` (``{kind: runs}``), ``commits`` (short hashes) and ``skipped`` (records
+        that are not usable, named)."""
         records = list(self.records(skip_bad=True)) if self.root.is_dir() else []
         machines: dict[str, int] = {}
         for r in records:
             machines[cpu_kind(r["machine"])] = machines.get(cpu_kind(r["machine"]), 0) + 1
-        return {"runs": len(records), "hours": sum(r["wall_s"] for r in records) / 3600, "machines": machines,
+        return {"runs": len(records), "hours": sum(r["wall_s"] for r in records) / 3600,
+                "cpu_hours": sum(r["wall_s"] * (r["machine"].get("torch_threads") or 1) for r in records) / 3600,
+                "machines": machines,
                 "commits": sorted({r["commit"][:7] for r in records}), "skipped": list(self.skipped)}
 
     def estimate(self, cfg: TrainConfig, kind: str) -> float | None:

@@ -25,6 +25,9 @@ def test_readme_headline_names_both_regimes(tmp_path, monkeypatch):
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{assembly.README_START}\nold\n{assembly.README_END}\nrest\n")
     monkeypatch.setattr(assembly, "REPO_ROOT", tmp_path)
+    from bnext_lib.ledger import Ledger
+    held = {"runs": 0}
+    monkeypatch.setattr(Ledger, "summary", lambda self: held)
     assembly.update_readme(out)
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("rest\n") and "old" not in text
@@ -35,6 +38,13 @@ def test_readme_headline_names_both_regimes(tmp_path, monkeypatch):
     (out / "run.json").write_text(json.dumps({"wall_s": 6000, "total_wall_s": 7200, "machine": {"cores": 2}}))
     assembly.update_readme(out)
     assert "seeds [0, 1, 2], 120 min on 2 CPU cores" in readme.read_text()
+    # a report assembled from a ledger names the training behind it, not only its own invocation's minutes
+    held.update(runs=140, hours=20.5, cpu_hours=20.5, machines={"AMD EPYC [avx2]": 100, "Intel Xeon [avx512f]": 40},
+                commits=["59aa3e1", "caed0ff"])
+    assembly.update_readme(out)
+    assert ("seeds [0, 1, 2]; 140 runs from the committed ledger, 20.5 CPU-hours (100 on AMD EPYC [avx2]; 40 on "
+            "Intel Xeon [avx512f]; commits 59aa3e1, caed0ff); this invocation, 120 min on 2 CPU cores) gives"
+            ) in readme.read_text()
 
 
 def test_assemble_without_results(tmp_path):
