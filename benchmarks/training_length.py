@@ -8,7 +8,8 @@ notebooks train them (the same :class:`~bnext_lib.study.Study`, profile, regime 
 its warm-up kept as the same share of the run) and compared with the report's test
 (:func:`bnext_lib.verdicts.compare`: difference of means, its 95 % CI, one-sided Welch p). Runs go through the run
 cache, so the report's own length costs nothing after ``make report``; the augmentation comparison uses the
-distillation recipe notebook 04 picks (trained by notebook 03 if missing).
+distillation recipe notebook 04 picks, by validation top-1 at the profile's choice seeds (those runs trained if
+missing).
 
 Prints one row per claim and length, writes ``--csv`` and one figure (``--figure``: Δ with its CI against epochs,
 one panel per claim). Not part of ``make report`` (its extra runs would not fit the report's budget); the report
@@ -26,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from student_frontier import cpu_name, save_figure, write_csv  # noqa: E402
 
 from bnext_lib.models import EARLIER_BLOCKS  # noqa: E402
-from bnext_lib.plan import distillation_recipes  # noqa: E402
+from bnext_lib.plan import distillation_recipes, recipe_choice  # noqa: E402
 from bnext_lib.study import Study  # noqa: E402
 
 
@@ -49,7 +50,8 @@ def headline(profile: str, regime: str, epochs: int | None) -> list[tuple[str, S
     if s.profile.cut_reason(a) or s.profile.cut_reason(b):
         return out + [("RandAugment on crop + flip helps", s, a, {}, b, {})]  # reported as cut by measure()
     full_length = Study("03_distillation", profile=profile, regime="overfitting", out_dir=ROOT / "reports" / ".scratch")
-    best = full_length.run(recipes).summary()["test_top1_mean"].idxmax()  # notebook 04's pick, at its length
+    choice = full_length.run(recipe_choice(recipes), seeds=full_length.choice_seeds)
+    best = choice.summary(("val_top1",))["val_top1_mean"].idxmax()  # notebook 04's pick, at its length
     return out + [("RandAugment on crop + flip helps", s, a, {**recipes[best], "model": size, "augment": "released"},
                    b, {**recipes[best], "model": size, "augment": "basic"})]
 
