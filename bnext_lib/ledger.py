@@ -323,8 +323,8 @@ class Ledger:
         (every option but the seeds), else of the same model, data size, length, batch, evaluation rhythm and
         number of teachers, else a line through the medians of the same model, data size, length and batch at the
         numbers of teachers recorded (two at least: a two-teacher student priced from the CE and one-teacher ones,
-        each teacher a forward pass a step); on
-        this kind of machine first, else on any. ``also``: ledgers asked in turn at each of these levels when
+        each teacher a forward pass a step); on this kind of machine first, else on any. ``also``: ledgers asked
+        in turn at each of these levels when
         nothing alike is recorded here (the choice ledger, whose runs on choice seeds are the report's variants
         often before the report trains one). ``levels``: which of these three to ask. None when nothing alike was
         recorded in any."""
@@ -388,10 +388,8 @@ def _cost_by_teachers(runs: Sequence[tuple], teachers: int) -> float | None:
     at = {n: _median_cost([r for r in runs if r[0] == n]) for n in {r[0] for r in runs}}
     if len(at) < 2:
         return None
-    xs, ys = list(at), list(at.values())
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
-    return max(0.0, my + slope * (teachers - mx))
+    slope, intercept = statistics.linear_regression(list(at), list(at.values()))
+    return max(0.0, intercept + slope * teachers)
 
 
 def same_machine(theirs: Mapping[str, Any], here: Mapping[str, Any], threads: int | None = None) -> bool:
