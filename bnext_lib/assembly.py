@@ -269,32 +269,35 @@ def _what_was_run(studies: list[dict], run: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _ledger_lines(studies: list[dict]) -> list[str]:
-    """The ledger behind the report: its runs, worker-hours, machines and commits."""
+def _ledger_summary(profile: str) -> dict | None:
+    """The profile's ledger summary (:meth:`Ledger.summary`), with ``machines`` and ``commits`` as words; None
+    without a recorded run."""
     from .ledger import Ledger, ledger_dir
 
-    if not studies:
-        return []
-    s = Ledger(ledger_dir(studies[0]["profile"])).summary()
+    s = Ledger(ledger_dir(profile)).summary()
     if not s["runs"]:
+        return None
+    return {**s, "machines": "; ".join(f"{n} runs on {k}" for k, n in s["machines"].items()),
+            "commits": ", ".join(s["commits"])}
+
+
+def _ledger_lines(studies: list[dict]) -> list[str]:
+    """The ledger behind the report: its runs, worker-hours, machines and commits."""
+    s = _ledger_summary(studies[0]["profile"]) if studies else None
+    if s is None:
         return []
     return [f"- Ledger: {s['runs']} runs ({s['hours']:.2f} worker-hours, {s['cpu_hours']:.2f} CPU-hours) in "
-            f"[`ledger/`](ledger/index.csv), trained on "
-            + "; ".join(f"{n} runs on {k}" for k, n in s["machines"].items())
-            + f"; commits {', '.join(s['commits'])}"]
+            f"[`ledger/`](ledger/index.csv), trained on {s['machines']}; commits {s['commits']}"]
 
 
 def _ledger_words(profile: str) -> str:
     """"; N runs from the committed ledger (X CPU-hours on <machines>, commits ...)", the training behind a report
     that its own invocation may only have assembled ("" without a ledger)."""
-    from .ledger import Ledger, ledger_dir
-
-    s = Ledger(ledger_dir(profile)).summary()
-    if not s["runs"]:
+    s = _ledger_summary(profile)
+    if s is None:
         return ""
-    machines = "; ".join(f"{n} on {k}" for k, n in s["machines"].items())
-    return (f"; {s['runs']} runs from the committed ledger, {s['cpu_hours']:.1f} CPU-hours ({machines}; commits "
-            f"{', '.join(s['commits'])}); this invocation")
+    return (f"; {s['runs']} runs from the committed ledger, {s['cpu_hours']:.1f} CPU-hours ({s['machines']}; "
+            f"commits {s['commits']}); this invocation")
 
 
 def _claims_section(claims: list[dict], gpu: Mapping[str, str]) -> list[str]:
