@@ -328,12 +328,29 @@ class Ledger:
         nothing alike is recorded here (the choice ledger, whose runs on choice seeds are the report's variants
         often before the report trains one). ``levels``: which of these three to ask. None when nothing alike was
         recorded in any."""
-        tables = [ledger._cost_table(kind) for ledger in (self, *also)]  # each ledger's records read once
         if also:  # level by level: a variant recorded in the choice ledger before a line through this one's
-            chain = [_expecter(table, (level,)) for level in levels for table in tables]
+            chain = [ledger.estimator(kind, levels=(level,)) for level in levels for ledger in (self, *also)]
             return lambda cfg, cold=False, derived=(): next(
                 (e for e in (f(cfg, cold, derived) for f in chain) if e is not None), None)
-        return _expecter(tables[0], levels)
+        table = self._cost_table(kind)
+
+        def expected(cfg: TrainConfig, cold: bool = False, derived: Sequence[str] = ()) -> float | None:
+            """``cold``: the run is the first of its graph in this part, so it pays the compilation. ``derived``:
+            the values (:func:`bnext_lib.landscape.landscape_key`) it computes when it finishes, at their recorded
+            cost where runs alike recorded one (records written before it was timed say nothing)."""
+            mine = record_config(cfg)
+            for level, key in enumerate(_cost_keys(mine)):
+                for same_kind in (True, False):
+                    runs = table.get((level, same_kind, key), []) if level in levels else []
+                    warm = _warm_cost(runs, level, len(mine.get("teachers", ())))
+                    if warm is None:
+                        continue
+                    paid = max(c for _, _, c, _ in runs) if cold and cfg.compile else 0.0
+                    extra = sum(statistics.median(seen) for seen in
+                                ([d[k] for _, _, _, d in runs if k in d] for k in derived) if seen)
+                    return float(warm + paid + extra)
+            return None
+        return expected
 
     def _cost_table(self, kind: str) -> dict[tuple, list[tuple[int, float, float, dict]]]:
         """``{(level, on this kind, key): [(teachers, warm wall s, compilation s, derived s)]}``, the levels those
@@ -345,28 +362,6 @@ class Ledger:
             for level, key in enumerate(_cost_keys(r["config"])):
                 costs.setdefault((level, cpu_kind(r["machine"]) == kind, key), []).append(entry)
         return costs
-
-
-def _expecter(table: Mapping[tuple, list], levels: Sequence[int]):
-    """The estimator over one ledger's cost table (:meth:`Ledger._cost_table`), asking only ``levels``."""
-
-    def expected(cfg: TrainConfig, cold: bool = False, derived: Sequence[str] = ()) -> float | None:
-        """``cold``: the run is the first of its graph in this part, so it pays the compilation. ``derived``:
-        the values (:func:`bnext_lib.landscape.landscape_key`) it computes when it finishes, at their recorded
-        cost where runs alike recorded one (records written before it was timed say nothing)."""
-        mine = record_config(cfg)
-        for level, key in enumerate(_cost_keys(mine)):
-            for same_kind in (True, False):
-                runs = table.get((level, same_kind, key), []) if level in levels else []
-                warm = _warm_cost(runs, level, len(mine.get("teachers", ())))
-                if warm is None:
-                    continue
-                paid = max(c for _, _, c, _ in runs) if cold and cfg.compile else 0.0
-                extra = sum(statistics.median(seen) for seen in
-                            ([d[k] for _, _, _, d in runs if k in d] for k in derived) if seen)
-                return float(warm + paid + extra)
-        return None
-    return expected
 
 
 def _cost_keys(values: Mapping[str, Any]) -> tuple:
