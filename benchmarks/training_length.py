@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from student_frontier import cpu_name, save_figure, write_csv  # noqa: E402
 
 from bnext_lib.models import EARLIER_BLOCKS  # noqa: E402
-from bnext_lib.plan import distillation_recipes, recipe_choice  # noqa: E402
+from bnext_lib.plan import augmentation, distillation_recipes, recipe_choice  # noqa: E402
 from bnext_lib.study import Study  # noqa: E402
 
 
@@ -52,8 +52,9 @@ def headline(profile: str, regime: str, epochs: int | None) -> list[tuple[str, S
     full_length = Study("03_distillation", profile=profile, regime="overfitting", out_dir=ROOT / "reports" / ".scratch")
     choice = full_length.run(recipe_choice(recipes), seeds=full_length.choice_seeds)
     best = choice.summary(("val_top1",))["val_top1_mean"].idxmax()  # notebook 04's pick, at its length
-    return out + [("RandAugment on crop + flip helps", s, a, {**recipes[best], "model": size, "augment": "released"},
-                   b, {**recipes[best], "model": size, "augment": "basic"})]
+    # the arms as notebook 04 declares them (its RandAugment for the dataset's images, evaluated at the end only)
+    arms, _ = augmentation(recipes[best], s.settings["model"], s.sizes, s.settings["dataset"])
+    return out + [("RandAugment on crop + flip helps", s, a, arms[a], b, arms[b])]
 
 
 def measure(profile: str, regime: str, epochs: int) -> list[dict]:
