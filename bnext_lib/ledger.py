@@ -69,8 +69,8 @@ def report_dir(profile: str) -> Path:
 def ledger_dir(profile: str, choice: bool = False) -> Path:
     """A profile's ledger: ``$BNEXT_LEDGER/<profile>`` if that is set (tests, a scratch ledger), else
     ``ledger/`` in the profile's report folder (:func:`report_dir`). ``choice``: the ledger of the
-    runs on choice seeds (the variance budget, the regime and recipe choices), ``choice-ledger/`` beside it, which
-    never holds a report seed's run."""
+    benchmarks' runs on choice seeds (the variance budget, the regime's choice), ``choice-ledger/`` beside it, which
+    never holds a report seed's run; notebook 04's recipe choice is a batch of the report's plan, in its ledger."""
     env = os.environ.get("BNEXT_LEDGER")
     name = "choice-ledger" if choice else "ledger"
     if env:

@@ -10,7 +10,9 @@ Two batches depend on what earlier runs measured: the distillation recipes on th
 measured validation top-1) and the augmentation study on the recipe notebook 04 chooses by validation top-1 on the
 profile's choice seeds (:func:`recipe_choice`), never on report seeds. Where those runs are recorded, the plan reads
 its choice from the ledger as the notebooks do; where not, it assumes the profile's teacher order and the first
-recipe, and says so (``assumed``). The count of runs does not depend on the ladder or on the chosen recipe.
+recipe, and says so (``assumed``). The count of runs does not depend on the ladder; it depends on the chosen recipe
+by at most one arm's seeds: a two-teacher recipe, evaluated at the end, shares the augmentation study's run of the
+profile's own preset (gpu: flip, paper: released), where the profile keeps it (the cpu profile cuts its flip).
 """
 from __future__ import annotations
 

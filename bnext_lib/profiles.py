@@ -102,7 +102,7 @@ TEACHERS = ("timm:resnet10t@4", "timm:resnet10t@8", "timm:resnet10t@16")
 CHOICE_SEEDS = (1000, 1001, 1002)
 
 # What the cpu profile does not train, to bring the report toward its ~10 worker-hours on the 2-core machine (its
-# count before this cut: 148 runs, ~22 worker-hours from the ledgers' measured costs, docs/method.md §11.2): the
+# count before this cut, and before notebook 04's recipe choice: 148 runs, ~22 worker-hours, docs/method.md §11.2): the
 # distillation recipes that only the adaptive, instance and consecutive claims compare, claims the cpu profile cannot
 # test by its design (its teachers learn from 55 images per image of their student:
 # bnext_lib.claims.teacher_images_ratio), and the augmentation study's flip-only preset, which no claim compares.
