@@ -158,10 +158,11 @@ class Profile:
     cut: tuple[str, ...] = ()
 
     def __post_init__(self):
+        if not self.choice_seeds:
+            raise ValueError(f"profile {self.name!r}: no choice seeds (notebook 04 chooses its recipe on them)")
         shared = sorted(set(self.choice_seeds) & {*self.seeds, *self.headline_seeds})
-        if shared or not self.choice_seeds:
-            raise ValueError(f"profile {self.name!r}: choice seeds must be given and never report seeds, "
-                             f"{shared} are both")
+        if shared:
+            raise ValueError(f"profile {self.name!r}: choice seeds must never be report seeds, {shared} are both")
 
     def cut_reason(self, label: str) -> str | None:
         """Why the variant ``label`` is not trained at this profile (a pattern of :attr:`cut` names it), or None."""

@@ -39,10 +39,10 @@ def test_readme_headline_names_both_regimes(tmp_path, monkeypatch):
     assembly.update_readme(out)
     assert "seeds [0, 1, 2], 120 min on 2 CPU cores" in readme.read_text()
     # a report assembled from a ledger names the training behind it, not only its own invocation's minutes
-    held.update(runs=140, hours=20.5, cpu_hours=20.5, machines={"AMD EPYC [avx2]": 100, "Intel Xeon [avx512f]": 40},
+    held.update(runs=140, hours=20.5, cpu_hours=41.0, machines={"AMD EPYC [avx2]": 100, "Intel Xeon [avx512f]": 40},
                 commits=["59aa3e1", "caed0ff"])
     assembly.update_readme(out)
-    assert ("seeds [0, 1, 2]; 140 runs from the committed ledger, 20.5 CPU-hours (100 runs on AMD EPYC [avx2]; "
+    assert ("seeds [0, 1, 2]; 140 runs from the committed ledger, 41.0 CPU-hours (100 runs on AMD EPYC [avx2]; "
             "40 runs on Intel Xeon [avx512f]; commits 59aa3e1, caed0ff); this invocation, 120 min on 2 CPU cores) "
             "gives"
             ) in readme.read_text()

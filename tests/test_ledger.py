@@ -302,6 +302,24 @@ def test_a_part_prices_a_student_of_more_teachers_than_recorded_on_the_line_thro
     assert Ledger("unused").estimator("AMD EPYC [avx2]")(two) is None  # one number of teachers: no line
 
 
+def test_the_ledger_summary_counts_cpu_hours_by_each_run_s_threads(monkeypatch, tmp_path):
+    """Worker-hours are wall time; CPU-hours weigh each run's wall time by the torch threads it trained with (a run
+    recorded without a thread count counts one), so that ledgers trained with one and with two threads a run add up."""
+    from bnext_lib.ledger import record_config
+
+    amd = {"cpu": "AMD EPYC", "isa": ["avx2"], "torch_threads": 1}
+    held = [{"config": record_config(tiny_config()), "machine": amd, "wall_s": 1800.0, "commit": "a" * 40},
+            {"config": record_config(tiny_config(seed=1)), "machine": dict(amd, torch_threads=2), "wall_s": 1800.0,
+             "commit": "b" * 40},
+            {"config": record_config(tiny_config(seed=2)), "machine": {k: v for k, v in amd.items()
+                                                                       if k != "torch_threads"},
+             "wall_s": 3600.0, "commit": "a" * 40}]
+    monkeypatch.setattr(Ledger, "records", lambda self, skip_bad=False: iter(held))
+    s = Ledger(tmp_path).summary()
+    assert (s["runs"], s["hours"], s["cpu_hours"]) == (3, 2.0, 2.5)
+    assert s["machines"] == {"AMD EPYC [avx2]": 3} and s["commits"] == ["aaaaaaa", "bbbbbbb"]
+
+
 @pytest.mark.slow
 def test_a_record_missing_a_derived_value_is_completed_by_training_it_again_identically(trained, tmp_path):
     """A new machine of the record's kind asks for a value of the run's weights the record lacks (another direction

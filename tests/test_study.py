@@ -59,9 +59,9 @@ def test_a_profile_whose_choice_seeds_are_report_seeds_is_refused():
     """A choice is never made on the report's own seeds: a profile that would is an error where it is declared."""
     from bnext_lib.profiles import Profile
 
-    with pytest.raises(ValueError, match=r"choice seeds must be given and never report seeds, \[3\] are both"):
+    with pytest.raises(ValueError, match=r"choice seeds must never be report seeds, \[3\] are both"):
         Profile("x", seeds=(0, 1), headline_seeds=(0, 1, 3), choice_seeds=(3, 1000))
-    with pytest.raises(ValueError, match="choice seeds must be given"):
+    with pytest.raises(ValueError, match="no choice seeds"):
         Profile("x", choice_seeds=())
     assert Profile("x", seeds=(0, 1)).choice_seeds == (1000,)
 
