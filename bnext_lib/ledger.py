@@ -323,11 +323,10 @@ class Ledger:
         (every option but the seeds), else of the same model, data size, length, batch, evaluation rhythm and
         number of teachers, else a line through the medians of the same model, data size, length and batch at the
         numbers of teachers recorded (two at least: a two-teacher student priced from the CE and one-teacher ones,
-        each teacher a forward pass a step); on this kind of machine first, else on any. ``also``: ledgers asked
-        in turn at each of these levels when
-        nothing alike is recorded here (the choice ledger, whose runs on choice seeds are the report's variants
-        often before the report trains one). ``levels``: which of these three to ask. None when nothing alike was
-        recorded in any."""
+        each teacher a forward pass a step); on this kind of machine first, else on any. ``also``: ledgers (anything
+        with this method) asked in turn at each of these levels when nothing alike is recorded here (the choice
+        ledger, whose runs on choice seeds are the report's variants often before the report trains one).
+        ``levels``: which of these three to ask. None when nothing alike was recorded in any."""
         if also:  # level by level: a variant recorded in the choice ledger before a line through this one's
             chain = [ledger.estimator(kind, levels=(level,)) for level in levels for ledger in (self, *also)]
             return lambda cfg, cold=False, derived=(): next(
