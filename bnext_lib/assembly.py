@@ -83,6 +83,12 @@ def under_todays_rules(out: str | os.PathLike = REPO_ROOT / "reports"):
 TODAY_START, TODAY_END = "<!-- todays-rules:start -->", "<!-- todays-rules:end -->"
 
 
+def _from_ledger(studies: list[dict]) -> bool:
+    """Whether a report's every study was run on the ledger (v3 on), and so judged under today's rules; the v2 run
+    predates the ledger and its results name none."""
+    return bool(studies) and all("ledger" in s for s in studies)
+
+
 def todays_rules_markdown(out: str | os.PathLike = REPO_ROOT / "reports") -> str:
     """The README's block (between its markers) that reads the committed report under today's rules."""
     df = under_todays_rules(out)
@@ -494,5 +500,9 @@ def update_readme(out: str | os.PathLike = REPO_ROOT / "reports") -> None:
     tail = rest.split(README_END, 1)[1] if README_END in rest else rest
     if TODAY_START in tail and TODAY_END in tail:  # the reading under today's rules follows the headline
         before, after = tail.split(TODAY_START, 1)
-        tail = before + todays_rules_markdown(out) + after.split(TODAY_END, 1)[1]
+        after = after.split(TODAY_END, 1)[1]
+        if _from_ledger(studies):  # assembled under today's rules already: the v2 run's re-reading goes with it
+            tail = before.rstrip("\n") + "\n\n" + after.lstrip("\n")
+        else:
+            tail = before + todays_rules_markdown(out) + after
     atomic_write_text(readme, head + "\n".join(lines) + tail)

@@ -48,6 +48,39 @@ def test_readme_headline_names_both_regimes(tmp_path, monkeypatch):
             ) in readme.read_text()
 
 
+def test_a_report_from_the_ledger_drops_the_readme_s_reading_of_the_v2_run(tmp_path, monkeypatch):
+    """The README's block that re-reads the v2 run under today's rules goes once the committed report is one built
+    on the ledger (judged under today's rules itself), and the text around it stays as it was."""
+    import bnext_lib.assembly as assembly
+    from bnext_lib.ledger import Ledger
+
+    out = tmp_path / "reports"
+    (out / "results").mkdir(parents=True)
+    claim = {"key": "k", "claim": "a claim", "verdict": "reproduced", "evidence": "", "where": "", "comparisons": []}
+    result = {"study": "01_architecture_study", "profile": "cpu", "regime": "full", "seeds": [0, 1, 2],
+              "settings": {"model": "m", "dataset": "d", "epochs": 2}, "claims": [claim], "tables": [],
+              "figures": []}
+    (out / "run.json").write_text(json.dumps({"wall_s": 600, "machine": {"cores": 2}}))
+    readme = tmp_path / "README.md"
+    monkeypatch.setattr(assembly, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(Ledger, "summary", lambda self: {"runs": 0})
+    monkeypatch.setattr(assembly, "todays_rules_markdown",
+                        lambda out: f"{assembly.TODAY_START}\nre-read\n{assembly.TODAY_END}")
+    v2 = f"intro\n{assembly.README_START}\nold\n{assembly.README_END}\n\n{assembly.TODAY_START}\nstale\n" \
+         f"{assembly.TODAY_END}\n\n## Status\n"
+    for ledger, kept in ((None, True), ("ledger", False)):
+        (out / "results" / "01_architecture_study.json").write_text(json.dumps(
+            dict(result, **({"ledger": ledger} if ledger else {}))))
+        readme.write_text(v2)
+        assembly.update_readme(out)
+        text = readme.read_text()
+        assert ("re-read" in text) is kept and "stale" not in text and (assembly.TODAY_START in text) is kept
+        assert text.startswith("intro\n") and text.endswith(f"{assembly.README_END}\n\n"
+                                                           + (f"{assembly.TODAY_START}\nre-read\n"
+                                                              f"{assembly.TODAY_END}\n\n" if kept else "")
+                                                           + "## Status\n")
+
+
 def test_assemble_without_results(tmp_path):
     with pytest.raises(FileNotFoundError, match="run the notebooks"):
         assemble(tmp_path)
@@ -109,9 +142,14 @@ def test_the_committed_reports_hold_only_what_their_last_run_wrote(profile):
 def test_the_readme_reads_the_committed_report_under_todays_rules():
     """The README's block on the committed report under today's rules is what the assembly computes from the
     committed results (not typed in), and today's rules never read more into a claim than its parts hold."""
-    from bnext_lib.assembly import REPO_ROOT, TODAY_END, TODAY_START, todays_rules_markdown, under_todays_rules
+    from bnext_lib.assembly import (REPO_ROOT, TODAY_END, TODAY_START, _from_ledger, _read_results,
+                                    todays_rules_markdown, under_todays_rules)
 
     text = (REPO_ROOT / "README.md").read_text()
+    studies, _ = _read_results(REPO_ROOT / "reports")
+    if _from_ledger(studies):  # the committed report is judged under today's rules itself: nothing to re-read
+        assert TODAY_START not in text and TODAY_END not in text
+        return
     block = TODAY_START + text.split(TODAY_START, 1)[1].split(TODAY_END, 1)[0] + TODAY_END
     assert block == todays_rules_markdown(), "regenerate it: bnext_lib.assembly.todays_rules_markdown()"
     df = under_todays_rules()
