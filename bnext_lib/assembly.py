@@ -117,6 +117,16 @@ def replication(out: Path) -> dict[str, str]:
     return {c["key"]: c["verdict"] for c in adjusted_claims(studies)}
 
 
+def replication_heading() -> str:
+    """The gpu column's heading in REPORT.md: a gpu report that predates the ledger ran an earlier protocol than
+    the cpu one beside it, and the heading says so."""
+    try:
+        studies, _ = _read_results(report_dir("gpu"))
+    except FileNotFoundError:
+        return "gpu report"
+    return "gpu report" if _from_ledger(studies) else "gpu report (an earlier protocol, [gpu/](gpu/REPORT.md))"
+
+
 def _seed_rows(claim: str, comparison: Mapping[str, Any]) -> list[dict]:
     """The per-seed values of one comparison, one row per value, named by its side's label."""
     name = comparison.get("comparison") or ""
@@ -212,7 +222,7 @@ def assemble(out: str | os.PathLike = REPO_ROOT / "reports") -> Path:
     checks = [c for s in studies for c in s.get("regime_checks", [])]
     if checks:
         atomic_write_text(out / "tables" / "regime_checks.csv", pd.DataFrame(checks).to_csv(index=False))
-    lines += _claims_section(claims, gpu)
+    lines += _claims_section(claims, gpu, replication_heading() if gpu else "")
     lines += ["", claims_registry.protocol_markdown(studies[0]["profile"]).rstrip()]
     if checks:
         lines += ["", "## Regime checks", "",
@@ -261,7 +271,7 @@ def _what_was_run(studies: list[dict], run: Mapping[str, Any]) -> list[str]:
         seen = _images_per_run(s["settings"]) if s else None
         if seen:
             lines.append(f"- Scale ({label}): each student run sees {seen:,} training images "
-                         f"({s['settings'].get('train_subset') or 'all'} x {s['settings'].get('epochs')} epochs); the "
+                         f"({s['settings'].get('train_subset') or 'all'} x {_epochs(s['settings'])}); the "
                          f"paper's ImageNet runs see 1,281,167 x 512 (~{1281167 * 512 / seen:,.0f}x more). Verdicts "
                          "are about this scale.")
     lines += ["", "| notebook | wall time (min) | runs trained | runs from cache | claims |", "|---|---|---|---|---|"]
@@ -306,7 +316,7 @@ def _ledger_words(profile: str) -> str:
             f"commits {s['commits']}); this invocation")
 
 
-def _claims_section(claims: list[dict], gpu: Mapping[str, str]) -> list[str]:
+def _claims_section(claims: list[dict], gpu: Mapping[str, str], gpu_heading: str = "gpu report") -> list[str]:
     """REPORT.md's "Claims": the verdict rule, then a row per claim (with the gpu report's verdict if there is one)."""
     lines = ["", "## Claims", "",
              "Verdict rule (`bnext_lib/verdicts.py`): per comparison a t-test, paired by seed where both arms ran "
@@ -323,7 +333,7 @@ def _claims_section(claims: list[dict], gpu: Mapping[str, str]) -> list[str]:
              "`detectable` in claims.csv is the smallest true difference the comparison finds at 80 % power. "
              "Per-seed values: [tables/claims_per_seed.csv](tables/claims_per_seed.csv). Claims marked † are this "
              "project's own hypotheses, not the paper's.", ""]
-    head = "| claim | verdict | our numbers | evidence |" + (" gpu report |" if gpu else "")
+    head = "| claim | verdict | our numbers | evidence |" + (f" {gpu_heading} |" if gpu else "")
     lines += [head, "|---" * (5 if gpu else 4) + "|"]
     for c in claims:
         mark = " †" if c.get("source") == "project" else ""
@@ -460,7 +470,12 @@ def _total_wall_s(run: Mapping[str, Any]) -> float:
 
 
 def _regime_words(settings: Mapping[str, Any]) -> str:
-    return f"{settings.get('train_subset') or 'all'} training images x {settings.get('epochs')} epochs"
+    return f"{settings.get('train_subset') or 'all'} training images x {_epochs(settings)}"
+
+
+def _epochs(settings: Mapping[str, Any]) -> str:
+    n = settings.get("epochs")
+    return f"{n} epoch" + ("" if n == 1 else "s")
 
 
 README_START, README_END = "<!-- report-headline:start -->", "<!-- report-headline:end -->"

@@ -177,3 +177,26 @@ def test_a_partial_report_names_what_waits_and_what_the_part_did_not_run(tmp_pat
     text = assemble(out).read_text()
     assert ("not the report**: 14 of 148 runs of the whole report are recorded (assuming the teacher ladder in the "
             "profile's order); 01_architecture_study stopped where") in text
+
+
+def test_the_gpu_column_says_when_its_report_ran_an_earlier_protocol(tmp_path, monkeypatch):
+    """REPORT.md's gpu column is headed as the gpu report it shows: one that predates the ledger ran an earlier
+    protocol than the cpu report beside it; one run on the ledger is headed plainly."""
+    import bnext_lib.assembly as assembly
+
+    result = {"study": "01_architecture_study", "profile": "gpu", "regime": "full", "seeds": [0], "claims": [],
+              "settings": {"model": "m", "dataset": "d", "epochs": 1}, "tables": [], "figures": []}
+    monkeypatch.setattr(assembly, "report_dir", lambda profile: tmp_path / profile)
+    assert assembly.replication_heading() == "gpu report"  # no gpu report at all
+    (tmp_path / "gpu" / "results").mkdir(parents=True)
+    (tmp_path / "gpu" / "results" / "01_architecture_study.json").write_text(json.dumps(result))
+    assert assembly.replication_heading() == "gpu report (an earlier protocol, [gpu/](gpu/REPORT.md))"
+    (tmp_path / "gpu" / "results" / "01_architecture_study.json").write_text(json.dumps(dict(result, ledger="l")))
+    assert assembly.replication_heading() == "gpu report"
+
+
+def test_one_epoch_is_worded_as_one():
+    from bnext_lib.assembly import _regime_words
+
+    assert _regime_words({"epochs": 1}) == "all training images x 1 epoch"
+    assert _regime_words({"epochs": 48, "train_subset": 1000}) == "1000 training images x 48 epochs"
