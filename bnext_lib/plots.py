@@ -12,6 +12,7 @@ __all__ = ["ops_vs_top1", "curves", "bars", "landscapes", "temperature", "teache
 def _style() -> None:
     import seaborn as sns
     sns.set_theme(style="whitegrid", context="notebook")
+    plt.rcParams["svg.hashsalt"] = "bnext"  # an SVG's element ids from a fixed salt, not at random: a rebuild is identical
 
 
 def ops_vs_top1(costs, label_col: str = "model"):
@@ -56,7 +57,12 @@ def bars(df, metric: str = "test_top1", x: str = "label", hue: str | None = None
     fig, ax = plt.subplots(figsize=(max(5.5, 1.1 * n + 2), 4.0))
     sns.barplot(data=df, x=x, y=metric, hue=hue, errorbar="sd", ax=ax, alpha=0.8, capsize=0.1)
     black = {"color": "black"} if hue is None else {"palette": "dark:black"}  # seaborn 0.13: no color= with hue
-    sns.stripplot(data=df, x=x, y=metric, hue=hue, dodge=hue is not None, size=4, ax=ax, legend=False, **black)
+    state = np.random.get_state()  # seaborn jitters the dots with NumPy's global generator: seeded, a rebuild
+    np.random.seed(0)               # draws the same picture, and the caller's random state is left as it was
+    try:
+        sns.stripplot(data=df, x=x, y=metric, hue=hue, dodge=hue is not None, size=4, ax=ax, legend=False, **black)
+    finally:
+        np.random.set_state(state)
     lo, hi = df[metric].min(), df[metric].max()
     pad = max(1.0, (hi - lo) * 0.6)
     ax.set_ylim(max(0, lo - pad), min(100, hi + pad))

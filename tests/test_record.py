@@ -86,3 +86,23 @@ def test_teachers_must_learn_from_their_students_images(tmp_path):
     unknown = rec.check_same_images(_Runs([], {("KD", 0): SimpleNamespace(config=TrainConfig(
         dataset="synthetic", teachers=("timm:resnet10t",)))}))
     assert unknown["value"] != unknown["value"] and not unknown["passed"]  # NaN: not known, so not met
+
+
+def test_a_figure_written_twice_is_byte_identical_and_leaves_the_random_state_alone(tmp_path):
+    """A rebuild of the report from the ledger redraws every figure: the same data must give the same PNG and SVG
+    bytes (the dots' jitter and the SVG's element ids are otherwise drawn at random), and drawing them must not move
+    the caller's NumPy random state."""
+    import matplotlib.pyplot as plt
+
+    from bnext_lib import plots
+
+    df = pd.DataFrame({"label": ["a"] * 5 + ["b"] * 5, "test_top1": [89.1, 88.8, 89.5, 89.0, 88.9,
+                                                                      87.6, 88.1, 87.2, 87.9, 87.5]})
+    written = []
+    for attempt, seed in (("first", 7), ("second", 8)):  # whatever the caller's random state
+        np.random.seed(seed)
+        Record("01_x", tmp_path / attempt, {}).figure(plots.bars(df), "bars", "bars")
+        plt.close("all")
+        assert np.random.randint(1 << 30) == np.random.RandomState(seed).randint(1 << 30)
+        written.append({p.name: p.read_bytes() for p in (tmp_path / attempt / "figures").iterdir()})
+    assert sorted(written[0]) == ["01_bars.png", "01_bars.svg"] and written[0] == written[1]
