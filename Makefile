@@ -69,8 +69,9 @@ report: $(STAMP) data
 	$(BIN)/python -m bnext_lib.report --profile $(PROFILE) $(if $(BUDGET_MIN),--budget-min $(BUDGET_MIN)) \
 		$(if $(WORKERS),--workers $(WORKERS)) $(if $(ONLY),--only $(ONLY))
 
-# re-train a seeded random sample of the profile's ledger (what fits 15 minutes by the runs' recorded times) and hold
-# it against the records: identical on the records' kind of machine, within the measured cross-kernel spread elsewhere
+# re-train a seeded random sample of the profile's ledger (what fits 15 minutes by the runs' recorded times, at least
+# 3 runs) and hold it against the records: identical on the records' kind of machine, within the measured
+# cross-kernel spread elsewhere
 SEED ?= 0
 audit: $(STAMP) data
 	$(BIN)/python -m bnext_lib.audit --profile $(PROFILE) --seed $(SEED)

@@ -13,7 +13,7 @@ metrics, their largest difference, the tolerance and why, and exits non-zero whe
 
 A student re-trains with its recorded teachers' committed weights (checked against their SHA-256), never with
 teachers trained again. The default sample is what fits ``--budget-min`` (15) by the runs' recorded wall
-times; ``--digest`` names runs instead. Nothing is written to the ledger or this machine's run cache.
+times, and at least ``--at-least`` (3) runs whatever they cost; ``--digest`` names runs instead. Nothing is written to the ledger or this machine's run cache.
 """
 from __future__ import annotations
 
@@ -37,9 +37,11 @@ METRICS = ("test_top1", "val_top1", "train_eval_top1", "test_loss")
 KERNEL_VARIANCE = Path(__file__).resolve().parents[1] / "reports" / "tables" / "kernel_variance.csv"
 
 
-def choose(records: Sequence[dict], seed: int, budget_s: float, digests: Sequence[str] = ()) -> list[dict]:
+def choose(records: Sequence[dict], seed: int, budget_s: float, digests: Sequence[str] = (),
+           at_least: int = 3) -> list[dict]:
     """The runs to re-train: those named by ``digests``, else a ``seed``-ed random order of all of them, taken while
-    their recorded wall seconds fit ``budget_s`` (a run that alone exceeds it is passed over)."""
+    their recorded wall seconds fit ``budget_s`` (a run that alone exceeds it is passed over), then the next ones in
+    that order until ``at_least`` are taken: two runs of ~8 minutes fill 15 minutes, and say little of a ledger."""
     if digests:
         known = {r["digest"]: r for r in records}
         unknown = [d for d in digests if d not in known]
@@ -53,6 +55,8 @@ def choose(records: Sequence[dict], seed: int, budget_s: float, digests: Sequenc
         if used + r["wall_s"] <= budget_s:
             chosen.append(r)
             used += r["wall_s"]
+    taken = {r["digest"] for r in chosen}
+    chosen += [r for r in order if r["digest"] not in taken][:max(0, at_least - len(chosen))]
     return chosen
 
 
@@ -117,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="the sample's seed (default 0)")
     ap.add_argument("--budget-min", type=float, default=15.0,
                     help="re-train a random sample whose recorded wall times add up to at most this (default 15)")
+    ap.add_argument("--at-least", type=int, default=3, metavar="N",
+                    help="re-train at least N runs, past the budget where fewer fit it (default 3)")
     ap.add_argument("--digest", nargs="+", default=(), help="re-train these runs instead of a sample")
     args = ap.parse_args(argv)
     quiet_cuda_probe()  # the re-training compiles: no "No CUDA runtime" line on a CPU machine
@@ -130,7 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"audit: {ledger.root} holds no runs", file=sys.stderr)
         return 2
     try:
-        sample = choose(records, args.seed, 60 * args.budget_min, args.digest)
+        if args.at_least < 0:
+            raise ValueError(f"--at-least must be 0 or more, got {args.at_least}")
+        sample = choose(records, args.seed, 60 * args.budget_min, args.digest, args.at_least)
     except ValueError as e:
         ap.error(str(e))
     if not sample:

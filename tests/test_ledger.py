@@ -361,3 +361,21 @@ def test_the_audit_re_trains_a_run_identically_and_catches_a_record_that_lies(tr
     assert audit.tolerance(run.record, run.record["machine"], spread)[0] == 0.0
     with pytest.raises(FileNotFoundError, match="cross-kernel spread"):
         audit.tolerance(dict(run.record, machine=other), run.record["machine"], tmp_path / "none.csv")
+
+
+def test_the_audit_samples_what_fits_its_budget_and_at_least_three_runs():
+    """The seeded sample takes the runs whose recorded times fit the budget, then enough of the next ones in the same
+    order to re-train at least three; the same seed gives the same sample, named runs are taken as named."""
+    from bnext_lib.audit import choose
+
+    records = [{"digest": f"{i:016x}", "wall_s": s} for i, s in enumerate([500, 480, 120, 510, 90, 530])]
+    few = choose(records, seed=0, budget_s=900)
+    assert len(few) == 3 and len({r["digest"] for r in few}) == 3 and few == choose(records, seed=0, budget_s=900)
+    fit = [r for r in few if r in choose(records, seed=0, budget_s=900, at_least=0)]
+    assert sum(r["wall_s"] for r in fit) <= 900 and few[:len(fit)] == fit  # the budget's runs first
+    many = choose(records, seed=0, budget_s=3600)
+    assert len(many) == 6  # everything fits: the floor adds nothing
+    assert choose(records, seed=0, budget_s=60, at_least=0) == []
+    assert [r["digest"] for r in choose(records, 0, 60, digests=["0000000000000004"])] == ["0000000000000004"]
+    with pytest.raises(ValueError, match="not in the ledger: ff"):
+        choose(records, 0, 60, digests=["ff"])
