@@ -74,7 +74,7 @@ report: $(STAMP) data
 # cross-kernel spread elsewhere
 SEED ?= 0
 audit: $(STAMP) data
-	$(BIN)/python -m bnext_lib.audit --profile $(PROFILE) --seed $(SEED)
+	$(BIN)/python -m bnext_lib.audit --profile $(PROFILE) --seed $(SEED) $(if $(AT_LEAST),--at-least $(AT_LEAST))
 
 # JupyterLab (the pinned `lab` extra, installed once) in the project's environment, serving the repository (notebooks,
 # reports/, docs/) and opening notebooks/; the "Python (bnext)" kernel is registered in .venv by set-up; a notebook

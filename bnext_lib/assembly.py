@@ -303,7 +303,7 @@ def _ledger_lines(studies: list[dict]) -> list[str]:
     if s is None:
         return []
     return [f"- Ledger: {s['runs']} runs ({s['hours']:.2f} worker-hours, {s['cpu_hours']:.2f} CPU-hours) in "
-            f"[`ledger/`](ledger/index.csv), trained on {s['machines']}; commits {s['commits']}"]
+            f"[`ledger/`](ledger/index.csv): {s['machines']}; commits {s['commits']}"]
 
 
 def _ledger_words(profile: str) -> str:

@@ -13,7 +13,8 @@ metrics, their largest difference, the tolerance and why, and exits non-zero whe
 
 A student re-trains with its recorded teachers' committed weights (checked against their SHA-256), never with
 teachers trained again. The default sample is what fits ``--budget-min`` (15) by the runs' recorded wall
-times, and at least ``--at-least`` (3) runs whatever they cost; ``--digest`` names runs instead. Nothing is written to the ledger or this machine's run cache.
+times, topped up to ``--at-least`` (3) runs; ``--digest`` names runs instead. Nothing is written to the ledger or
+this machine's run cache.
 """
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ def choose(records: Sequence[dict], seed: int, budget_s: float, digests: Sequenc
            at_least: int = 3) -> list[dict]:
     """The runs to re-train: those named by ``digests``, else a ``seed``-ed random order of all of them, taken while
     their recorded wall seconds fit ``budget_s`` (a run that alone exceeds it is passed over), then the next ones in
-    that order until ``at_least`` are taken: two runs of ~8 minutes fill 15 minutes, and say little of a ledger."""
+    that order that alone fit it, until ``at_least`` are taken: two runs of ~8 minutes fill 15 minutes and say little
+    of a ledger, while a teacher of an hour would overrun the budget fourfold."""
     if digests:
         known = {r["digest"]: r for r in records}
         unknown = [d for d in digests if d not in known]
@@ -56,7 +58,8 @@ def choose(records: Sequence[dict], seed: int, budget_s: float, digests: Sequenc
             chosen.append(r)
             used += r["wall_s"]
     taken = {r["digest"] for r in chosen}
-    chosen += [r for r in order if r["digest"] not in taken][:max(0, at_least - len(chosen))]
+    rest = [r for r in order if r["digest"] not in taken and r["wall_s"] <= budget_s]
+    chosen += rest[:max(0, at_least - len(chosen))]
     return chosen
 
 
@@ -125,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="re-train at least N runs, past the budget where fewer fit it (default 3)")
     ap.add_argument("--digest", nargs="+", default=(), help="re-train these runs instead of a sample")
     args = ap.parse_args(argv)
+    if args.at_least < 0:
+        ap.error(f"--at-least must be 0 or more, got {args.at_least}")
     quiet_cuda_probe()  # the re-training compiles: no "No CUDA runtime" line on a CPU machine
     ledger = Ledger(args.ledger or ledger_dir(args.profile))
     try:
@@ -136,15 +141,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"audit: {ledger.root} holds no runs", file=sys.stderr)
         return 2
     try:
-        if args.at_least < 0:
-            raise ValueError(f"--at-least must be 0 or more, got {args.at_least}")
         sample = choose(records, args.seed, 60 * args.budget_min, args.digest, args.at_least)
     except ValueError as e:
         ap.error(str(e))
     if not sample:
         ap.error(f"no run of {ledger.root} fits --budget-min {args.budget_min:g}; name one with --digest")
     here = machine()
-    print(f"audit: {len(sample)} of {len(records)} runs of {ledger.root} (seed {args.seed}), re-trained on "
+    print(f"audit: {len(sample)} of {len(records)} runs of {ledger.root} (seed {args.seed}; "
+          f"{sum(r['wall_s'] for r in sample) / 60:.1f} min as recorded), re-trained on "
           f"{cpu_kind(here)}, torch {here['torch']}", file=sys.stderr, flush=True)
     import pandas as pd
 

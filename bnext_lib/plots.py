@@ -12,7 +12,7 @@ __all__ = ["ops_vs_top1", "curves", "bars", "landscapes", "temperature", "teache
 def _style() -> None:
     import seaborn as sns
     sns.set_theme(style="whitegrid", context="notebook")
-    plt.rcParams["svg.hashsalt"] = "bnext"  # an SVG's element ids from a fixed salt, not at random: a rebuild is identical
+    plt.rcParams["svg.hashsalt"] = "bnext"  # SVG element ids from a fixed salt, not random: a rebuild is identical
 
 
 def ops_vs_top1(costs, label_col: str = "model"):

@@ -364,18 +364,19 @@ def test_the_audit_re_trains_a_run_identically_and_catches_a_record_that_lies(tr
 
 
 def test_the_audit_samples_what_fits_its_budget_and_at_least_three_runs():
-    """The seeded sample takes the runs whose recorded times fit the budget, then enough of the next ones in the same
-    order to re-train at least three; the same seed gives the same sample, named runs are taken as named."""
+    """The seeded sample takes the runs whose recorded times fit the budget, then the next ones in the same order
+    that alone fit it, until three are taken; the same seed gives the same sample, named runs are taken as named."""
     from bnext_lib.audit import choose
 
-    records = [{"digest": f"{i:016x}", "wall_s": s} for i, s in enumerate([500, 480, 120, 510, 90, 530])]
-    few = choose(records, seed=0, budget_s=900)
-    assert len(few) == 3 and len({r["digest"] for r in few}) == 3 and few == choose(records, seed=0, budget_s=900)
-    fit = [r for r in few if r in choose(records, seed=0, budget_s=900, at_least=0)]
-    assert sum(r["wall_s"] for r in fit) <= 900 and few[:len(fit)] == fit  # the budget's runs first
-    many = choose(records, seed=0, budget_s=3600)
-    assert len(many) == 6  # everything fits: the floor adds nothing
-    assert choose(records, seed=0, budget_s=60, at_least=0) == []
+    records = [{"digest": f"{i:016x}", "wall_s": s} for i, s in enumerate([500, 480, 510, 90, 530, 3700])]
+    order = choose(records, seed=0, budget_s=1e9, at_least=0)  # everything fits: the seeded order itself
+    assert len(order) == 6 and order == choose(records, seed=0, budget_s=1e9)  # the floor adds nothing
+    # 540 s: the first run of the order that fits, no second one beside it; then the order's next two that alone fit
+    three = choose(records, seed=0, budget_s=540)
+    assert three == [r for r in order if r["wall_s"] <= 540][:3] and three == choose(records, seed=0, budget_s=540)
+    # 100 s: only the 90-s run fits, alone or not: the floor never adds a run the budget could not hold
+    assert [r["wall_s"] for r in choose(records, seed=0, budget_s=100)] == [90]
+    assert len(choose(records, seed=0, budget_s=600, at_least=10)) == 5  # all that alone fit, no error
     assert [r["digest"] for r in choose(records, 0, 60, digests=["0000000000000004"])] == ["0000000000000004"]
     with pytest.raises(ValueError, match="not in the ledger: ff"):
         choose(records, 0, 60, digests=["ff"])
