@@ -91,7 +91,9 @@ def execute(notebooks: Sequence[str], profile: str, out: Path, html: bool = True
         t = time.perf_counter()
         try:
             with _text_progress():
-                parameters = {"profile": profile, "out_dir": str(out), **({"workers": workers} if workers else {})}
+                # relative to the notebook's folder (the kernel's cwd): no machine's path in the executed notebook
+                parameters = {"profile": profile, "out_dir": os.path.relpath(out, src.parent),
+                              **({"workers": workers} if workers else {})}
                 pm.execute_notebook(str(src), str(dst), parameters=parameters,
                                     cwd=str(src.parent), kernel_name="python3", progress_bar=False, log_output=log,
                                     extra_arguments=QUIET_KERNEL)

@@ -261,7 +261,8 @@ class Study:
         self.overrides = {k: v for k, v in dict(epochs=epochs, dataset=dataset, model=model).items() if v is not None}
         self.overrides["device"] = device
         self.name, self.regime = name, regime
-        self.record = Record(name, Path(out_dir) if out_dir else report_dir(profile), self.profile.thresholds, regime)
+        out = Path(out_dir).resolve() if out_dir else report_dir(profile)  # a relative out_dir: from here, now
+        self.record = Record(name, out, self.profile.thresholds, regime)
         self.ledger = Ledger(ledger if ledger is not None else ledger_dir(profile))
         self.trained = self.cached = 0
         self.waiting: dict = {}

@@ -150,3 +150,22 @@ def test_a_complete_part_is_published_and_only_the_report_s_own_stale_files_go(t
     assert not (out / "tables" / "01_old.csv").exists() and not (out / "figures" / "01_old.png").exists()
     assert (out / "notes.txt").exists() and (out / "ledger" / "abc.json").exists()
     assert json.loads((out / "run.json").read_text())["notebooks"]["01_architecture_study"]["wall_s"] == 5.0
+
+
+def test_the_notebooks_get_their_output_folder_relative_to_their_own(tmp_path, monkeypatch):
+    """An executed notebook that is committed names no machine's path: its out_dir is relative to notebooks/ (the
+    kernel's cwd) and leads to the folder asked for."""
+    import os
+
+    import papermill
+
+    from bnext_lib.report import REPO_ROOT, execute
+
+    seen = {}
+    monkeypatch.setattr(papermill, "execute_notebook", lambda src, dst, parameters, cwd, **kw: seen.update(
+        parameters=parameters, cwd=cwd))
+    out = tmp_path / "reports" / ".part"
+    execute(["01_architecture_study"], "smoke", out, html=False)
+    assert seen["cwd"] == str(REPO_ROOT / "notebooks")
+    assert not os.path.isabs(seen["parameters"]["out_dir"])
+    assert (REPO_ROOT / "notebooks" / seen["parameters"]["out_dir"]).resolve() == out.resolve()
